@@ -1,0 +1,1 @@
+"""Anomaly scores, Gaussian-process active learning and the ratings store (later issues)."""

@@ -1,0 +1,285 @@
+"""A collection: one directory holding everything about one set of galaxies.
+
+Layout (all paths relative to the collection directory)::
+
+    manifest.json     format version, counts, image shape, preprocessing, encoder fingerprint
+    catalog.parquet   one row per galaxy: id, source, optional ra/dec, metadata columns
+    images.u8         uint8 array (galaxies, H, W, C), C-order, row-aligned with the catalog
+    embeddings.f32    float32 array (embedded, D), row-aligned with the catalog
+    index/ ratings.sqlite heads/   written by the index, rating and fine-tuning commands
+
+The manifest is the commit point: array files are appended first, then the catalog and the manifest
+are replaced atomically, so a crash leaves the last committed state readable (bytes past the committed
+counts are ignored and dropped by the next write).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import CollectionError
+from .storage import append_records, atomic_write, atomic_write_json, exclusive_lock
+
+FORMAT = "galsearch-collection"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+CATALOG = "catalog.parquet"
+IMAGES = "images.u8"
+EMBEDDINGS = "embeddings.f32"
+LOCK = ".lock"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    return pd.read_parquet(path).reset_index(drop=True)
+
+
+def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))
+
+
+class Collection:
+    """An open, validated collection directory (use :func:`open_collection` or :meth:`create`)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.manifest = self._read_manifest()
+        self._catalog: pd.DataFrame | None = None
+        self.validate()
+
+    # ---- creation and validation -------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls, path: str | Path, image_shape: tuple[int, int, int], preprocessing: dict, name: str | None = None
+    ) -> Collection:
+        """Create an empty collection for images of ``image_shape`` (H, W, C)."""
+        path = Path(path)
+        if (path / MANIFEST).exists():
+            raise CollectionError(f"{path} already holds a collection")
+        if path.exists() and not path.is_dir():
+            raise CollectionError(f"{path} exists and is not a directory")
+        path.mkdir(parents=True, exist_ok=True)
+        h, w, c = (int(v) for v in image_shape)
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "name": name or path.resolve().name,
+            "created": _now(),
+            "updated": _now(),
+            "counts": {"galaxies": 0, "embedded": 0},
+            "images": {"file": IMAGES, "dtype": "uint8", "shape": [h, w, c]},
+            "preprocessing": preprocessing,
+            "encoder": None,
+            "embeddings": None,
+            "sources": [],
+        }
+        (path / IMAGES).touch()
+        _write_parquet(path / CATALOG, pd.DataFrame({"id": pd.Series(dtype=str), "source": pd.Series(dtype=str)}))
+        atomic_write_json(path / MANIFEST, manifest)
+        return cls(path)
+
+    def _read_manifest(self) -> dict:
+        if not self.path.is_dir():
+            raise CollectionError(f"no collection at {self.path}: directory does not exist")
+        file = self.path / MANIFEST
+        if not file.is_file():
+            raise CollectionError(f"{self.path} is not a galsearch collection: {MANIFEST} is missing")
+        try:
+            manifest = json.loads(file.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CollectionError(f"{file} is not valid JSON ({exc}); the collection is damaged") from exc
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+            raise CollectionError(f"{file} is not a galsearch collection manifest")
+        version = manifest.get("format_version")
+        if version != FORMAT_VERSION:
+            raise CollectionError(
+                f"{self.path} has collection format version {version}; this galsearch reads version "
+                f"{FORMAT_VERSION}"
+            )
+        return manifest
+
+    def validate(self) -> None:
+        """Check that every file exists and agrees with the manifest; list every problem found."""
+        problems: list[str] = []
+        n, m = self.counts["galaxies"], self.counts["embedded"]
+        catalog_file = self.path / CATALOG
+        if not catalog_file.is_file():
+            problems.append(f"{CATALOG} is missing")
+        else:
+            try:
+                catalog = _read_parquet(catalog_file)
+            except Exception as exc:  # pyarrow raises several types for damaged files
+                problems.append(f"{CATALOG} cannot be read: {exc}")
+            else:
+                if len(catalog) != n:
+                    problems.append(f"{CATALOG} has {len(catalog)} rows but the manifest counts {n} galaxies")
+                if "id" not in catalog.columns:
+                    problems.append(f"{CATALOG} has no 'id' column")
+                elif catalog["id"].duplicated().any():
+                    dupes = catalog["id"][catalog["id"].duplicated()].head(5).tolist()
+                    problems.append(f"{CATALOG} has duplicate ids, e.g. {dupes}")
+                self._catalog = catalog
+        for file, rows, row_bytes in (
+            (IMAGES, n, self.image_row_bytes),
+            (EMBEDDINGS, m, 4 * self.embedding_dim if self.embedding_dim else 0),
+        ):
+            if rows == 0:
+                continue
+            have = (self.path / file).stat().st_size if (self.path / file).is_file() else None
+            if have is None:
+                problems.append(f"{file} is missing but the manifest counts {rows} rows")
+            elif have < rows * row_bytes:
+                problems.append(
+                    f"{file} holds {have // row_bytes} complete rows but the manifest counts {rows}"
+                )
+        if m > n:
+            problems.append(f"manifest counts {m} embeddings for only {n} galaxies")
+        if m and not self.manifest.get("encoder"):
+            problems.append("embeddings exist but the manifest has no encoder fingerprint")
+        if problems:
+            raise CollectionError(f"collection {self.path} is inconsistent:\n  - " + "\n  - ".join(problems))
+
+    # ---- reading -----------------------------------------------------------------------------
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Number of galaxies and of embedded galaxies."""
+        return self.manifest["counts"]
+
+    def __len__(self) -> int:
+        return self.counts["galaxies"]
+
+    def __repr__(self) -> str:
+        return f"Collection({str(self.path)!r}, galaxies={len(self)}, embedded={self.counts['embedded']})"
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of every stored image."""
+        return tuple(self.manifest["images"]["shape"])
+
+    @property
+    def image_row_bytes(self) -> int:
+        return math.prod(self.image_shape)
+
+    @property
+    def preprocessing(self) -> dict:
+        """How raw pixels became stored images (stretch, size, channels)."""
+        return self.manifest["preprocessing"]
+
+    @property
+    def encoder(self) -> dict | None:
+        """Fingerprint of the encoder that made the embeddings, or None before any embedding."""
+        return self.manifest.get("encoder")
+
+    @property
+    def embedding_dim(self) -> int | None:
+        return (self.manifest.get("embeddings") or {}).get("dim")
+
+    @property
+    def catalog(self) -> pd.DataFrame:
+        """The catalog as a DataFrame, one row per galaxy in storage order."""
+        if self._catalog is None:
+            self._catalog = _read_parquet(self.path / CATALOG)
+        return self._catalog
+
+    @property
+    def images(self) -> np.ndarray:
+        """All stored images as a read-only memory map of shape (galaxies, H, W, C)."""
+        return self._memmap(IMAGES, np.uint8, (len(self), *self.image_shape))
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        """Embeddings made so far as a read-only memory map of shape (embedded, D)."""
+        dim = self.embedding_dim or 0
+        return self._memmap(EMBEDDINGS, np.float32, (self.counts["embedded"], dim))
+
+    def _memmap(self, file: str, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
+        if math.prod(shape) == 0:
+            return np.zeros(shape, dtype=dtype)
+        return np.memmap(self.path / file, dtype=dtype, mode="r", shape=shape)
+
+    def rows_of(self, ids: list[str] | str) -> np.ndarray:
+        """Catalog row numbers of the given ids; raises with the unknown ids listed."""
+        ids = [ids] if isinstance(ids, str) else [str(i) for i in ids]
+        lookup = pd.Index(self.catalog["id"])
+        rows = lookup.get_indexer(ids)
+        missing = [i for i, r in zip(ids, rows, strict=True) if r < 0]
+        if missing:
+            raise CollectionError(f"id(s) not in collection {self.path.name}: {missing[:10]}")
+        return rows
+
+    # ---- writing -----------------------------------------------------------------------------
+
+    @contextmanager
+    def writing(self) -> Iterator[Collection]:
+        """Hold the collection's writer lock; re-reads the manifest so writes build on the latest state."""
+        with exclusive_lock(self.path / LOCK, f"collection {self.path}"):
+            self.manifest = self._read_manifest()
+            self._catalog = None
+            yield self
+
+    def _commit(self, catalog: pd.DataFrame | None = None) -> None:
+        if catalog is not None:
+            _write_parquet(self.path / CATALOG, catalog)
+            self._catalog = catalog
+        self.manifest["updated"] = _now()
+        atomic_write_json(self.path / MANIFEST, self.manifest)
+
+    def append_galaxies(self, images: np.ndarray, rows: pd.DataFrame) -> None:
+        """Append uint8 images (n, H, W, C) and their catalog rows, then commit (inside :meth:`writing`)."""
+        if images.dtype != np.uint8 or images.shape[1:] != self.image_shape:
+            raise CollectionError(
+                f"images must be uint8 of shape (n, {', '.join(map(str, self.image_shape))}), "
+                f"got {images.dtype} {images.shape}"
+            )
+        if len(images) != len(rows):
+            raise CollectionError(f"{len(images)} images but {len(rows)} catalog rows")
+        n = len(self)
+        append_records(self.path / IMAGES, n * self.image_row_bytes, np.ascontiguousarray(images).tobytes())
+        catalog = pd.concat([self.catalog, rows], ignore_index=True) if n else rows.reset_index(drop=True)
+        self.counts["galaxies"] = n + len(images)
+        self._commit(catalog)
+
+    def record_source(self, entry: dict[str, Any]) -> None:
+        """Add a provenance entry (what was ingested, when, how many) to the manifest and commit."""
+        self.manifest["sources"].append({"time": _now(), **entry})
+        self._commit()
+
+    def start_embeddings(self, encoder: dict, dim: int) -> None:
+        """Discard existing embeddings and start new ones made by ``encoder`` (inside :meth:`writing`)."""
+        self.manifest["encoder"] = encoder
+        self.manifest["embeddings"] = {"file": EMBEDDINGS, "dtype": "float32", "dim": int(dim)}
+        self.counts["embedded"] = 0
+        self._commit()
+        (self.path / EMBEDDINGS).unlink(missing_ok=True)
+
+    def append_embeddings(self, vectors: np.ndarray) -> None:
+        """Append float32 embeddings for the next rows and commit (inside :meth:`writing`)."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        m, dim = self.counts["embedded"], self.embedding_dim
+        if vectors.ndim != 2 or vectors.shape[1] != dim or m + len(vectors) > len(self):
+            raise CollectionError(f"cannot append embeddings of shape {vectors.shape} at row {m} (dim {dim})")
+        append_records(self.path / EMBEDDINGS, m * dim * 4, vectors.tobytes())
+        self.counts["embedded"] = m + len(vectors)
+        self._commit()
+
+
+def open_collection(path: str | Path) -> Collection:
+    """Open and validate the collection at ``path``."""
+    return Collection(path)

@@ -1,0 +1,50 @@
+"""Shared fixtures: small generated collections and tiny encoders (no network, no shared data needed)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embedder import Collection, ingest, open_collection
+
+TINY_ENCODER = "random:test_convnext"
+
+
+def blob_images(n: int, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Float images of one elliptical Gaussian each plus noise; label 0 = compact round, 1 = extended elongated."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    labels = np.arange(n) % 2
+    images = np.empty((n, size, size, 3), np.float32)
+    for i, label in enumerate(labels):
+        sigma = rng.uniform(1.5, 2.5) if label == 0 else rng.uniform(5, 7)
+        q = 1.0 if label == 0 else rng.uniform(0.25, 0.4)
+        theta = rng.uniform(0, np.pi)
+        u = xx * np.cos(theta) + yy * np.sin(theta)
+        v = -xx * np.sin(theta) + yy * np.cos(theta)
+        blob = np.exp(-0.5 * ((u / sigma) ** 2 + (v / (sigma * q)) ** 2))
+        colour = np.array([0.6, 0.8, 1.0]) if label == 0 else np.array([1.0, 0.8, 0.5])
+        images[i] = blob[..., None] * colour * 100 + rng.normal(0, 1, (size, size, 3))
+    return images, labels
+
+
+def write_blob_npz(path: Path, n: int, size: int = 32, seed: int = 0) -> Path:
+    """An .npz source in the shared-data layout with ``n`` blob galaxies."""
+    images, labels = blob_images(n, size, seed)
+    ids = np.array([f"blob-{seed}-{i:04d}" for i in range(n)])
+    np.savez(path, images=images, labels=labels, ids=ids, class_names=np.array(["compact", "extended"]))
+    return path
+
+
+@pytest.fixture
+def blob_collection(tmp_path: Path) -> Collection:
+    """A fresh 64-galaxy collection of two learnable classes (not embedded)."""
+    ingest(write_blob_npz(tmp_path / "blobs.npz", 64), tmp_path / "blobs", progress=False)
+    return open_collection(tmp_path / "blobs")

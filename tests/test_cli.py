@@ -1,0 +1,58 @@
+"""The galsearch command line, run as a user runs it (a separate process)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from conftest import TINY_ENCODER, write_blob_npz
+
+from embedder import open_collection
+
+COMMANDS = ["ingest", "embed", "info", "demo", "serve"]
+
+
+def galsearch(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ui.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_help_lists_every_command():
+    done = galsearch("--help")
+    assert done.returncode == 0
+    for command in COMMANDS:
+        assert command in done.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_command_has_help(command):
+    done = galsearch(command, "--help")
+    assert done.returncode == 0 and "usage: galsearch " + command in done.stdout
+
+
+def test_ingest_embed_info(tmp_path):
+    source = write_blob_npz(tmp_path / "blobs.npz", 20)
+    done = galsearch("ingest", str(source), str(tmp_path / "c"), "--quiet", "--stretch", "linear")
+    assert done.returncode == 0, done.stderr
+    assert "stored 20 galaxies" in done.stdout
+    done = galsearch("embed", str(tmp_path / "c"), "--encoder", TINY_ENCODER, "--quiet", "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    assert "embedded 20 galaxies" in done.stdout
+    done = galsearch("info", str(tmp_path / "c"))
+    assert done.returncode == 0 and "embedded    20 with random:test_convnext" in done.stdout
+    assert open_collection(tmp_path / "c").preprocessing["stretch"]["kind"] == "linear"
+
+
+def test_errors_exit_1_with_a_message_and_no_traceback(tmp_path):
+    done = galsearch("embed", str(tmp_path / "nowhere"))
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: no collection at") and "Traceback" not in done.stderr
+    (tmp_path / "notes.txt").write_text("not images")
+    done = galsearch("ingest", str(tmp_path / "notes.txt"), str(tmp_path / "c"))
+    assert done.returncode == 1 and "don't know how to ingest" in done.stderr
+
+
+def test_usage_errors_exit_2(tmp_path):
+    assert galsearch("ingest").returncode == 2
+    assert galsearch("ingest", "a", "b", "--bands", "r,g").returncode == 2
+    assert galsearch("frobnicate").returncode == 2

@@ -1,0 +1,113 @@
+"""Encoder specs: random init, galsearch checkpoints, plain state dicts, model folders and the hub cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+from conftest import TINY_ENCODER
+
+from embedder import EncoderError, load_encoder, save_encoder, open_collection
+
+ARCH = TINY_ENCODER.removeprefix("random:")
+
+
+@pytest.fixture
+def images() -> np.ndarray:
+    return np.random.default_rng(1).integers(0, 256, size=(4, 32, 32, 3), dtype=np.uint8)
+
+
+def test_random_spec_is_deterministic(images):
+    a, b = load_encoder(TINY_ENCODER, "cpu"), load_encoder(TINY_ENCODER, "cpu")
+    assert a.weights_sha256 == b.weights_sha256
+    assert a.input_size is None  # no training resolution: images are used at their own size
+    np.testing.assert_array_equal(a.embed(images), b.embed(images))
+    assert a.embed(images).shape == (4, a.dim)
+
+
+def test_saved_checkpoint_reloads_identically(tmp_path, images):
+    encoder = load_encoder(TINY_ENCODER, "cpu")
+    encoder.input_size = 48
+    path = save_encoder(encoder, tmp_path / "enc.safetensors")
+    again = load_encoder(str(path), "cpu")
+    assert (again.architecture, again.input_size, again.weights_sha256) == (ARCH, 48, encoder.weights_sha256)
+    np.testing.assert_allclose(again.embed(images), encoder.embed(images), rtol=1e-5, atol=1e-6)
+
+
+def test_plain_state_dict_needs_its_architecture(tmp_path, images):
+    model = timm.create_model(ARCH, num_classes=5)  # with a classification head, as training leaves it
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, tmp_path / "w.pt")
+    with pytest.raises(EncoderError, match=r"ARCH@"):
+        load_encoder(str(tmp_path / "w.pt"), "cpu")
+    encoder = load_encoder(f"{ARCH}@{tmp_path / 'w.pt'}", "cpu")
+    model.reset_classifier(0)
+    with torch.inference_mode():
+        expected = model.eval()(encoder.preprocess(torch.from_numpy(images))).numpy()
+    np.testing.assert_allclose(encoder.embed(images), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_weights_of_another_architecture_are_refused(tmp_path):
+    torch.save(timm.create_model("test_resnet", num_classes=0).state_dict(), tmp_path / "r.pt")
+    with pytest.raises(EncoderError, match="do not"):
+        load_encoder(f"{ARCH}@{tmp_path / 'r.pt'}", "cpu")
+
+
+def test_damaged_checkpoint_is_reported(tmp_path):
+    (tmp_path / "bad.safetensors").write_bytes(b"not a checkpoint")
+    with pytest.raises(EncoderError, match="cannot read checkpoint"):
+        load_encoder(str(tmp_path / "bad.safetensors"), "cpu")
+
+
+def test_unknown_name_suggests_close_matches():
+    with pytest.raises(EncoderError, match="did you mean convnext_nano"):
+        load_encoder("convnxt_nano")
+
+
+def test_pretrained_timm_name_offline_says_how_to_get_weights():
+    with pytest.raises(EncoderError, match="not in the local Hugging Face cache"):
+        load_encoder("resnet18")
+
+
+def test_greyscale_images_feed_a_three_channel_encoder():
+    encoder = load_encoder(TINY_ENCODER, "cpu")
+    grey = np.random.default_rng(0).integers(0, 256, size=(2, 32, 32, 1), dtype=np.uint8)
+    np.testing.assert_allclose(encoder.embed(grey), encoder.embed(np.repeat(grey, 3, axis=3)), atol=1e-6)
+
+
+def _hub_cache(root: Path, repo: str) -> str:
+    """A Hugging Face cache holding ``repo`` as the hub stores a timm model (config.json + safetensors)."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo_dir = root / "hub" / f"models--{repo.replace('/', '--')}"
+    snapshot = repo_dir / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    torch.manual_seed(3)
+    model = timm.create_model(ARCH, num_classes=0)
+    timm.models.save_for_hf(model, str(snapshot), safe_serialization=True)
+    assert json.loads((snapshot / "config.json").read_text())["architecture"] == ARCH
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text(commit)
+    return load_encoder(str(snapshot), "cpu").weights_sha256  # the same files load as a local model folder
+
+
+def test_hub_id_loads_from_local_cache_offline(tmp_path, blob_collection):
+    digest = _hub_cache(tmp_path / "hf", "galsearch-tests/tiny-encoder")
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    galsearch = [sys.executable, "-m", "ui.cli", "embed", str(blob_collection.path), "--quiet"]
+    done = subprocess.run([*galsearch, "--encoder", "hf_hub:galsearch-tests/tiny-encoder"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    fingerprint = open_collection(blob_collection.path).encoder
+    assert (fingerprint["architecture"], fingerprint["weights_sha256"]) == (ARCH, digest)
+
+    missing = subprocess.run([*galsearch, "--replace", "--encoder", "hf-hub:galsearch-tests/absent"], env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 1
+    assert "hf download galsearch-tests/absent" in missing.stderr
+    assert "Traceback" not in missing.stderr

@@ -1,0 +1,1 @@
+"""What people touch: the ``galsearch`` command line and the Gradio web app."""

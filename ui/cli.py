@@ -1,0 +1,166 @@
+"""The ``galsearch`` command line: a thin layer over the Python API.
+
+Exit codes: 0 success; 1 a galsearch error (message on stderr, no traceback); 2 bad usage;
+130 interrupted (work done so far is kept: re-run the command to continue).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _bands(text: str) -> list[int]:
+    try:
+        return [int(b) for b in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bands must be comma-separated channel numbers, got {text!r}") from None
+
+
+def cmd_ingest(args: argparse.Namespace) -> None:
+    from embedder import Stretch, ingest
+
+    stretch = Stretch(args.stretch, args.percentiles[0], args.percentiles[1], args.softening)
+    report = ingest(
+        args.source,
+        args.collection,
+        catalog=args.catalog,
+        size=args.size,
+        stretch=stretch,
+        bands=args.bands,
+        cutout_size=args.cutout_size,
+        progress=not args.quiet,
+    )
+    print(report.summary())
+
+
+def cmd_embed(args: argparse.Namespace) -> None:
+    from embedder import DEFAULT_ENCODER, embed
+
+    report = embed(
+        args.collection,
+        args.encoder or DEFAULT_ENCODER,
+        tta=args.tta,
+        replace=args.replace,
+        batch_size=args.batch_size,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    print(report.summary())
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    from embedder import describe, open_collection
+
+    coll = open_collection(args.collection)
+    h, w, c = coll.image_shape
+    print(f"collection  {coll.path} ({coll.manifest['name']})")
+    print(f"galaxies    {len(coll)} images of {h}x{w} px, {c} channel(s); stretch {coll.preprocessing['stretch']}")
+    encoder = coll.encoder
+    print(f"embedded    {coll.counts['embedded']} with {describe(encoder) if encoder else '-'}")
+    print(f"columns     {', '.join(map(str, coll.catalog.columns))}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from embedder import DEFAULT_ENCODER, build_demo, default_demo_path, embed
+
+    path = args.path or default_demo_path()
+    coll = build_demo(path, seed=args.seed, n_simulated=args.galaxies, size=args.size)
+    print(embed(coll, args.encoder or DEFAULT_ENCODER, device=args.device).summary())
+    if not args.no_serve:
+        _serve(coll.path, args.host, args.port)
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    _serve(args.collection, args.host, args.port)
+
+
+def _serve(collection: Path, host: str, port: int | None) -> None:
+    from ui.app import serve
+
+    serve(collection, host=host, port=port)
+
+
+def _add_server_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
+    parser.add_argument("--port", type=int, default=None, help="port (default: the first free one from 7860)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every galsearch command."""
+    parser = argparse.ArgumentParser(
+        prog="galsearch",
+        description="Similarity search, anomaly ranking and fine-tuning for galaxy images.",
+        epilog="Run `galsearch COMMAND --help` for the options of a command.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, func: Callable, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.set_defaults(func=func)
+        return sub
+
+    p = command("ingest", cmd_ingest, "add galaxy images from a folder, .npz/HDF5 file or FITS image to a collection")
+    p.add_argument("source", type=Path, help="folder of FITS/PNG/JPEG cutouts, .npz/.h5 file, or large FITS image")
+    p.add_argument("collection", type=Path, help="collection directory (created if absent)")
+    p.add_argument("--catalog", type=Path, help="source table (FITS or CSV with RA/Dec) to cut out of a FITS image")
+    p.add_argument("--cutout-size", type=int, default=64, help="cutout side in pixels with --catalog (default 64)")
+    p.add_argument("--size", type=int, help="stored image side in pixels (default: the first image's)")
+    p.add_argument("--stretch", choices=["asinh", "linear", "log", "sqrt"], default="asinh",
+                   help="stretch for non-8-bit pixels (default asinh)")
+    p.add_argument("--percentiles", type=float, nargs=2, default=(0.5, 99.5), metavar=("LO", "HI"),
+                   help="per-channel clip percentiles before the stretch (default 0.5 99.5)")
+    p.add_argument("--softening", type=float, default=0.1, help="asinh/log softening parameter a (default 0.1)")
+    p.add_argument("--bands", type=_bands, help="channels to keep, in R,G,B order, e.g. 3,2,1")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = command("embed", cmd_embed, "embed every galaxy of a collection with an image encoder")
+    p.add_argument("collection", type=Path)
+    p.add_argument("--encoder", help="timm name, checkpoint path, ARCH@PATH, hf-hub:OWNER/NAME or random:ARCH")
+    p.add_argument("--tta", action="store_true", help="average over the 8 rotations/flips of each image")
+    p.add_argument("--replace", action="store_true", help="discard embeddings made by another encoder")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = command("info", cmd_info, "describe a collection (and check that it is consistent)")
+    p.add_argument("collection", type=Path)
+
+    p = command("demo", cmd_demo, "build the demo collection (HDF + simulated galaxies), embed it and serve it")
+    p.add_argument("--path", type=Path, help="where to build it (default: $GALSEARCH_HOME/demo)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--galaxies", type=int, default=3000, help="number of simulated galaxies (default 3000)")
+    p.add_argument("--size", type=int, default=64, help="stamp size in pixels (default 64)")
+    p.add_argument("--encoder", help="encoder spec (default: galsearch's default encoder)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N")
+    p.add_argument("--no-serve", action="store_true", help="build and embed only")
+    _add_server_options(p)
+
+    p = command("serve", cmd_serve, "serve a collection's search page in the browser")
+    p.add_argument("collection", type=Path)
+    _add_server_options(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one galsearch command and return its exit code."""
+    from embedder.errors import GalsearchError
+
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except GalsearchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted: work done so far is saved; run the same command again to continue", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
