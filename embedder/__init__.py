@@ -1,6 +1,7 @@
 """Images to vectors: collections, ingest, stretches, encoders and embedding."""
 
 from .collection import Collection, open_collection
+from .demo import build_demo, default_demo_path
 from .embed import DEFAULT_ENCODER, EmbedReport, describe, embed, encoder_of
 from .encoders import Encoder, load_encoder, save_encoder
 from .errors import CollectionError, EncoderError, GalsearchError, IngestError
@@ -20,6 +21,8 @@ __all__ = [
     "IngestReport",
     "Item",
     "Stretch",
+    "build_demo",
+    "default_demo_path",
     "describe",
     "embed",
     "encoder_of",

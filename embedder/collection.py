@@ -90,7 +90,9 @@ class Collection:
             "sources": [],
         }
         (path / IMAGES).touch()
-        _write_parquet(path / CATALOG, pd.DataFrame({"id": pd.Series(dtype=str), "source": pd.Series(dtype=str)}))
+        _write_parquet(
+            path / CATALOG, pd.DataFrame({"id": pd.Series(dtype=str), "source": pd.Series(dtype=str)})
+        )
         atomic_write_json(path / MANIFEST, manifest)
         return cls(path)
 

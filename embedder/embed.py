@@ -88,10 +88,14 @@ def embed(
         start = coll.counts["embedded"]
         started = time.perf_counter()
         _embed_rows(coll, enc, start, tta, batch_size, progress)
-    return EmbedReport(coll.path, enc.spec, len(coll) - start, start, len(coll), time.perf_counter() - started)
+    return EmbedReport(
+        coll.path, enc.spec, len(coll) - start, start, len(coll), time.perf_counter() - started
+    )
 
 
-def _embed_rows(coll: Collection, enc: Encoder, start: int, tta: bool, batch_size: int, progress: bool) -> None:
+def _embed_rows(
+    coll: Collection, enc: Encoder, start: int, tta: bool, batch_size: int, progress: bool
+) -> None:
     """Embed rows ``start:`` in batches, committing every few seconds and on interruption."""
     images = coll.images
     pending: list[np.ndarray] = []
@@ -115,7 +119,9 @@ def encoder_of(collection: Collection, device: str | None = None) -> Encoder:
     """Reload the encoder that embedded ``collection`` (to embed query images the same way)."""
     fingerprint = collection.encoder
     if fingerprint is None:
-        raise EncoderError(f"{collection.path} has no embeddings yet: run `galsearch embed {collection.path}`")
+        raise EncoderError(
+            f"{collection.path} has no embeddings yet: run `galsearch embed {collection.path}`"
+        )
     enc = load_encoder(fingerprint["spec"], device)
     if enc.weights_sha256 != fingerprint["weights_sha256"]:
         raise EncoderError(

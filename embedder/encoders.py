@@ -143,7 +143,9 @@ def load_encoder(spec: str, device: str | None = None) -> Encoder:
         spec=spec,
         architecture=architecture,
         channels=channels,
-        input_size=None if spec.startswith(RANDOM_PREFIX) else int(meta.get("input_size", cfg["input_size"][-1])),
+        input_size=None
+        if spec.startswith(RANDOM_PREFIX)
+        else int(meta.get("input_size", cfg["input_size"][-1])),
         mean=mean,
         std=std,
         interpolation=str(meta.get("interpolation", cfg.get("interpolation", "bilinear"))),
@@ -251,7 +253,8 @@ def _from_path(path: Path) -> tuple[torch.nn.Module, str, dict]:
     architecture = meta.get("architecture")
     if not architecture:
         raise EncoderError(
-            f"{path} does not say which architecture it holds; name it as ARCH@{path}, e.g. convnext_nano@{path}"
+            f"{path} does not say which architecture it holds; "
+            f"name it as ARCH@{path}, e.g. convnext_nano@{path}"
         )
     model = _create(architecture, pretrained=False)
     _load_state_dict(model, state_dict, path)
@@ -284,7 +287,9 @@ def _load_state_dict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]
     for prefix in WRAPPER_PREFIXES:
         if not expected & set(state_dict) and any(k.startswith(prefix) for k in state_dict):
             state_dict = {k.removeprefix(prefix): v for k, v in state_dict.items()}
-    state_dict = {k: v for k, v in state_dict.items() if not (k.startswith(HEAD_PREFIXES) and k not in expected)}
+    state_dict = {
+        k: v for k, v in state_dict.items() if not (k.startswith(HEAD_PREFIXES) and k not in expected)
+    }
     try:
         missing, unexpected = model.load_state_dict(state_dict, strict=False)
     except RuntimeError as exc:  # shape mismatch: wrong architecture
@@ -292,5 +297,6 @@ def _load_state_dict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]
     if missing or unexpected:
         raise EncoderError(
             f"weights in {source} do not match the architecture: "
-            f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
+            f"{len(missing)} missing keys (e.g. {missing[:3]}), "
+            f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})"
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,17 +45,17 @@ class IngestReport:
             + (f"; {self.already_present} already present (skipped)" if self.already_present else "")
             + (f"; {len(self.skipped)} bad items skipped" if self.skipped else "")
         ]
-        lines += [f"  skipped {s.source}" + (f" (id {s.id})" if s.id else "") + f": {s.reason}"
-                  for s in self.skipped[:50]]
+        lines += [
+            f"  skipped {s.source}" + (f" (id {s.id})" if s.id else "") + f": {s.reason}"
+            for s in self.skipped[:50]
+        ]
         if len(self.skipped) > 50:
             lines.append(f"  ... and {len(self.skipped) - 50} more")
         return "\n".join(lines)
 
 
-def prepare_image(
-    image: np.ndarray, size: int, channels: int, stretch: Stretch
-) -> np.ndarray:
-    """Validate a raw (H, W[, C]) image and return it as uint8 (size, size, channels); raise ValueError why not.
+def prepare_image(image: np.ndarray, size: int, channels: int, stretch: Stretch) -> np.ndarray:
+    """A raw (H, W[, C]) image validated and made uint8 (size, size, channels); ValueError says why not.
 
     8-bit inputs are taken as already display-stretched; any other dtype is stretched with ``stretch``.
     Non-square images are centre-cropped to a square before resizing. A few NaN/inf pixels (e.g. at a
@@ -66,7 +67,9 @@ def prepare_image(
     if image.ndim != 3:
         raise ValueError(f"wrong dimensions: expected a 2-D image or (H, W, C), got shape {image.shape}")
     if image.shape[2] != channels:
-        raise ValueError(f"has {image.shape[2]} channel(s) but the collection has {channels}")
+        raise ValueError(
+            f"has {image.shape[2]} channel(s) but the collection has {channels} (pick them with --bands)"
+        )
     if min(image.shape[:2]) < MIN_SIDE:
         raise ValueError(f"too small: {image.shape[0]}x{image.shape[1]} pixels (minimum {MIN_SIDE})")
     if not np.issubdtype(image.dtype, np.number) or np.issubdtype(image.dtype, np.complexfloating):
@@ -102,7 +105,7 @@ def ingest(
     commit_every: int = 2048,
     progress: bool = True,
 ) -> IngestReport:
-    """Add the galaxies in ``source`` to ``collection`` (created if absent); bad items are reported and skipped.
+    """Add the galaxies in ``source`` to ``collection`` (created if absent); bad items are reported, skipped.
 
     ``source`` is a folder of FITS/PNG/JPEG cutouts, an ``.npz``/HDF5 file with an ``images`` array, a
     large FITS image with WCS (give ``catalog``, a FITS/CSV source table with RA/Dec), or an iterable of
@@ -115,7 +118,7 @@ def ingest(
     items = (
         read_source(Path(source), catalog=catalog, bands=bands, cutout_size=cutout_size)
         if isinstance(source, str | Path)
-        else iter(source)
+        else source
     )
     report = IngestReport(collection)
     coll = Collection(collection) if (collection / MANIFEST).exists() else None
@@ -136,7 +139,8 @@ def ingest(
             buffer_rows.clear()
 
     try:
-        for item in tqdm(items, desc="ingest", unit="img", disable=not progress):
+        total = operator.length_hint(items) or None
+        for item in tqdm(items, total=total, desc="ingest", unit="img", disable=not progress):
             if item.error is not None:
                 report.skipped.append(Skipped(item.source, item.id, item.error))
                 continue

@@ -138,9 +138,8 @@ def _columns(arrays: dict[str, Any], n: int, path: Path) -> dict[str, np.ndarray
         if values.ndim == 0 or values.shape[0] != n:
             continue
         if values.ndim == 1:
-            columns[name.removesuffix("s") if name == "labels" else name] = (
-                _text(values) if values.dtype.kind in "SUO" else values
-            )
+            key = "label" if name == "labels" else f"array_{name}" if name == "source" else name
+            columns[key] = _text(values) if values.dtype.kind in "SUO" else values
         elif values.ndim == 2:
             names = arrays.get(f"{name.removesuffix('s')}_names", arrays.get(f"{name}_names"))
             names = _text(names[()]) if names is not None else [f"{name}_{k}" for k in range(values.shape[1])]

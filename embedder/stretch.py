@@ -20,12 +20,17 @@ _STRETCHES = {"asinh": AsinhStretch, "linear": LinearStretch, "log": LogStretch,
 
 @dataclass(frozen=True)
 class Stretch:
-    """Per-channel percentile clip followed by a stretch; ``a`` is the asinh/log softening parameter."""
+    """Percentile clip followed by a stretch; ``a`` is the asinh/log softening parameter.
+
+    With ``joint`` (the default) one clip interval is shared by all channels, which keeps the colours of
+    multi-band images (as in Lupton et al. 2004); otherwise each channel is clipped on its own.
+    """
 
     kind: StretchKind = "asinh"
     lower_percentile: float = 0.5
     upper_percentile: float = 99.5
     a: float = 0.1
+    joint: bool = True
 
     def __post_init__(self) -> None:
         if self.kind not in _STRETCHES:
@@ -35,6 +40,12 @@ class Stretch:
                 f"percentiles must satisfy 0 <= lower < upper <= 100, got "
                 f"{self.lower_percentile}, {self.upper_percentile}"
             )
+
+    def __str__(self) -> str:
+        softening = f" (a={self.a:g})" if self.kind in ("asinh", "log") else ""
+        channels = "all channels together" if self.joint else "each channel"
+        clip = f"{self.lower_percentile:g}-{self.upper_percentile:g} percentile clip of {channels}"
+        return f"{self.kind}{softening} stretch after a {clip}"
 
     def to_dict(self) -> dict:
         """The stretch as a JSON-ready dict (stored in the collection manifest)."""
@@ -48,13 +59,15 @@ class Stretch:
         return _STRETCHES[self.kind]()
 
     def apply(self, image: np.ndarray) -> np.ndarray:
-        """Stretch an (H, W, C) float image channel by channel into float32 values in [0, 1]."""
+        """Stretch an (H, W, C) float image into float32 values in [0, 1]."""
         interval = AsymmetricPercentileInterval(self.lower_percentile, self.upper_percentile)
         transform = self._transform()
+        image = image.astype(np.float64)
+        if self.joint:
+            return transform(interval(image, clip=True), clip=True).astype(np.float32)
         out = np.empty(image.shape, dtype=np.float32)
         for c in range(image.shape[2]):
-            band = image[..., c].astype(np.float64)
-            out[..., c] = transform(interval(band, clip=True), clip=True)
+            out[..., c] = transform(interval(image[..., c], clip=True), clip=True)
         return out
 
 

@@ -18,7 +18,7 @@ TINY_ENCODER = "random:test_convnext"
 
 
 def blob_images(n: int, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Float images of one elliptical Gaussian each plus noise; label 0 = compact round, 1 = extended elongated."""
+    """Float images of one Gaussian blob plus noise: label 0 compact and round, 1 extended and elongated."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
     labels = np.arange(n) % 2

@@ -14,7 +14,9 @@ COMMANDS = ["ingest", "embed", "info", "demo", "serve"]
 
 
 def galsearch(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ui.cli", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "ui.cli", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_help_lists_every_command():

@@ -54,8 +54,11 @@ def test_other_encoder_is_refused_unless_replacing(blob_collection):
 def test_tta_embeddings_ignore_rotation(tmp_path):
     images, _ = blob_images(6, size=32, seed=4)
     rotated = np.rot90(images, 1, axes=(1, 2))
-    np.savez(tmp_path / "rot.npz", images=np.concatenate([images, rotated]),
-             ids=np.array([f"g{i}" for i in range(6)] + [f"g{i}-rot90" for i in range(6)]))
+    np.savez(
+        tmp_path / "rot.npz",
+        images=np.concatenate([images, rotated]),
+        ids=np.array([f"g{i}" for i in range(6)] + [f"g{i}-rot90" for i in range(6)]),
+    )
     ingest(tmp_path / "rot.npz", tmp_path / "coll", progress=False)
     embed(tmp_path / "coll", TINY_ENCODER, tta=True, device="cpu", progress=False)
     vectors = open_collection(tmp_path / "coll").embeddings
@@ -95,8 +98,20 @@ def test_interrupted_embed_resumes_where_it_stopped(tmp_path):
 @pytest.mark.slow
 def test_killed_embed_process_resumes(tmp_path):
     ingest(write_blob_npz(tmp_path / "c.npz", 800, size=64), tmp_path / "c", progress=False)
-    command = [sys.executable, "-m", "ui.cli", "embed", str(tmp_path / "c"), "--encoder", SLOW_ENCODER,
-               "--device", "cpu", "--batch-size", "16", "--quiet"]
+    command = [
+        sys.executable,
+        "-m",
+        "ui.cli",
+        "embed",
+        str(tmp_path / "c"),
+        "--encoder",
+        SLOW_ENCODER,
+        "--device",
+        "cpu",
+        "--batch-size",
+        "16",
+        "--quiet",
+    ]
     process = subprocess.Popen(command)
     deadline = time.monotonic() + 120
     while open_collection(tmp_path / "c").counts["embedded"] == 0 and time.monotonic() < deadline:
@@ -114,5 +129,9 @@ def test_killed_embed_process_resumes(tmp_path):
 def test_encoder_of_reloads_the_collections_encoder(blob_collection):
     embed(blob_collection, TINY_ENCODER, device="cpu", progress=False)
     encoder = encoder_of(open_collection(blob_collection.path), "cpu")
-    np.testing.assert_allclose(encoder.embed(blob_collection.images[:3]),
-                               open_collection(blob_collection.path).embeddings[:3], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        encoder.embed(blob_collection.images[:3]),
+        open_collection(blob_collection.path).embeddings[:3],
+        rtol=1e-4,
+        atol=1e-5,
+    )

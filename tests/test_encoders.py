@@ -14,7 +14,7 @@ import timm
 import torch
 from conftest import TINY_ENCODER
 
-from embedder import EncoderError, load_encoder, save_encoder, open_collection
+from embedder import EncoderError, load_encoder, open_collection, save_encoder
 
 ARCH = TINY_ENCODER.removeprefix("random:")
 
@@ -100,14 +100,24 @@ def test_hub_id_loads_from_local_cache_offline(tmp_path, blob_collection):
     digest = _hub_cache(tmp_path / "hf", "galsearch-tests/tiny-encoder")
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
     galsearch = [sys.executable, "-m", "ui.cli", "embed", str(blob_collection.path), "--quiet"]
-    done = subprocess.run([*galsearch, "--encoder", "hf_hub:galsearch-tests/tiny-encoder"], env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [*galsearch, "--encoder", "hf_hub:galsearch-tests/tiny-encoder"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     fingerprint = open_collection(blob_collection.path).encoder
     assert (fingerprint["architecture"], fingerprint["weights_sha256"]) == (ARCH, digest)
 
-    missing = subprocess.run([*galsearch, "--replace", "--encoder", "hf-hub:galsearch-tests/absent"], env=env,
-                             capture_output=True, text=True, timeout=300)
+    missing = subprocess.run(
+        [*galsearch, "--replace", "--encoder", "hf-hub:galsearch-tests/absent"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert missing.returncode == 1
     assert "hf download galsearch-tests/absent" in missing.stderr
     assert "Traceback" not in missing.stderr

@@ -64,10 +64,15 @@ def build_app(collection: str | Path) -> gr.Blocks:
             with gr.Column(scale=3):
                 picker = gr.Gallery(
                     value=[(_display(images[r]), _caption(coll, r)) for r in sample],
-                    label="Pick a galaxy", columns=8, height=420, allow_preview=False,
+                    label="Pick a galaxy",
+                    columns=8,
+                    height=420,
+                    allow_preview=False,
                 )
             with gr.Column(scale=1):
-                galaxy_id = gr.Textbox(label="Galaxy id", placeholder="e.g. " + str(coll.catalog["id"].iloc[0]))
+                galaxy_id = gr.Textbox(
+                    label="Galaxy id", placeholder="e.g. " + str(coll.catalog["id"].iloc[0])
+                )
                 k = gr.Slider(1, 48, value=12, step=1, label="Neighbours")
                 go = gr.Button("Find similar", variant="primary")
                 query = gr.Image(label="Query", interactive=False, height=200)

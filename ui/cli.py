@@ -18,13 +18,16 @@ def _bands(text: str) -> list[int]:
     try:
         return [int(b) for b in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"bands must be comma-separated channel numbers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"bands must be comma-separated channel numbers, got {text!r}"
+        ) from None
 
 
 def cmd_ingest(args: argparse.Namespace) -> None:
     from embedder import Stretch, ingest
 
-    stretch = Stretch(args.stretch, args.percentiles[0], args.percentiles[1], args.softening)
+    lower, upper = args.percentiles
+    stretch = Stretch(args.stretch, lower, upper, args.softening, joint=not args.per_channel)
     report = ingest(
         args.source,
         args.collection,
@@ -54,12 +57,13 @@ def cmd_embed(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    from embedder import describe, open_collection
+    from embedder import Stretch, describe, open_collection
 
     coll = open_collection(args.collection)
     h, w, c = coll.image_shape
     print(f"collection  {coll.path} ({coll.manifest['name']})")
-    print(f"galaxies    {len(coll)} images of {h}x{w} px, {c} channel(s); stretch {coll.preprocessing['stretch']}")
+    stretch = Stretch(**coll.preprocessing["stretch"])
+    print(f"galaxies    {len(coll)} images of {h}x{w} px, {c} channel(s); {stretch}")
     encoder = coll.encoder
     print(f"embedded    {coll.counts['embedded']} with {describe(encoder) if encoder else '-'}")
     print(f"columns     {', '.join(map(str, coll.catalog.columns))}")
@@ -86,7 +90,9 @@ def _serve(collection: Path, host: str, port: int | None) -> None:
 
 
 def _add_server_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)"
+    )
     parser.add_argument("--port", type=int, default=None, help="port (default: the first free one from 7860)")
 
 
@@ -104,23 +110,50 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(func=func)
         return sub
 
-    p = command("ingest", cmd_ingest, "add galaxy images from a folder, .npz/HDF5 file or FITS image to a collection")
-    p.add_argument("source", type=Path, help="folder of FITS/PNG/JPEG cutouts, .npz/.h5 file, or large FITS image")
+    p = command(
+        "ingest", cmd_ingest, "add galaxy images from a folder, .npz/HDF5 file or FITS image to a collection"
+    )
+    p.add_argument(
+        "source", type=Path, help="folder of FITS/PNG/JPEG cutouts, .npz/.h5 file, or large FITS image"
+    )
     p.add_argument("collection", type=Path, help="collection directory (created if absent)")
-    p.add_argument("--catalog", type=Path, help="source table (FITS or CSV with RA/Dec) to cut out of a FITS image")
-    p.add_argument("--cutout-size", type=int, default=64, help="cutout side in pixels with --catalog (default 64)")
+    p.add_argument(
+        "--catalog", type=Path, help="source table (FITS or CSV with RA/Dec) to cut out of a FITS image"
+    )
+    p.add_argument(
+        "--cutout-size", type=int, default=64, help="cutout side in pixels with --catalog (default 64)"
+    )
     p.add_argument("--size", type=int, help="stored image side in pixels (default: the first image's)")
-    p.add_argument("--stretch", choices=["asinh", "linear", "log", "sqrt"], default="asinh",
-                   help="stretch for non-8-bit pixels (default asinh)")
-    p.add_argument("--percentiles", type=float, nargs=2, default=(0.5, 99.5), metavar=("LO", "HI"),
-                   help="per-channel clip percentiles before the stretch (default 0.5 99.5)")
-    p.add_argument("--softening", type=float, default=0.1, help="asinh/log softening parameter a (default 0.1)")
+    p.add_argument(
+        "--stretch",
+        choices=["asinh", "linear", "log", "sqrt"],
+        default="asinh",
+        help="stretch for non-8-bit pixels (default asinh)",
+    )
+    p.add_argument(
+        "--percentiles",
+        type=float,
+        nargs=2,
+        default=(0.5, 99.5),
+        metavar=("LO", "HI"),
+        help="per-channel clip percentiles before the stretch (default 0.5 99.5)",
+    )
+    p.add_argument(
+        "--softening", type=float, default=0.1, help="asinh/log softening parameter a (default 0.1)"
+    )
+    p.add_argument(
+        "--per-channel",
+        action="store_true",
+        help="clip each channel on its own (default: one interval for all, which keeps colours)",
+    )
     p.add_argument("--bands", type=_bands, help="channels to keep, in R,G,B order, e.g. 3,2,1")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = command("embed", cmd_embed, "embed every galaxy of a collection with an image encoder")
     p.add_argument("collection", type=Path)
-    p.add_argument("--encoder", help="timm name, checkpoint path, ARCH@PATH, hf-hub:OWNER/NAME or random:ARCH")
+    p.add_argument(
+        "--encoder", help="timm name, checkpoint path, ARCH@PATH, hf-hub:OWNER/NAME or random:ARCH"
+    )
     p.add_argument("--tta", action="store_true", help="average over the 8 rotations/flips of each image")
     p.add_argument("--replace", action="store_true", help="discard embeddings made by another encoder")
     p.add_argument("--batch-size", type=int, default=128)
@@ -130,7 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("info", cmd_info, "describe a collection (and check that it is consistent)")
     p.add_argument("collection", type=Path)
 
-    p = command("demo", cmd_demo, "build the demo collection (HDF + simulated galaxies), embed it and serve it")
+    p = command(
+        "demo", cmd_demo, "build the demo collection (HDF + simulated galaxies), embed it and serve it"
+    )
     p.add_argument("--path", type=Path, help="where to build it (default: $GALSEARCH_HOME/demo)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--galaxies", type=int, default=3000, help="number of simulated galaxies (default 3000)")
@@ -157,7 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print("interrupted: work done so far is saved; run the same command again to continue", file=sys.stderr)
+        print(
+            "interrupted: work done so far is saved; run the same command again to continue", file=sys.stderr
+        )
         return EXIT_INTERRUPTED
     return EXIT_OK
 
