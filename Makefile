@@ -3,7 +3,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench
+WORK ?= work
+
+.PHONY: setup demo test lint bench default-encoder
 
 setup: $(VENV)/.installed
 
@@ -25,3 +27,15 @@ lint: setup
 
 bench: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/embed.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/encoder_quality.py --work $(WORK)
+
+# Retrain the shipped encoder (embedder/weights/default.safetensors) from the demo and the train splits
+# of ../shared/data; the README gives the data, the time it took and the resulting quality.
+default-encoder: setup
+	$(BIN)/python benchmarks/splits.py $(WORK)
+	$(BIN)/galsearch demo --no-serve --path $(WORK)/demo --encoder random:convnext_atto
+	$(BIN)/galsearch ingest $(WORK)/gz1_train.npz $(WORK)/gz1_train --quiet
+	$(BIN)/galsearch ingest $(WORK)/rings_train.npz $(WORK)/rings_train --quiet
+	$(BIN)/galsearch pretrain $(WORK)/demo $(WORK)/gz1_train $(WORK)/rings_train \
+		--out $(WORK)/default.safetensors --arch convnext_atto --input-size 64 --method both --epochs 25 --seed 0
+	cp $(WORK)/default.safetensors embedder/weights/default.safetensors

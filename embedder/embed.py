@@ -10,10 +10,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .collection import Collection, open_collection
-from .encoders import Encoder, load_encoder
+from .encoders import DEFAULT_SPEC, Encoder, load_encoder
 from .errors import EncoderError
 
-DEFAULT_ENCODER = "random:convnext_nano"
+DEFAULT_ENCODER = DEFAULT_SPEC
 COMMIT_SECONDS = 2.0
 # Fingerprint keys that identify the embedding function; the spec string that named it does not.
 IDENTITY_KEYS = ("architecture", "weights_sha256", "input_size", "mean", "std", "interpolation", "dim", "tta")

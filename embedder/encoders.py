@@ -8,7 +8,8 @@ A spec is one of:
 * a path to a ``.safetensors`` / ``.pt`` checkpoint written by galsearch (self-describing), or
   ``ARCH@PATH`` for a plain state dict of the timm architecture ``ARCH``;
 * a timm model name, e.g. ``convnext_nano`` — its pretrained weights (hub or cache);
-* ``random:ARCH`` — a randomly initialised timm model (seeded), a baseline that needs no weights.
+* ``random:ARCH`` — a randomly initialised timm model (seeded), a baseline that needs no weights;
+* ``default`` — galsearch's own encoder, shipped in the package (see README: how it was trained).
 
 The encoder's preprocessing (input size, channels, mean/std, interpolation) travels with it in its
 fingerprint, which is stored with every embedding it makes.
@@ -28,10 +29,13 @@ import torch
 import torch.nn.functional as F
 from huggingface_hub.errors import LocalEntryNotFoundError
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from .errors import EncoderError
+from .storage import atomic_write
 
+DEFAULT_SPEC = "default"
+DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "default.safetensors"
 HUB_PREFIXES = ("hf-hub:", "hf_hub:")
 RANDOM_PREFIX = "random:"
 CHECKPOINT_SUFFIXES = {".safetensors", ".pt", ".pth", ".bin", ".ckpt"}
@@ -154,8 +158,11 @@ def load_encoder(spec: str, device: str | None = None) -> Encoder:
     return encoder.to(device or default_device())
 
 
-def save_encoder(encoder: Encoder, path: str | Path) -> Path:
-    """Write the encoder as a self-describing safetensors checkpoint that ``load_encoder(path)`` reads."""
+def save_encoder(encoder: Encoder, path: str | Path, training: dict | None = None) -> Path:
+    """Write the encoder as a self-describing safetensors checkpoint that ``load_encoder(path)`` reads.
+
+    ``training`` (how the weights were made: data, method, seed...) is stored alongside for provenance.
+    """
     meta = {
         "architecture": encoder.architecture,
         "channels": encoder.channels,
@@ -166,9 +173,12 @@ def save_encoder(encoder: Encoder, path: str | Path) -> Path:
     }
     if encoder.input_size is None:
         meta.pop("input_size")
+    if training:
+        meta["training"] = training
     state = {k: v.detach().cpu().contiguous() for k, v in encoder.model.state_dict().items()}
     path = Path(path)
-    save_file(state, str(path), metadata={"galsearch": json.dumps(meta)})
+    payload = save(state, metadata={"galsearch": json.dumps(meta)})
+    atomic_write(path, lambda f: f.write(payload))
     return path
 
 
@@ -177,6 +187,12 @@ def _resolve(spec: str) -> tuple[torch.nn.Module, str, dict]:
     if spec.startswith(HUB_PREFIXES):
         model = _from_hub(spec)
         return model, model.pretrained_cfg.get("architecture") or type(model).__name__, {}
+    if spec == DEFAULT_SPEC:
+        if not DEFAULT_WEIGHTS.is_file():
+            raise EncoderError(
+                f"the default encoder's weights are missing from the installation ({DEFAULT_WEIGHTS})"
+            )
+        return _from_path(DEFAULT_WEIGHTS)
     if spec.startswith(RANDOM_PREFIX):
         architecture = spec.removeprefix(RANDOM_PREFIX)
         torch.manual_seed(0)

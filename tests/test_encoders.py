@@ -13,8 +13,10 @@ import pytest
 import timm
 import torch
 from conftest import TINY_ENCODER
+from safetensors import safe_open
 
 from embedder import EncoderError, load_encoder, open_collection, save_encoder
+from embedder.encoders import DEFAULT_WEIGHTS
 
 ARCH = TINY_ENCODER.removeprefix("random:")
 
@@ -63,6 +65,16 @@ def test_damaged_checkpoint_is_reported(tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"not a checkpoint")
     with pytest.raises(EncoderError, match="cannot read checkpoint"):
         load_encoder(str(tmp_path / "bad.safetensors"), "cpu")
+
+
+def test_default_encoder_ships_with_the_package(images):
+    encoder = load_encoder("default", "cpu")
+    assert (encoder.architecture, encoder.input_size, encoder.channels) == ("convnext_atto", 64, 3)
+    assert encoder.embed(images).shape == (4, encoder.dim)
+    assert DEFAULT_WEIGHTS.stat().st_size <= 25 * 2**20
+    with safe_open(str(DEFAULT_WEIGHTS), framework="pt") as f:
+        training = json.loads(f.metadata()["galsearch"])["training"]
+    assert training["method"] == "both" and "gz1_train" in training["collections"]
 
 
 def test_unknown_name_suggests_close_matches():

@@ -1,0 +1,411 @@
+"""Train an encoder on one or more collections: self-supervised, supervised, or both at once.
+
+The self-supervised objective is SimCLR (NT-Xent between two augmented views of each galaxy). It was
+chosen over BYOL/DINO because it trains one network with no momentum teacher — half the forward passes,
+which matters on a CPU — and is stable at the batch sizes (128 to 512) that fit here; its negatives also
+keep rare morphologies from collapsing onto the common ones. When the collections carry labels, a
+linear head per collection adds class-weighted cross-entropy on the same features (``supervised``
+trains with that alone, ``both`` sums the two losses).
+
+Training checkpoints at every epoch end (and every few minutes within an epoch) to ``OUT.state.pt``;
+a re-run resumes there, bit-for-bit on the CPU, since data order and augmentations are drawn from
+generators whose state is saved. The loss log is ``OUT.log.csv``. The result is a self-describing
+safetensors checkpoint (architecture, input size, channels, normalisation) that ``--encoder OUT`` loads.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import timm
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .augment import Augment
+from .collection import Collection, open_collection
+from .encoders import Encoder, default_device, save_encoder, weights_digest
+from .errors import GalsearchError
+from .storage import atomic_write
+
+Method = Literal["ssl", "supervised", "both"]
+CHECKPOINT_SECONDS = 300.0
+LOG_EVERY = 10
+
+
+@dataclass
+class PretrainConfig:
+    """Everything that defines a training run (a resumed run must match it)."""
+
+    collections: list[str]
+    architecture: str = "convnext_atto"
+    input_size: int = 64
+    method: Method = "both"
+    label_column: str = "label"
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    temperature: float = 0.2
+    seed: int = 0
+
+
+@dataclass
+class PretrainReport:
+    """What a training run produced."""
+
+    out: Path
+    steps: int
+    epochs: int
+    seconds: float
+    images_per_second: float
+    first_loss: float
+    last_loss: float
+    resumed_from_epoch: int = 0
+    log: list[dict] = field(default_factory=list, repr=False)
+    encoder: Encoder | None = field(default=None, repr=False)
+
+    def summary(self) -> str:
+        """One human-readable line."""
+        resumed = f", resumed at epoch {self.resumed_from_epoch}" if self.resumed_from_epoch else ""
+        return (
+            f"trained {self.epochs} epochs ({self.steps} steps{resumed}) in {self.seconds:.0f} s, "
+            f"{self.images_per_second:.0f} images/s; loss {self.first_loss:.3f} -> {self.last_loss:.3f}; "
+            f"wrote {self.out}"
+        )
+
+
+class _Data:
+    """Images (resized to the input size, in [0, 1]) and per-collection labels, read batch by batch."""
+
+    def __init__(self, collections: list[Collection], config: PretrainConfig):
+        self.collections = collections
+        self.size = config.input_size
+        self.where = np.concatenate(
+            [np.stack([np.full(len(c), i), np.arange(len(c))], axis=1) for i, c in enumerate(collections)]
+        )
+        self.classes: list[list] = []
+        labels = []
+        for coll in collections:
+            column = coll.catalog.get(config.label_column) if config.method != "ssl" else None
+            values, classes = _labels(column, len(coll))
+            self.classes.append(classes)
+            labels.append(values)
+        self.labels = np.concatenate(labels)
+        if config.method != "ssl" and not any(self.classes):
+            raise GalsearchError(
+                f"method {config.method!r} needs labels, but no collection has a usable "
+                f"{config.label_column!r} column; use --method ssl or --labels COLUMN"
+            )
+
+    def __len__(self) -> int:
+        return len(self.where)
+
+    def images(self, indices: np.ndarray, device: torch.device) -> torch.Tensor:
+        """Float (B, C, S, S) images in [0, 1] for the given global indices, in their order."""
+        out = torch.empty(len(indices), 3, self.size, self.size, device=device)
+        for i, coll in enumerate(self.collections):
+            mask = self.where[indices, 0] == i
+            if not mask.any():
+                continue
+            rows = self.where[indices[mask], 1]
+            order = np.argsort(rows)  # sorted reads from the memory map, then back to batch order
+            batch = torch.from_numpy(np.array(coll.images[rows[order]])).to(device)
+            x = batch.permute(0, 3, 1, 2).float().div_(255)
+            x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+            if x.shape[-1] != self.size:
+                x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True)
+            out[torch.from_numpy(np.flatnonzero(mask)[order]).to(device)] = x
+        return out
+
+
+def _labels(column, n: int) -> tuple[np.ndarray, list]:
+    """Class indices (-1 where missing or negative) and the sorted class values of a label column."""
+    if column is None:
+        return np.full(n, -1), []
+    values = column.to_numpy()
+    valid = ~column.isna().to_numpy()
+    if np.issubdtype(values.dtype, np.number):
+        valid &= values >= 0
+    classes = sorted(set(values[valid].tolist()))
+    lookup = {c: k for k, c in enumerate(classes)}
+    indices = np.array([lookup[v] if ok else -1 for v, ok in zip(values, valid, strict=True)])
+    return indices, classes if len(classes) > 1 else []
+
+
+class _Model(torch.nn.Module):
+    """Backbone + SimCLR projection head + one linear classifier per labelled collection."""
+
+    def __init__(self, config: PretrainConfig, classes: list[list]):
+        super().__init__()
+        self.backbone = timm.create_model(config.architecture, pretrained=False, num_classes=0)
+        dim = self.backbone.num_features
+        self.projection = torch.nn.Sequential(
+            torch.nn.Linear(dim, 512), torch.nn.GELU(), torch.nn.Linear(512, 128)
+        )
+        self.heads = torch.nn.ModuleList(torch.nn.Linear(dim, max(len(c), 1)) for c in classes)
+
+
+def pretrain(
+    collections: list[str | Path],
+    out: str | Path,
+    *,
+    architecture: str = "convnext_atto",
+    input_size: int = 64,
+    method: Method = "both",
+    label_column: str = "label",
+    epochs: int = 30,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    seed: int = 0,
+    device: str | None = None,
+    restart: bool = False,
+    progress: bool = True,
+) -> PretrainReport:
+    """Train an encoder on ``collections`` and write it to ``out`` (a .safetensors file)."""
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise GalsearchError(f"--out must end in .safetensors, got {out}")
+    config = PretrainConfig(
+        [str(Path(c).resolve()) for c in collections],
+        architecture,
+        input_size,
+        method,
+        label_column,
+        epochs,
+        batch_size,
+        lr,
+        seed=seed,
+    )
+    colls = [open_collection(c) for c in collections]
+    data = _Data(colls, config)
+    if len(data) < 2 * batch_size:
+        raise GalsearchError(
+            f"{len(data)} images are too few for batches of {batch_size}; lower --batch-size"
+        )
+    device = torch.device(device or default_device())
+    torch.manual_seed(seed)
+    model = _Model(config, data.classes).to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    steps_per_epoch = len(data) // batch_size
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(steps_per_epoch, epochs))
+    state_file, log_file = out.with_name(out.name + ".state.pt"), out.with_name(out.name + ".log.csv")
+    generator = torch.Generator().manual_seed(seed)
+    state = _resume(state_file, config, model, optimizer, schedule, generator) if not restart else None
+    start_epoch, start_step, log = state or (0, 0, [])
+    class_weights = [
+        _class_weights(data.labels[data.where[:, 0] == i], len(c)).to(device)
+        for i, c in enumerate(data.classes)
+    ]
+    mean, std = _statistics(data, device)
+    augment = Augment()
+    started, trained = time.perf_counter(), 0
+    last_save = time.monotonic()
+    bar = tqdm(
+        total=epochs * steps_per_epoch,
+        initial=start_epoch * steps_per_epoch + start_step,
+        desc="pretrain",
+        unit="step",
+        disable=not progress,
+    )
+    model.train()
+    for epoch in range(start_epoch, epochs):
+        order = torch.randperm(
+            len(data), generator=torch.Generator().manual_seed(seed * 100_003 + epoch)
+        ).numpy()
+        for step in range(start_step if epoch == start_epoch else 0, steps_per_epoch):
+            indices = order[step * batch_size : (step + 1) * batch_size]
+            images = data.images(indices, device)
+            views = torch.cat([augment(images, generator), augment(images, generator)])
+            views = (views - mean) / std
+            if device.type == "cuda":
+                views = views.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                features = model.backbone(views).float()
+            ssl, sup = _losses(model, features, data, indices, class_weights, config)
+            loss = ssl + sup
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            trained += len(indices)
+            bar.update()
+            bar.set_postfix(loss=f"{loss.item():.3f}", epoch=epoch + 1)
+            if step % LOG_EVERY == 0:
+                log.append(
+                    {
+                        "epoch": epoch,
+                        "step": step,
+                        "loss": loss.item(),
+                        "ssl": ssl.item(),
+                        "supervised": sup.item(),
+                        "lr": schedule.get_last_lr()[0],
+                        "images_per_s": trained / (time.perf_counter() - started),
+                    }
+                )
+            if time.monotonic() - last_save > CHECKPOINT_SECONDS:
+                _save_state(
+                    state_file, log_file, config, model, optimizer, schedule, generator, epoch, step + 1, log
+                )
+                last_save = time.monotonic()
+        _save_state(state_file, log_file, config, model, optimizer, schedule, generator, epoch + 1, 0, log)
+        last_save = time.monotonic()
+    bar.close()
+    model.eval()
+    encoder = Encoder(
+        model=model.backbone,
+        spec=str(out),
+        architecture=architecture,
+        channels=3,
+        input_size=input_size,
+        mean=tuple(mean.flatten().tolist()),
+        std=tuple(std.flatten().tolist()),
+        interpolation="bilinear",
+        weights_sha256=weights_digest(model.backbone),
+    )
+    save_encoder(
+        encoder,
+        out,
+        training={k: v for k, v in asdict(config).items() if k != "collections"}
+        | {"collections": [Path(c).name for c in config.collections]},
+    )
+    seconds = time.perf_counter() - started
+    losses = [entry["loss"] for entry in log] or [float("nan")]
+    return PretrainReport(
+        out,
+        epochs * steps_per_epoch,
+        epochs,
+        seconds,
+        trained / max(seconds, 1e-9),
+        losses[0],
+        float(np.mean(losses[-5:])),
+        start_epoch,
+        log,
+        encoder,
+    )
+
+
+def _losses(
+    model: _Model,
+    features: torch.Tensor,
+    data: _Data,
+    indices: np.ndarray,
+    class_weights: list[torch.Tensor],
+    config: PretrainConfig,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SimCLR and supervised losses of a batch whose two views are stacked in ``features``."""
+    zero = features.new_zeros(())
+    ssl = _nt_xent(model.projection(features), config.temperature) if config.method != "supervised" else zero
+    sup = zero
+    if config.method != "ssl":
+        labels = torch.from_numpy(np.tile(data.labels[indices], 2)).to(features.device)
+        task = torch.from_numpy(np.tile(data.where[indices, 0], 2)).to(features.device)
+        for i, head in enumerate(model.heads):
+            mask = (task == i) & (labels >= 0)
+            if data.classes[i] and mask.any():
+                sup = sup + F.cross_entropy(head(features[mask]), labels[mask], weight=class_weights[i]) * (
+                    mask.sum() / mask.numel()
+                )
+    return ssl, sup
+
+
+def _nt_xent(z: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SimCLR's normalised-temperature cross-entropy for 2N projections (view pairs i and i + N)."""
+    z = F.normalize(z, dim=1)
+    n = z.shape[0] // 2
+    logits = z @ z.T / temperature
+    logits.fill_diagonal_(float("-inf"))
+    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    return F.cross_entropy(logits, targets)
+
+
+def _class_weights(labels: np.ndarray, k: int) -> torch.Tensor:
+    """Square-root inverse-frequency class weights (rare classes count more, without swamping)."""
+    counts = np.bincount(labels[labels >= 0], minlength=max(k, 1)).astype(float)
+    weights = np.where(counts > 0, 1 / np.sqrt(np.maximum(counts, 1)), 0.0)
+    return torch.tensor(
+        weights / weights[counts > 0].mean() if counts.any() else weights, dtype=torch.float32
+    )
+
+
+def _statistics(data: _Data, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of the training images (a fixed sample of up to 2048), shaped (1, 3, 1, 1)."""
+    sample = np.random.default_rng(0).choice(len(data), size=min(len(data), 2048), replace=False)
+    images = data.images(np.sort(sample), device)
+    return images.mean(dim=(0, 2, 3), keepdim=True), images.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-3)
+
+
+def _warmup_cosine(steps_per_epoch: int, epochs: int):
+    """Learning-rate factor: linear warm-up over one epoch, then cosine decay to zero."""
+    warmup, total = steps_per_epoch, steps_per_epoch * epochs
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+    return factor
+
+
+def _save_state(
+    state_file: Path,
+    log_file: Path,
+    config: PretrainConfig,
+    model: _Model,
+    optimizer,
+    schedule,
+    generator: torch.Generator,
+    epoch: int,
+    step: int,
+    log: list[dict],
+) -> None:
+    """Atomically write the training state (resume point) and the loss log."""
+    state = {
+        "config": asdict(config),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "schedule": schedule.state_dict(),
+        "generator": generator.get_state(),
+        "epoch": epoch,
+        "step": step,
+        "log": log,
+    }
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write(state_file, lambda f: f.write(buffer.getvalue()))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(log[0]) if log else ["epoch"])
+    writer.writeheader()
+    writer.writerows(log)
+    atomic_write(log_file, lambda f: f.write(text.getvalue().encode()))
+
+
+def _resume(
+    state_file: Path, config: PretrainConfig, model: _Model, optimizer, schedule, generator: torch.Generator
+) -> tuple[int, int, list[dict]] | None:
+    """Load a saved training state for the same configuration; None when there is none."""
+    if not state_file.is_file():
+        return None
+    try:
+        state = torch.load(state_file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a damaged state file: say so rather than silently restarting
+        raise GalsearchError(f"cannot read training state {state_file} ({exc}); use --restart") from exc
+    if state["config"] != asdict(config):
+        raise GalsearchError(
+            f"{state_file} is from a run with other settings ({state['config']}); "
+            "use --restart to start again, or another --out"
+        )
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    generator.set_state(state["generator"])
+    return state["epoch"], state["step"], state["log"]
