@@ -189,6 +189,17 @@ def _image_suffix(name: str) -> str | None:
     return next((s for s in FITS_SUFFIXES + PICTURE_SUFFIXES if lower.endswith(s)), None)
 
 
+def read_image_file(path: str | Path, bands: list[int] | None = None) -> Item:
+    """One FITS/PNG/JPEG file as an Item (id: its name without suffix); IngestError says why if unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise IngestError(f"image file {path} does not exist")
+    item = _read_file(path, path.name, bands)
+    if item.error is not None:
+        raise IngestError(f"cannot use {path}: {item.error}")
+    return item
+
+
 def _read_file(path: Path, relative: str, bands: list[int] | None) -> Item:
     """One cutout file as an Item, or an Item with the reason it cannot be used."""
     suffix = _image_suffix(path.name)

@@ -1,5 +1,51 @@
-"""Vector storage and nearest-neighbour search over a collection's embeddings."""
+"""Vector indexes over a collection's embeddings and similarity queries on them."""
 
-from .exact import nearest, normalized, similar
+from .query import (
+    FORMATS,
+    Match,
+    QueryError,
+    embed_image_file,
+    filter_rows,
+    match_position,
+    query_vector,
+    search,
+    similar,
+    to_astropy,
+    write_results,
+)
+from .store import (
+    IndexInfo,
+    IndexSettingError,
+    StaleIndexError,
+    VectorIndex,
+    add_to_index,
+    build_index,
+    has_index,
+    load_index,
+    normalized,
+    read_info,
+)
 
-__all__ = ["nearest", "normalized", "similar"]
+__all__ = [
+    "FORMATS",
+    "IndexInfo",
+    "IndexSettingError",
+    "Match",
+    "QueryError",
+    "StaleIndexError",
+    "VectorIndex",
+    "add_to_index",
+    "build_index",
+    "embed_image_file",
+    "filter_rows",
+    "has_index",
+    "load_index",
+    "match_position",
+    "normalized",
+    "query_vector",
+    "read_info",
+    "search",
+    "similar",
+    "to_astropy",
+    "write_results",
+]

@@ -10,7 +10,7 @@ from conftest import TINY_ENCODER, write_blob_npz
 
 from embedder import open_collection
 
-COMMANDS = ["ingest", "embed", "info", "demo", "serve"]
+COMMANDS = ["ingest", "embed", "pretrain", "index", "search", "info", "demo", "serve"]
 
 
 def galsearch(*args: str) -> subprocess.CompletedProcess:
@@ -43,6 +43,8 @@ def test_ingest_embed_info(tmp_path):
     done = galsearch("info", str(tmp_path / "c"))
     assert done.returncode == 0 and "embedded    20 with random:test_convnext" in done.stdout
     assert open_collection(tmp_path / "c").preprocessing["stretch"]["kind"] == "linear"
+    done = galsearch("index", str(tmp_path / "c"), "--factory", "NoSuchIndex")
+    assert done.returncode == 1 and "factory string 'NoSuchIndex'" in done.stderr
 
 
 def test_errors_exit_1_with_a_message_and_no_traceback(tmp_path):

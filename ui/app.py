@@ -49,9 +49,9 @@ def build_app(collection: str | Path) -> gr.Blocks:
         except GalsearchError as exc:
             raise gr.Error(str(exc)) from None
         rows = coll.rows_of(found["id"].tolist())
+        score = found["similarity" if "similarity" in found else "distance"]
         gallery = [
-            (_display(images[r]), _caption(coll, r, f" · {s:.3f}"))
-            for r, s in zip(rows, found["similarity"], strict=True)
+            (_display(images[r]), _caption(coll, r, f" · {s:.3f}")) for r, s in zip(rows, score, strict=True)
         ]
         return _display(images[row]), gallery
 
@@ -76,7 +76,7 @@ def build_app(collection: str | Path) -> gr.Blocks:
                 k = gr.Slider(1, 48, value=12, step=1, label="Neighbours")
                 go = gr.Button("Find similar", variant="primary")
                 query = gr.Image(label="Query", interactive=False, height=200)
-        neighbours = gr.Gallery(label="Most similar (cosine similarity)", columns=6, height="auto")
+        neighbours = gr.Gallery(label="Most similar (with similarity or distance)", columns=6, height="auto")
         picker.select(pick, None, galaxy_id).then(search, [galaxy_id, k], [query, neighbours])
         go.click(search, [galaxy_id, k], [query, neighbours], api_name="similar")
         galaxy_id.submit(search, [galaxy_id, k], [query, neighbours])

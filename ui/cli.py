@@ -56,6 +56,73 @@ def cmd_embed(args: argparse.Namespace) -> None:
     print(report.summary())
 
 
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    from embedder.pretrain import pretrain
+
+    report = pretrain(
+        args.collections,
+        args.out,
+        architecture=args.arch,
+        input_size=args.input_size,
+        method=args.method,
+        label_column=args.labels,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        device=args.device,
+        restart=args.restart,
+        progress=not args.quiet,
+    )
+    print(report.summary())
+
+
+def cmd_index(args: argparse.Namespace) -> None:
+    from embedder import GalsearchError, open_collection
+    from index import add_to_index, build_index, has_index, read_info
+
+    coll = open_collection(args.collection)
+    if args.rebuild or not has_index(coll):
+        info = build_index(coll, args.factory, args.metric or "cosine", args.device, progress=not args.quiet)
+        print(f"built the index of {coll.path}: {info.summary()}")
+        return
+    info = read_info(coll)
+    if args.factory not in (None, info.factory) or args.metric not in (None, info.metric):
+        raise GalsearchError(
+            f"{coll.path} has a {info.factory} ({info.metric}) index already; add --rebuild to replace it"
+        )
+    added = add_to_index(coll, progress=not args.quiet)
+    print(f"added {added} galaxies to the index of {coll.path}: {read_info(coll).summary()}")
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    if not (args.id or args.image or args.ra is not None or args.dec is not None):
+        args.usage_error("give what to search for: --id ID, --image PATH or --ra DEG --dec DEG")
+    if (args.ra is None) != (args.dec is None):
+        args.usage_error("--ra and --dec go together")
+    from index import search, write_results
+
+    found = search(
+        args.collection,
+        ids=args.id or (),
+        negative_ids=args.not_ids or (),
+        image=args.image,
+        ra=args.ra,
+        dec=args.dec,
+        radius_arcsec=args.radius,
+        where=args.where,
+        k=args.k,
+        device=args.device,
+    )
+    if matched := found.attrs.get("matched"):
+        print(
+            f"position matched {matched['id']} at {matched['separation_arcsec']:.2f} arcsec", file=sys.stderr
+        )
+    write_results(found, args.output, args.format)
+    if args.output is not None:
+        print(f"wrote {len(found)} results to {args.output}")
+
+
 def cmd_info(args: argparse.Namespace) -> None:
     from embedder import Stretch, describe, open_collection
 
@@ -107,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, func: Callable, help: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help)
-        sub.set_defaults(func=func)
+        sub.set_defaults(func=func, usage_error=sub.error)
         return sub
 
     p = command(
@@ -159,6 +226,64 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = command(
+        "pretrain", cmd_pretrain, "train an encoder on collections (self-supervised and/or on labels)"
+    )
+    p.add_argument("collections", type=Path, nargs="+", metavar="COLLECTION")
+    p.add_argument("--out", type=Path, required=True, help="output weights, a .safetensors file")
+    p.add_argument("--arch", default="convnext_atto", help="any timm architecture (default convnext_atto)")
+    p.add_argument("--input-size", type=int, default=64, help="input side in pixels (default 64)")
+    p.add_argument(
+        "--method",
+        choices=["ssl", "supervised", "both"],
+        default="both",
+        help="SimCLR, cross-entropy on labels, or both summed (default)",
+    )
+    p.add_argument("--labels", default="label", help="catalog column with class labels (default: label)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--restart", action="store_true", help="ignore a saved training state and start again")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = command("index", cmd_index, "build a collection's search index, or add newly embedded galaxies to it")
+    p.add_argument("collection", type=Path)
+    p.add_argument(
+        "--factory", help="FAISS index factory string, e.g. Flat, HNSW32, IVF1024,PQ32 (default: by size)"
+    )
+    p.add_argument("--metric", choices=["cosine", "l2"], help="similarity measure (default cosine)")
+    p.add_argument("--rebuild", action="store_true", help="build anew even if an index exists")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when FAISS has GPU support)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = command(
+        "search", cmd_search, "find the galaxies most like given ones, an image file or a sky position"
+    )
+    p.add_argument("collection", type=Path)
+    p.add_argument("--id", action="append", metavar="ID", help="a galaxy to find more of (repeatable)")
+    p.add_argument("--image", type=Path, metavar="PATH", help="a FITS/PNG/JPEG image to find galaxies like")
+    p.add_argument("--ra", type=float, metavar="DEG", help="search around the galaxy at this RA (degrees)")
+    p.add_argument("--dec", type=float, metavar="DEG", help="... and this Dec (degrees)")
+    p.add_argument(
+        "--radius", type=float, default=5.0, metavar="ARCSEC", help="match radius for --ra/--dec (default 5)"
+    )
+    p.add_argument(
+        "--not", dest="not_ids", action="append", metavar="ID", help="a galaxy to find less of (repeatable)"
+    )
+    p.add_argument(
+        "--where", metavar="EXPR", help="catalog condition, e.g. \"mag < 20 and class_name != 'hdf'\""
+    )
+    p.add_argument("-k", type=int, default=10, help="number of results (default 10)")
+    p.add_argument("--output", type=Path, metavar="FILE", help="write the results here (default: stdout)")
+    p.add_argument(
+        "--format",
+        choices=["text", "csv", "json", "fits", "votable"],
+        help="default: from --output's suffix, else text",
+    )
+    p.add_argument("--device", help="cpu, cuda or cuda:N")
 
     p = command("info", cmd_info, "describe a collection (and check that it is consistent)")
     p.add_argument("collection", type=Path)

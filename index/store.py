@@ -1,0 +1,577 @@
+"""The persisted FAISS index of a collection: build, load (with incremental add) and search.
+
+An index is named by its FAISS factory string and metric, stored beside it::
+
+    COLLECTION/index/index.faiss   the FAISS index; FAISS id i = catalog row i (rows are added in order)
+    COLLECTION/index/index.json    factory, metric, dim, ntotal, encoder fingerprint, search parameters,
+                                   build time, file size
+
+``cosine`` indexes hold L2-normalised vectors under the inner-product metric (scores are cosine
+similarities, higher is better); ``l2`` indexes hold the raw vectors (scores are squared L2 distances,
+lower is better).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import faiss
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from embedder.collection import Collection
+from embedder.embed import IDENTITY_KEYS, same_encoder
+from embedder.errors import CollectionError, GalsearchError
+from embedder.storage import atomic_write, atomic_write_json
+
+Metric = Literal["cosine", "l2"]
+METRICS = {"cosine": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
+INDEX_DIR = "index"
+INDEX_FILE = "index.faiss"
+INFO_FILE = "index.json"
+FORMAT = "galsearch-index"
+
+# From benchmarks/search.py on 2 CPU cores at dim 320: an exact (Flat) query costs ~0.1 ms per 1000 vectors
+# (7-11 ms at 100k), HNSW32 ~0.1-0.2 ms at 100k with recall@10 >= 0.99 and grows ~log n; HNSW builds at
+# ~6k vectors/s, so past a few million vectors IVF (k-means and adds run in parallel or on a GPU) is used.
+FLAT_BELOW = 20_000
+HNSW_BELOW = 2_000_000
+HNSW_EF_CONSTRUCTION = 128  # FAISS's 40 leaves recall@10 stuck near 0.97 on clustered data, whatever efSearch
+TRAIN_PER_LIST = 50  # k-means training vectors per inverted list (FAISS asks for at least 39)
+MIN_TRAIN = 100_000
+RECALL_K = 10
+TARGET_RECALL = 0.98  # recall@10 efSearch / nprobe are tuned to at build (0.95 promised, with a margin)
+CALIBRATION_QUERIES = 200
+CHUNK_ROWS = 50_000  # rows read from the embeddings memmap at a time (64 MB at dim 320)
+GPU_MAX_K = 2048  # FAISS GPU indexes return at most this many neighbours
+SEED = 0
+
+
+class StaleIndexError(CollectionError):
+    """The index was built from embeddings that have changed since; it must be rebuilt."""
+
+
+class IndexSettingError(GalsearchError):
+    """A factory string, metric, device or k that cannot be used."""
+
+
+def normalized(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length, as contiguous float32 (zero rows stay zero)."""
+    vectors = np.array(vectors, dtype=np.float32, order="C")
+    faiss.normalize_L2(vectors)
+    return vectors
+
+
+@dataclass
+class IndexInfo:
+    """What ``index.json`` records about a collection's index."""
+
+    factory: str
+    metric: Metric
+    dim: int
+    ntotal: int
+    encoder: dict[str, Any]
+    search_params: dict[str, int]
+    built: str
+    build_seconds: float
+    file_bytes: int = 0
+    format: str = FORMAT
+
+    def summary(self) -> str:
+        """One human-readable line."""
+        params = ", ".join(f"{k}={v}" for k, v in self.search_params.items())
+        return (
+            f"{self.factory} ({self.metric}{', ' + params if params else ''}) over {self.ntotal} vectors "
+            f"of dim {self.dim}, {self.file_bytes / 2**20:.1f} MiB, built in {self.build_seconds:.1f} s"
+        )
+
+
+class _Searcher(Protocol):
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+# ---- choosing and building -----------------------------------------------------------------------
+
+
+def auto_factory(n: int, dim: int) -> str:
+    """The FAISS factory string galsearch uses for ``n`` vectors of dimension ``dim``."""
+    if n < FLAT_BELOW:
+        return "Flat"
+    if n < HNSW_BELOW:
+        return "HNSW32"
+    return f"IVF{ivf_lists(n)},Flat"
+
+
+def ivf_lists(n: int) -> int:
+    """Number of inverted lists for ``n`` vectors: the power of two nearest 4 sqrt(n)."""
+    return 2 ** round(math.log2(4 * math.sqrt(max(n, 1))))
+
+
+def index_vectors(
+    vectors: np.ndarray,
+    factory: str | None = None,
+    metric: Metric = "cosine",
+    device: str | None = None,
+    progress: bool = True,
+) -> VectorIndex:
+    """An in-memory index over ``vectors`` (an array or memmap; FAISS id i = row i), ready to search."""
+    factory = factory or auto_factory(*vectors.shape)
+    index = _build(vectors, factory, metric, device, progress)
+    return VectorIndex(index, factory, metric, vectors, device)
+
+
+def _build(
+    vectors: np.ndarray, factory: str, metric: Metric, device: str | None, progress: bool
+) -> faiss.Index:
+    """Create, train (on a seeded sample), fill with every row of ``vectors`` in order, and calibrate.
+
+    On a FAISS GPU when one is asked for and the structure has a GPU version (k-means and adds are faster).
+    The last rows are added after calibration, which uses them as queries the index has not seen.
+    """
+    index = _new_index(factory, vectors.shape[1], metric)
+    on_gpu = _to_faiss_gpu(index) if _faiss_gpu(device) else None
+    work = index if on_gpu is None else on_gpu
+    if not work.is_trained:
+        try:
+            work.train(_training_sample(vectors, index, metric))
+        except RuntimeError as exc:
+            raise IndexSettingError(f"cannot train {factory} on {len(vectors)} vectors: {exc}") from None
+    held_out = min(CALIBRATION_QUERIES, len(vectors) // 10)
+    _add_rows(work, vectors[: len(vectors) - held_out], metric, progress)
+    if on_gpu is not None:
+        index = faiss.index_gpu_to_cpu(on_gpu)
+    _calibrate(index, vectors, metric)
+    _add_rows(index, vectors, metric, progress=False)
+    return index
+
+
+def _new_index(factory: str, dim: int, metric: Metric) -> faiss.Index:
+    if metric not in METRICS:
+        raise IndexSettingError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
+    try:
+        index = faiss.index_factory(dim, factory, METRICS[metric])
+    except RuntimeError as exc:
+        raise IndexSettingError(
+            f"FAISS cannot make an index from factory string {factory!r}: {exc}"
+        ) from None
+    if (hnsw := _hnsw(index)) is not None:
+        hnsw.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+    return index
+
+
+def _training_sample(vectors: np.ndarray, index: faiss.Index, metric: Metric) -> np.ndarray:
+    """A seeded random sample of rows, large enough for the index's k-means."""
+    ivf = faiss.try_extract_index_ivf(index)
+    size = min(len(vectors), max(MIN_TRAIN, TRAIN_PER_LIST * ivf.nlist if ivf else 0))
+    rows = np.sort(np.random.default_rng(SEED).choice(len(vectors), size, replace=False))
+    return _prepared(vectors[rows], metric)
+
+
+def _add_rows(index: faiss.Index, vectors: np.ndarray, metric: Metric, progress: bool) -> int:
+    """Add ``vectors[index.ntotal:]`` a chunk at a time; returns how many were added."""
+    start = index.ntotal
+    with tqdm(total=len(vectors) - start, desc="index", unit="vec", disable=not progress) as bar:
+        for first in range(start, len(vectors), CHUNK_ROWS):
+            chunk = _prepared(vectors[first : first + CHUNK_ROWS], metric)
+            index.add(chunk)
+            bar.update(len(chunk))
+    return index.ntotal - start
+
+
+def _prepared(vectors: np.ndarray, metric: Metric) -> np.ndarray:
+    """Rows as FAISS stores them: contiguous float32, unit length for cosine."""
+    if metric == "cosine":
+        return normalized(vectors)
+    return np.array(vectors, dtype=np.float32, order="C")
+
+
+def _calibrate(index: faiss.Index, vectors: np.ndarray, metric: Metric) -> None:
+    """Set the smallest efSearch / nprobe whose recall@10 reaches TARGET_RECALL for rows not yet added."""
+    name, candidates = _knob(index)
+    queries = _prepared(vectors[index.ntotal :], metric)
+    if name is None or not len(queries):
+        return
+    k = min(RECALL_K, index.ntotal)
+    truth = exact_search(vectors, np.arange(index.ntotal), queries, k, metric)[1]
+    previous = 0.0
+    for value in candidates:  # stop at the target, or where searching more stops paying (PQ's limit)
+        _set_search_params(index, {name: value})
+        recall = _recall(index.search(queries, k)[1], truth)
+        if recall >= TARGET_RECALL or recall - previous < 0.002:
+            return
+        previous = recall
+
+
+def _recall(found: np.ndarray, truth: np.ndarray) -> float:
+    """Mean fraction of each row of ``truth`` that the same row of ``found`` holds."""
+    hits = [len(np.intersect1d(f, t)) for f, t in zip(found, truth, strict=True)]
+    return float(np.mean(hits)) / truth.shape[1]
+
+
+def _knob(index: faiss.Index) -> tuple[str | None, list[int]]:
+    """The search parameter that trades speed for recall, and the values to try, fastest first."""
+    if _hnsw(index) is not None:
+        return "efSearch", [16, 32, 64, 128, 256, 512, 1024, 2048]
+    if (ivf := faiss.try_extract_index_ivf(index)) is not None:
+        return "nprobe", [2**i for i in range(ivf.nlist.bit_length()) if 2**i < ivf.nlist] + [ivf.nlist]
+    return None, []
+
+
+def search_params(index: faiss.Index) -> dict[str, int]:
+    """The efSearch (HNSW) or nprobe (IVF) an index searches with; empty for other structures."""
+    if (hnsw := _hnsw(index)) is not None:
+        return {"efSearch": hnsw.hnsw.efSearch}
+    if (ivf := faiss.try_extract_index_ivf(index)) is not None:
+        return {"nprobe": ivf.nprobe}
+    return {}
+
+
+def _set_search_params(index: faiss.Index, params: dict[str, int]) -> None:
+    faiss.ParameterSpace().set_index_parameters(index, ",".join(f"{k}={v}" for k, v in params.items()))
+
+
+def _hnsw(index: faiss.Index) -> faiss.IndexHNSW | None:
+    index = faiss.downcast_index(index)
+    return index if isinstance(index, faiss.IndexHNSW) else None
+
+
+# ---- the collection's index on disk --------------------------------------------------------------
+
+
+def build_index(
+    collection: Collection,
+    factory: str | None = None,
+    metric: Metric = "cosine",
+    device: str | None = None,
+    progress: bool = True,
+) -> IndexInfo:
+    """Build the index over all current embeddings of ``collection`` and save it (replacing any old one)."""
+    with collection.writing():
+        vectors = collection.embeddings
+        if not len(vectors):
+            raise CollectionError(
+                f"{collection.path} has no embeddings: run `galsearch embed {collection.path}` first"
+            )
+        factory = factory or auto_factory(*vectors.shape)
+        started = time.perf_counter()
+        index = _build(vectors, factory, metric, device, progress)
+        info = IndexInfo(
+            factory=factory,
+            metric=metric,
+            dim=index.d,
+            ntotal=index.ntotal,
+            encoder={key: collection.encoder.get(key) for key in IDENTITY_KEYS},
+            search_params=search_params(index),
+            built=_now(),
+            build_seconds=round(time.perf_counter() - started, 3),
+        )
+        return _save(collection, index, info)
+
+
+def add_to_index(collection: Collection, progress: bool = True) -> int:
+    """Add the rows embedded since the index was saved, save it, and return how many were added."""
+    return _update(collection, progress)[2]
+
+
+def load_index(collection: Collection, device: str | None = None) -> VectorIndex:
+    """The collection's saved index, checked against its embeddings and extended with rows embedded since."""
+    info = _current_info(collection)
+    if info.ntotal < collection.counts["embedded"]:
+        index, info, _ = _update(collection, progress=False)
+    else:
+        index = _read_index(collection, info)
+    return VectorIndex(index, info.factory, info.metric, collection.embeddings, device)
+
+
+def has_index(collection: Collection) -> bool:
+    """Whether the collection has a saved index (current or not)."""
+    return (collection.path / INDEX_DIR / INFO_FILE).is_file()
+
+
+def read_info(collection: Collection) -> IndexInfo:
+    """The contents of the collection's ``index/index.json``; raises if there is no index."""
+    file = collection.path / INDEX_DIR / INFO_FILE
+    if not file.is_file():
+        raise CollectionError(f"{collection.path} has no index: run `galsearch index {collection.path}`")
+    try:
+        info = IndexInfo(**_json(file))
+        info.search_params = dict(info.search_params)
+        info.dim, info.ntotal, info.file_bytes = int(info.dim), int(info.ntotal), int(info.file_bytes)
+    except (ValueError, TypeError) as exc:
+        raise CollectionError(f"{file} is damaged ({exc}): {_rebuild_hint(collection)}") from None
+    if info.format != FORMAT or info.metric not in METRICS or not isinstance(info.encoder, dict):
+        raise CollectionError(f"{file} is not a galsearch index description: {_rebuild_hint(collection)}")
+    return info
+
+
+def _json(file: Path) -> dict:
+    try:
+        data = json.loads(file.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise TypeError("not a JSON object")
+    return data
+
+
+def _current_info(collection: Collection) -> IndexInfo:
+    """The index description, after checking that it was built from the current embeddings."""
+    info = read_info(collection)
+    encoder, embedded = collection.encoder, collection.counts["embedded"]
+    reason = None
+    if encoder is None or not same_encoder(info.encoder, encoder):
+        reason = "they were re-made with another encoder"
+    elif info.dim != collection.embedding_dim:
+        reason = f"their dimension is {collection.embedding_dim}, the index's {info.dim}"
+    elif info.ntotal > embedded:
+        reason = f"the index holds {info.ntotal} vectors but only {embedded} galaxies are embedded now"
+    if reason:
+        raise StaleIndexError(
+            f"the index of {collection.path} is out of date: the embeddings changed since it was built "
+            f"({reason}); run `galsearch index {collection.path} --rebuild`"
+        )
+    return info
+
+
+def _read_index(collection: Collection, info: IndexInfo) -> faiss.Index:
+    """Read ``index.faiss``, refusing a file whose size or contents disagree with ``index.json``."""
+    file = collection.path / INDEX_DIR / INDEX_FILE
+    size = file.stat().st_size if file.is_file() else None
+    if size is None:
+        raise CollectionError(f"{file} is missing: {_rebuild_hint(collection)}")
+    if size == 0 or size != info.file_bytes:
+        raise CollectionError(
+            f"{file} is damaged ({size} bytes, but {info.file_bytes} were written): "
+            f"{_rebuild_hint(collection)}"
+        )
+    try:
+        index = faiss.read_index(str(file))
+    except (RuntimeError, MemoryError) as exc:
+        reason = str(exc).strip().splitlines()[-1][:200]
+        raise CollectionError(f"{file} cannot be read ({reason}): {_rebuild_hint(collection)}") from None
+    if (index.ntotal, index.d, index.metric_type) != (info.ntotal, info.dim, METRICS[info.metric]):
+        raise CollectionError(
+            f"{file} holds {index.ntotal} vectors of dim {index.d} but {INFO_FILE} says {info.ntotal} of "
+            f"dim {info.dim} ({info.metric}): {_rebuild_hint(collection)}"
+        )
+    _set_search_params(index, info.search_params)
+    return index
+
+
+def _update(collection: Collection, progress: bool) -> tuple[faiss.Index, IndexInfo, int]:
+    """Under the writer lock: read the index, add the rows embedded since, and save it if any were."""
+    with collection.writing():
+        info = _current_info(collection)
+        index = _read_index(collection, info)
+        added = _add_rows(index, collection.embeddings, info.metric, progress)
+        if added:
+            info = _save(collection, index, replace(info, ntotal=index.ntotal))
+    return index, info, added
+
+
+def _save(collection: Collection, index: faiss.Index, info: IndexInfo) -> IndexInfo:
+    """Atomically write ``index.faiss`` and then ``index.json`` (the commit point)."""
+    directory = collection.path / INDEX_DIR
+    directory.mkdir(exist_ok=True)
+    atomic_write(
+        directory / INDEX_FILE, lambda f: faiss.write_index(index, faiss.PyCallbackIOWriter(f.write))
+    )
+    info = replace(info, file_bytes=(directory / INDEX_FILE).stat().st_size)
+    atomic_write_json(directory / INFO_FILE, asdict(info))
+    return info
+
+
+def _rebuild_hint(collection: Collection) -> str:
+    return f"rebuild it with `galsearch index {collection.path} --rebuild`"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+# ---- searching -----------------------------------------------------------------------------------
+
+
+@dataclass
+class VectorIndex:
+    """A FAISS index over ``vectors`` (FAISS id i = row i = catalog row i), ready to search."""
+
+    index: faiss.Index  # on the CPU: what is saved, and what filtered searches use
+    factory: str
+    metric: Metric
+    vectors: np.ndarray  # the indexed vectors as stored (a memmap): exact fallback and torch search
+    device: str | None = None  # None: CUDA when torch sees a GPU
+    _fast: _Searcher = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._fast = _accelerated(self.index, self.vectors, self.metric, self.device)
+
+    @property
+    def ntotal(self) -> int:
+        """Number of indexed vectors."""
+        return self.index.ntotal
+
+    @property
+    def search_params(self) -> dict[str, int]:
+        """The HNSW efSearch or IVF nprobe in use."""
+        return search_params(self.index)
+
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and rows (m, k) of the ``k`` nearest rows to each query, best first; rows -1 past the end.
+
+        Scores are cosine similarities (``cosine``) or squared L2 distances (``l2``). ``allowed`` restricts
+        the results to those row numbers (a metadata filter).
+        """
+        if k < 1:
+            raise IndexSettingError(f"k must be at least 1, got {k}")
+        queries = self._queries(queries)
+        if allowed is not None:
+            scores, rows = self._search_allowed(queries, k, self._allowed(allowed))
+        elif k <= GPU_MAX_K:
+            scores, rows = self._fast.search(queries, k)
+        else:
+            scores, rows = self.index.search(queries, k)
+        scores[rows < 0] = -np.inf if self.metric == "cosine" else np.inf
+        return scores, rows
+
+    def _queries(self, queries: np.ndarray) -> np.ndarray:
+        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        if queries.ndim != 2 or queries.shape[1] != self.index.d:
+            raise ValueError(f"queries must have shape (m, {self.index.d}), got {queries.shape}")
+        return _prepared(queries, self.metric)
+
+    def _allowed(self, allowed: np.ndarray) -> np.ndarray:
+        """Sorted unique allowed rows that are indexed (rows not embedded yet cannot be found)."""
+        allowed = np.unique(np.asarray(allowed, dtype=np.int64))
+        if len(allowed) and allowed[0] < 0:
+            raise ValueError(f"allowed rows must be row numbers >= 0, got {allowed[0]}")
+        return allowed[allowed < self.ntotal]
+
+    def _search_allowed(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Search with a FAISS ID selector; queries it leaves short are answered exactly among ``allowed``."""
+        bits = np.zeros(self.ntotal, dtype=bool)
+        bits[allowed] = True
+        bitmap = np.packbits(bits, bitorder="little")  # must outlive the search below
+        selector = faiss.IDSelectorBitmap(self.ntotal, faiss.swig_ptr(bitmap))
+        scores, rows = self.index.search(queries, k, params=_filtered_params(self.index, selector))
+        want = min(k, len(allowed))
+        short = rows[:, want - 1] < 0 if want else np.zeros(len(rows), dtype=bool)
+        if short.any():
+            scores[short], rows[short] = exact_search(self.vectors, allowed, queries[short], k, self.metric)
+        return scores, rows
+
+
+def _filtered_params(index: faiss.Index, selector: faiss.IDSelector) -> faiss.SearchParameters:
+    """Search parameters with ``selector`` that keep the index's efSearch / nprobe / k_factor."""
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexPreTransform):
+        return _filtered_params(index.index, selector)
+    if isinstance(index, faiss.IndexRefine):
+        base = _filtered_params(index.base_index, selector)
+        return faiss.IndexRefineSearchParameters(k_factor=index.k_factor, base_index_params=base)
+    if isinstance(index, faiss.IndexHNSW):
+        return faiss.SearchParametersHNSW(sel=selector, efSearch=index.hnsw.efSearch)
+    if isinstance(index, faiss.IndexIVF):
+        return faiss.SearchParametersIVF(sel=selector, nprobe=index.nprobe)
+    return faiss.SearchParameters(sel=selector)
+
+
+def exact_search(
+    vectors: np.ndarray, rows: np.ndarray, queries: np.ndarray, k: int, metric: Metric
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top ``k`` among ``vectors[rows]`` for queries already prepared (unit length for cosine)."""
+    heap = faiss.ResultHeap(len(queries), k, keep_max=metric == "cosine")
+    for first in range(0, len(rows), CHUNK_ROWS):
+        part = rows[first : first + CHUNK_ROWS]
+        scores, found = faiss.knn(
+            queries, _prepared(vectors[part], metric), min(k, len(part)), metric=METRICS[metric]
+        )
+        heap.add_result(scores, np.where(found >= 0, part[found], -1))
+    heap.finalize()
+    return heap.D, heap.I
+
+
+# ---- GPUs ----------------------------------------------------------------------------------------
+
+
+def _wants_cuda(device: str | None) -> bool:
+    if device is None:
+        return torch.cuda.is_available()
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise IndexSettingError(f"device {device!r} asked for, but torch sees no CUDA GPU")
+    return device.startswith("cuda")
+
+
+def _faiss_gpu(device: str | None) -> bool:
+    return _wants_cuda(device) and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+@cache
+def _gpu_resources() -> Any:
+    return faiss.StandardGpuResources()
+
+
+def _to_faiss_gpu(index: faiss.Index) -> faiss.Index | None:
+    """A copy of ``index`` on GPU 0, or None for structures FAISS has no GPU version of."""
+    try:
+        return faiss.index_cpu_to_gpu(_gpu_resources(), 0, index)
+    except RuntimeError:
+        return None
+
+
+def _accelerated(index: faiss.Index, vectors: np.ndarray, metric: Metric, device: str | None) -> _Searcher:
+    """What unfiltered searches run on: a FAISS GPU copy, torch on CUDA for Flat, or the CPU index."""
+    if not _wants_cuda(device):
+        return index
+    if _faiss_gpu(device):
+        on_gpu = _to_faiss_gpu(index)
+        return index if on_gpu is None else on_gpu
+    if isinstance(faiss.downcast_index(index), faiss.IndexFlat):
+        return TorchExact(vectors, metric, device or "cuda")
+    return index
+
+
+class TorchExact:
+    """Exact search with torch matrix products on a CUDA device, the vectors held there."""
+
+    QUERY_BYTES = 2**30  # bound on one block of query x vector scores
+
+    def __init__(self, vectors: np.ndarray, metric: Metric, device: str):
+        self.metric = metric
+        self.device = torch.device(device)
+        self.data = torch.empty(vectors.shape, dtype=torch.float32, device=self.device)
+        for first in range(0, len(vectors), CHUNK_ROWS):
+            chunk = _prepared(vectors[first : first + CHUNK_ROWS], metric)
+            self.data[first : first + len(chunk)] = torch.from_numpy(chunk).to(self.device)
+        self.sq_norms = (self.data**2).sum(dim=1) if metric == "l2" else None
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and rows (m, k) of the ``k`` nearest rows, best first; rows -1 past the end."""
+        n = len(self.data)
+        block = max(1, self.QUERY_BYTES // (4 * max(n, 1)))
+        scores = np.full((len(queries), k), -np.inf if self.metric == "cosine" else np.inf, np.float32)
+        rows = np.full((len(queries), k), -1, np.int64)
+        kept = min(k, n)
+        for first in range(0, len(queries), block):
+            q = torch.from_numpy(queries[first : first + block]).to(self.device)
+            products = q @ self.data.T
+            if self.metric == "cosine":
+                top = products.topk(kept, dim=1)
+            else:
+                distances = (q**2).sum(dim=1, keepdim=True) - 2 * products + self.sq_norms
+                top = distances.topk(kept, dim=1, largest=False)
+            scores[first : first + len(q), :kept] = top.values.cpu().numpy()
+            rows[first : first + len(q), :kept] = top.indices.cpu().numpy()
+        return scores, rows
