@@ -28,6 +28,7 @@ lint: setup
 bench: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/embed.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/encoder_quality.py --work $(WORK)
+	$(BIN)/python benchmarks/search.py
 
 # Retrain the shipped encoder (embedder/weights/default.safetensors) from the demo and the train splits
 # of ../shared/data; the README gives the data, the time it took and the resulting quality.

@@ -30,8 +30,7 @@ from sklearn.neighbors import BallTree, NearestNeighbors
 
 from embedder import default_demo_path, open_collection
 from embedder.errors import CollectionError
-from index.exact import normalized
-from index.store import VectorIndex, auto_factory, index_vectors, ivf_lists
+from index.store import VectorIndex, auto_factory, index_vectors, ivf_lists, normalized
 
 K = 10
 
