@@ -9,6 +9,8 @@ import pytest
 from conftest import TINY_ENCODER, write_blob_npz
 
 from embedder import open_collection
+from index import load_index
+from ui.cli import main
 
 COMMANDS = ["ingest", "embed", "pretrain", "index", "search", "info", "demo", "serve"]
 
@@ -45,6 +47,15 @@ def test_ingest_embed_info(tmp_path):
     assert open_collection(tmp_path / "c").preprocessing["stretch"]["kind"] == "linear"
     done = galsearch("index", str(tmp_path / "c"), "--factory", "NoSuchIndex")
     assert done.returncode == 1 and "factory string 'NoSuchIndex'" in done.stderr
+
+
+def test_demo_follows_a_change_of_encoder(tmp_path):
+    options = ["demo", "--path", str(tmp_path / "demo"), "--galaxies", "40", "--no-serve", "--device", "cpu"]
+    assert main([*options, "--encoder", TINY_ENCODER]) == 0
+    assert main([*options, "--encoder", "random:test_vit"]) == 0  # an older demo is re-embedded, not refused
+    demo = open_collection(tmp_path / "demo")
+    assert demo.encoder["architecture"] == "test_vit"
+    assert load_index(demo).index.ntotal == len(demo)  # and its index rebuilt from the new embeddings
 
 
 def test_errors_exit_1_with_a_message_and_no_traceback(tmp_path):

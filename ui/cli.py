@@ -138,10 +138,15 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> None:
     from embedder import DEFAULT_ENCODER, build_demo, default_demo_path, embed
+    from index import build_index
 
     path = args.path or default_demo_path()
     coll = build_demo(path, seed=args.seed, n_simulated=args.galaxies, size=args.size)
-    print(embed(coll, args.encoder or DEFAULT_ENCODER, device=args.device).summary())
+    # The demo is a cache rebuilt from its seed: another encoder simply replaces its embeddings and index.
+    report = embed(coll, args.encoder or DEFAULT_ENCODER, replace=True, device=args.device)
+    print(report.summary())
+    if report.embedded:
+        build_index(coll, progress=False)
     if not args.no_serve:
         _serve(coll.path, args.host, args.port)
 
