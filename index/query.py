@@ -24,7 +24,7 @@ from embedder.ingest import prepare_image
 from embedder.sources import read_image_file
 from embedder.stretch import Stretch
 
-from .store import VectorIndex, build_index, has_index, load_index, normalized
+from .store import INDEX_DIR, INFO_FILE, VectorIndex, build_index, has_index, load_index, normalized
 
 NEGATIVE_WEIGHT = 0.75
 FORMATS = ("text", "csv", "json", "fits", "votable")
@@ -125,11 +125,24 @@ def _require_embedded(coll: Collection) -> None:
         )
 
 
+_LOADED: dict[tuple[Path, str | None], tuple[tuple, VectorIndex]] = {}
+
+
 def _index_of(coll: Collection, device: str | None) -> VectorIndex:
-    """The collection's vector index, built first when it has none yet (a stale one is an error)."""
+    """The collection's vector index, built first when it has none yet (a stale one is an error).
+
+    A loaded index is kept for the next query (an HNSW index of a million galaxies is over a gigabyte to
+    read) until its description file, the embedding count or the encoder fingerprint changes.
+    """
     if not has_index(coll):
         build_index(coll, device=device, progress=False)
-    return load_index(coll, device)
+    info = (coll.path / INDEX_DIR / INFO_FILE).stat()
+    state = (info.st_mtime_ns, info.st_size, coll.counts["embedded"], coll.encoder)
+    key = (coll.path.resolve(), device)
+    cached = _LOADED.get(key)
+    if cached is None or cached[0] != state:
+        _LOADED[key] = state, load_index(coll, device)
+    return _LOADED[key][1]
 
 
 def query_vector(

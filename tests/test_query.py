@@ -17,6 +17,7 @@ from skimage.io import imsave
 
 from embedder import CollectionError, IngestError, build_demo, embed, open_collection
 from index import QueryError, StaleIndexError, has_index, search, write_results
+from index.query import _index_of
 from ui.cli import main
 
 
@@ -197,6 +198,7 @@ def test_search_builds_a_missing_index_and_refuses_a_stale_one(blobs):
     assert not has_index(blobs)
     search(blobs, ids="blob-0-0000", k=3)
     assert has_index(blobs)
+    assert _index_of(blobs, None) is _index_of(blobs, None)  # a loaded index serves the next query too
     embed(blobs, TINY_ENCODER, tta=True, replace=True, device="cpu", progress=False)
     with pytest.raises(StaleIndexError, match="--rebuild"):
         search(open_collection(blobs.path), ids="blob-0-0000")
@@ -207,6 +209,7 @@ def test_index_command_builds_adds_and_rebuilds(blobs, capsys):
     assert "built the index" in capsys.readouterr().out
     assert main(["index", str(blobs.path), "--quiet"]) == 0
     assert "added 0 galaxies" in capsys.readouterr().out
+    assert "similarity" in search(blobs, ids="blob-0-0000", k=3).columns  # loads (and keeps) the cosine index
     assert main(["index", str(blobs.path), "--metric", "l2"]) == 1
     assert "add --rebuild" in capsys.readouterr().err
     assert main(["index", str(blobs.path), "--metric", "l2", "--rebuild", "--quiet", "--device", "cpu"]) == 0
