@@ -20,7 +20,6 @@ import json
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import CollectionError
-from .storage import append_records, atomic_write, atomic_write_json, exclusive_lock
+from .storage import append_records, atomic_write, atomic_write_json, exclusive_lock, utc_now
 
 FORMAT = "galsearch-collection"
 FORMAT_VERSION = 1
@@ -37,10 +36,6 @@ CATALOG = "catalog.parquet"
 IMAGES = "images.u8"
 EMBEDDINGS = "embeddings.f32"
 LOCK = ".lock"
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
@@ -80,8 +75,8 @@ class Collection:
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "name": name or path.resolve().name,
-            "created": _now(),
-            "updated": _now(),
+            "created": utc_now(),
+            "updated": utc_now(),
             "counts": {"galaxies": 0, "embedded": 0},
             "images": {"file": IMAGES, "dtype": "uint8", "shape": [h, w, c]},
             "preprocessing": preprocessing,
@@ -240,7 +235,7 @@ class Collection:
         if catalog is not None:
             _write_parquet(self.path / CATALOG, catalog)
             self._catalog = catalog
-        self.manifest["updated"] = _now()
+        self.manifest["updated"] = utc_now()
         atomic_write_json(self.path / MANIFEST, self.manifest)
 
     def append_galaxies(self, images: np.ndarray, rows: pd.DataFrame) -> None:
@@ -260,7 +255,7 @@ class Collection:
 
     def record_source(self, entry: dict[str, Any]) -> None:
         """Add a provenance entry (what was ingested, when, how many) to the manifest and commit."""
-        self.manifest["sources"].append({"time": _now(), **entry})
+        self.manifest["sources"].append({"time": utc_now(), **entry})
         self._commit()
 
     def start_embeddings(self, encoder: dict, dim: int) -> None:

@@ -7,10 +7,16 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 from .errors import CollectionError
+
+
+def utc_now() -> str:
+    """The current UTC time as an ISO 8601 string, to the second (for manifests and index records)."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _fsync_dir(directory: Path) -> None:

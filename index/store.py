@@ -17,7 +17,6 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -30,7 +29,7 @@ from tqdm.auto import tqdm
 from embedder.collection import Collection
 from embedder.embed import IDENTITY_KEYS, same_encoder
 from embedder.errors import CollectionError, GalsearchError
-from embedder.storage import atomic_write, atomic_write_json
+from embedder.storage import atomic_write, atomic_write_json, utc_now
 
 Metric = Literal["cosine", "l2"]
 METRICS = {"cosine": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
@@ -270,7 +269,7 @@ def build_index(
             ntotal=index.ntotal,
             encoder={key: collection.encoder.get(key) for key in IDENTITY_KEYS},
             search_params=search_params(index),
-            built=_now(),
+            built=utc_now(),
             build_seconds=round(time.perf_counter() - started, 3),
         )
         return _save(collection, index, info)
@@ -391,10 +390,6 @@ def _save(collection: Collection, index: faiss.Index, info: IndexInfo) -> IndexI
 
 def _rebuild_hint(collection: Collection) -> str:
     return f"rebuild it with `galsearch index {collection.path} --rebuild`"
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 # ---- searching -----------------------------------------------------------------------------------
