@@ -253,6 +253,18 @@ class Collection:
         self.counts["galaxies"] = n + len(images)
         self._commit(catalog)
 
+    def set_columns(self, columns: dict[str, np.ndarray | pd.Series]) -> None:
+        """Add or replace catalog columns (one value per galaxy in row order); commit (in :meth:`writing`)."""
+        catalog = self.catalog.copy()
+        for name, values in columns.items():
+            if name in ("id", "source"):
+                raise CollectionError(f"the catalog column {name!r} cannot be replaced")
+            values = np.asarray(values)
+            if len(values) != len(catalog):
+                raise CollectionError(f"column {name!r} has {len(values)} values for {len(catalog)} galaxies")
+            catalog[name] = values
+        self._commit(catalog)
+
     def record_source(self, entry: dict[str, Any]) -> None:
         """Add a provenance entry (what was ingested, when, how many) to the manifest and commit."""
         self.manifest["sources"].append({"time": utc_now(), **entry})

@@ -12,7 +12,19 @@ from embedder import open_collection
 from index import load_index
 from ui.cli import main
 
-COMMANDS = ["ingest", "embed", "pretrain", "index", "search", "info", "demo", "serve"]
+COMMANDS = [
+    "ingest",
+    "embed",
+    "pretrain",
+    "index",
+    "search",
+    "anomalies",
+    "discover",
+    "clusters",
+    "info",
+    "demo",
+    "serve",
+]
 
 
 def galsearch(*args: str) -> subprocess.CompletedProcess:
@@ -71,3 +83,42 @@ def test_usage_errors_exit_2(tmp_path):
     assert galsearch("ingest").returncode == 2
     assert galsearch("ingest", "a", "b", "--bands", "r,g").returncode == 2
     assert galsearch("frobnicate").returncode == 2
+
+
+def test_anomalies_clusters_and_discover(tmp_path, capsys):
+    source = write_blob_npz(tmp_path / "blobs.npz", 40)
+    coll = str(tmp_path / "c")
+    assert main(["ingest", str(source), coll, "--quiet"]) == 0
+    assert main(["embed", coll, "--encoder", TINY_ENCODER, "--quiet", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert main(["anomalies", coll, "--method", "lof", "--top", "3"]) == 0
+    assert "stored anomaly_lof for 40 galaxies; the 3 most anomalous" in capsys.readouterr().out
+    assert main(["clusters", coll, "--max-clusters", "4"]) == 0
+    assert "clusters among 40 galaxies" in capsys.readouterr().out
+    hunt = ["discover", coll, "--session", "blobs", "--user", "ann"]
+    assert main([*hunt, "--rate", "blob-0-0001=5", "--rate", "blob-0-0002=0", "--next", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "rated blob-0-0001 5" in out and "interest" in out
+    assert main([*hunt, "--undo", "--ranking", "3", "--export", str(tmp_path / "r.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "undid blob-0-0002 = 0" in out and "wrote 1 ratings" in out
+    assert main([*hunt, "--rate", "no-such=3"]) == 1
+    assert galsearch(*hunt, "--rate", "blob-0-0003=high").returncode == 2
+
+
+def test_discover_interactively(tmp_path):
+    source = write_blob_npz(tmp_path / "blobs.npz", 30)
+    coll = str(tmp_path / "c")
+    assert main(["ingest", str(source), coll, "--quiet"]) == 0
+    assert main(["embed", coll, "--encoder", TINY_ENCODER, "--quiet", "--device", "cpu"]) == 0
+    done = subprocess.run(
+        [sys.executable, "-m", "ui.cli", "discover", coll, "--session", "s", "--user", "ann"],
+        input="4\n2\nu\nx\ns\nr\n9\nq\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "undid" in done.stdout and "type a number from 0 to 5" in done.stdout
+    assert "error: a rating is a number from 0 to 5, got 9" in done.stdout
+    assert "1 galaxies rated in session 's'" in done.stdout

@@ -10,6 +10,14 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from embedder.errors import GalsearchError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from anomaly import Discovery
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -134,6 +142,98 @@ def cmd_info(args: argparse.Namespace) -> None:
     encoder = coll.encoder
     print(f"embedded    {coll.counts['embedded']} with {describe(encoder) if encoder else '-'}")
     print(f"columns     {', '.join(map(str, coll.catalog.columns))}")
+
+
+def _print_table(frame: pd.DataFrame) -> None:
+    """Print result rows without the columns galsearch derived itself (row numbers, stored scores)."""
+    derived = [c for c in frame.columns if c == "row" or c.startswith(("anomaly_", "cluster_prob"))]
+    print(frame.drop(columns=derived).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+
+
+def cmd_anomalies(args: argparse.Namespace) -> None:
+    from anomaly import score_collection
+    from embedder import open_collection
+
+    coll = open_collection(args.collection)
+    scores = score_collection(coll, args.method, args.dim)
+    top = scores.nlargest(args.top).index
+    print(f"stored {scores.name} for {scores.notna().sum()} galaxies; the {len(top)} most anomalous:")
+    table = coll.catalog.loc[top].copy()
+    table.insert(1, "anomaly", table.pop(scores.name))
+    _print_table(table)
+
+
+def _rating(text: str) -> tuple[str, float]:
+    galaxy, _, score = text.rpartition("=")
+    try:
+        return galaxy, float(score)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"a rating is ID=SCORE with SCORE from 0 to 5, got {text!r}"
+        ) from None
+
+
+def cmd_discover(args: argparse.Namespace) -> None:
+    from anomaly import Discovery
+
+    hunt = Discovery(args.collection, args.session, user=args.user, anomaly_method=args.anomaly)
+    scripted = args.rate or args.undo or args.next or args.ranking or args.export
+    for galaxy, score in args.rate or ():
+        hunt.rate(galaxy, score)
+        print(f"rated {galaxy} {score:g} in session {args.session!r}")
+    if args.undo:
+        undone = hunt.undo()
+        print(f"undid {undone.galaxy} = {undone.rating:g}" if undone else "nothing to undo")
+    if args.next:
+        _print_table(hunt.suggest(args.next))
+    if args.ranking:
+        _print_table(hunt.ranking(args.ranking))
+    if args.export:
+        rows = hunt.store.export(args.export, args.session)
+        print(f"wrote {rows} ratings of session {args.session!r} to {args.export}")
+    if not scripted:
+        _discover_interactively(hunt)
+
+
+def _discover_interactively(hunt: Discovery) -> None:
+    print(f"session {hunt.session!r}: {len(hunt.ratings)} galaxies rated so far")
+    print("rate each galaxy 0 (boring) to 5 (most interesting); u = undo, s = skip, r = ranking, q = quit")
+    skipped: list[str] = []
+    while True:
+        galaxy = hunt.suggest(1, skip=skipped).iloc[0]
+        print(
+            f"\n{galaxy['id']}  ({galaxy['source']})  interest {galaxy['interest']:.2f} "
+            f"+- {galaxy['uncertainty']:.2f}  anomaly {galaxy['anomaly']:.3g}"
+        )
+        try:
+            answer = input("rating> ").strip().lower()
+        except EOFError:
+            answer = "q"
+        if answer in ("q", "quit"):
+            print(f"{len(hunt.ratings)} galaxies rated in session {hunt.session!r}; all ratings are saved")
+            return
+        if answer == "s":
+            skipped.append(galaxy["id"])
+        elif answer == "u":
+            undone = hunt.undo()
+            print(f"undid {undone.galaxy} = {undone.rating:g}" if undone else "nothing to undo")
+        elif answer == "r":
+            _print_table(hunt.ranking(10))
+        else:
+            try:
+                hunt.rate(galaxy["id"], float(answer))
+            except ValueError:
+                print("type a number from 0 to 5, u, s, r or q")
+            except GalsearchError as exc:
+                print(f"error: {exc}")
+
+
+def cmd_clusters(args: argparse.Namespace) -> None:
+    from anomaly import cluster_collection
+    from embedder import open_collection
+
+    report = cluster_collection(open_collection(args.collection), args.dim, args.max_clusters, show=args.show)
+    print(report.summary())
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -290,6 +390,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", help="cpu, cuda or cuda:N")
 
+    p = command("anomalies", cmd_anomalies, "score how unusual each galaxy is and list the most anomalous")
+    p.add_argument("collection", type=Path)
+    p.add_argument("--method", choices=["knn", "iforest", "lof"], default="knn", help="scorer (default knn)")
+    p.add_argument("--dim", type=int, default=16, help="PCA dimensions scored (default 16)")
+    p.add_argument("--top", type=int, default=20, help="how many to list (default 20)")
+
+    p = command(
+        "discover", cmd_discover, "rate galaxies while a Gaussian process learns what you find interesting"
+    )
+    p.add_argument("collection", type=Path)
+    p.add_argument("--session", required=True, help="name of the hunt, e.g. mergers (created if new)")
+    p.add_argument("--user", help="who is rating (default: the login name)")
+    p.add_argument(
+        "--rate", type=_rating, action="append", metavar="ID=SCORE", help="store a rating (repeatable)"
+    )
+    p.add_argument("--undo", action="store_true", help="remove your latest rating in the session")
+    p.add_argument("--next", type=int, metavar="N", help="print the next N galaxies to rate and exit")
+    p.add_argument("--ranking", type=int, metavar="N", help="print the N most interesting galaxies and exit")
+    p.add_argument(
+        "--export", type=Path, metavar="FILE", help="write the session's ratings (.csv/.fits/.xml)"
+    )
+    p.add_argument(
+        "--anomaly", choices=["knn", "iforest", "lof"], default="knn", help="anomaly score used as the prior"
+    )
+
+    p = command("clusters", cmd_clusters, "group galaxies into morphology clusters without labels")
+    p.add_argument("collection", type=Path)
+    p.add_argument("--max-clusters", type=int, default=20, help="upper bound; unneeded clusters stay empty")
+    p.add_argument("--dim", type=int, default=10, help="PCA dimensions clustered (default 10)")
+    p.add_argument("--show", type=int, default=5, help="typical members listed per cluster (default 5)")
+
     p = command("info", cmd_info, "describe a collection (and check that it is consistent)")
     p.add_argument("collection", type=Path)
 
@@ -313,8 +444,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one galsearch command and return its exit code."""
-    from embedder.errors import GalsearchError
-
     args = build_parser().parse_args(argv)
     try:
         args.func(args)

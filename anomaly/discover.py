@@ -1,0 +1,99 @@
+"""One rating session's active-learning loop over a collection: suggest, rate, undo, rank."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from embedder import Collection, CollectionError, open_collection
+
+from .features import DEFAULT_DIM, collection_features
+from .learner import ActiveLearner
+from .ratings import Rating, default_user, ratings_store
+from .scores import DEFAULT_METHOD, score_collection, score_column
+
+
+class Discovery:
+    """The loop of one session ("mergers", "lenses") of one user over the embedded galaxies of a collection.
+
+    The anomaly scores (``anomaly_METHOD`` in the catalog, computed and stored when missing) give the GP
+    its prior; every rating goes to the collection's ratings store at once, and the model is refitted
+    from the store, so ratings made by other processes in the same session count too.
+    """
+
+    def __init__(
+        self,
+        collection: Collection | str | Path,
+        session: str,
+        *,
+        user: str | None = None,
+        anomaly_method: str = DEFAULT_METHOD,
+        dim: int = DEFAULT_DIM,
+        seed: int = 0,
+    ):
+        self.collection = collection if isinstance(collection, Collection) else open_collection(collection)
+        self.session, self.user = session, user or default_user()
+        self.store = ratings_store(self.collection.path)
+        self.store.ensure_session(session)
+        features = collection_features(self.collection, dim, seed)
+        column = score_column(anomaly_method)
+        catalog = self.collection.catalog
+        if column not in catalog or catalog[column].iloc[: len(features)].isna().any():
+            score_collection(self.collection, anomaly_method, dim, seed)
+        self.anomaly = self.collection.catalog[column].to_numpy(dtype=np.float64)[: len(features)]
+        self.learner = ActiveLearner(features, self.anomaly, seed=seed)
+        self.refresh()
+
+    @property
+    def catalog(self) -> pd.DataFrame:
+        return self.collection.catalog
+
+    def refresh(self) -> pd.DataFrame:
+        """Re-read this session's ratings from the store and refit; returns them (latest per galaxy)."""
+        latest = self.store.latest(self.session)
+        rows = pd.Index(self.catalog["id"]).get_indexer(latest["galaxy"])
+        usable = (rows >= 0) & (rows < len(self.learner))  # galaxies removed or not embedded yet are skipped
+        self.learner.fit(rows[usable], latest["rating"].to_numpy()[usable])
+        self.ratings = latest
+        return latest
+
+    def _table(self, rows: np.ndarray) -> pd.DataFrame:
+        mean, std = self.learner.predict(rows)
+        table = self.catalog.iloc[rows].reset_index(drop=True)
+        table.insert(1, "row", rows)
+        table.insert(2, "interest", mean)
+        table.insert(3, "uncertainty", std)
+        table.insert(4, "anomaly", self.anomaly[rows])
+        return table
+
+    def suggest(self, n: int = 1, skip: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
+        """The ``n`` galaxies to rate next (catalog rows with GP interest, uncertainty and anomaly score)."""
+        exclude = self.collection.rows_of(list(skip)) if skip else None
+        return self._table(self.learner.suggest(n, exclude))
+
+    def rate(self, galaxy: str, rating: float) -> Rating:
+        """Store ``rating`` (0-5) of ``galaxy`` in this session and refit."""
+        row = int(self.collection.rows_of(galaxy)[0])
+        if row >= len(self.learner):
+            raise CollectionError(
+                f"{galaxy} has no embedding yet: run `galsearch embed {self.collection.path}`"
+            )
+        stored = self.store.rate(self.session, galaxy, rating, self.user)
+        self.refresh()
+        return stored
+
+    def undo(self) -> Rating | None:
+        """Remove this user's latest rating in the session and refit; returns it (None if there was none)."""
+        undone = self.store.undo(self.session, self.user)
+        self.refresh()
+        return undone
+
+    def ranking(self, top: int = 50) -> pd.DataFrame:
+        """The ``top`` most interesting galaxies by GP mean (with uncertainty and any rating given)."""
+        ranked = self.learner.ranking(top)
+        table = self._table(ranked["row"].to_numpy())
+        rated = dict(zip(self.ratings["galaxy"], self.ratings["rating"], strict=True))
+        table.insert(5, "rating", table["id"].map(rated).astype(float))
+        return table

@@ -1,0 +1,43 @@
+"""The low-dimensional features that anomaly scores, the active learner and clustering work on."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.decomposition import PCA
+
+from embedder import Collection, CollectionError
+
+DEFAULT_DIM = 16
+FIT_SAMPLE = 100_000  # PCA is fitted on at most this many galaxies, then applied to all
+CHUNK = 262_144
+
+
+def reduce_embeddings(embeddings: np.ndarray, dim: int = DEFAULT_DIM, seed: int = 0) -> np.ndarray:
+    """Unit-normalise embeddings, then PCA-whiten them to ``dim`` dimensions (float32, one row each)."""
+    embeddings = np.asarray(embeddings)
+    n, width = embeddings.shape
+    dim = min(dim, width, n)
+    if dim < 1:
+        raise CollectionError("no embeddings to reduce: embed the collection first (galsearch embed)")
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(n, FIT_SAMPLE, replace=False)) if n > FIT_SAMPLE else slice(None)
+    pca = PCA(dim, whiten=True, svd_solver="randomized" if n > 10_000 else "full", random_state=seed)
+    pca.fit(_unit(np.asarray(embeddings[sample], dtype=np.float32)))
+    out = np.empty((n, dim), dtype=np.float32)
+    for start in range(0, n, CHUNK):
+        stop = min(start + CHUNK, n)
+        out[start:stop] = pca.transform(_unit(np.asarray(embeddings[start:stop], dtype=np.float32)))
+    return out
+
+
+def collection_features(collection: Collection, dim: int = DEFAULT_DIM, seed: int = 0) -> np.ndarray:
+    """Reduced features of every embedded galaxy of ``collection`` (row i = catalog row i)."""
+    if collection.counts["embedded"] == 0:
+        raise CollectionError(
+            f"{collection.path} has no embeddings yet: run `galsearch embed {collection.path}`"
+        )
+    return reduce_embeddings(collection.embeddings, dim, seed)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)

@@ -1,0 +1,80 @@
+"""Unsupervised anomaly scores: isolation forest, local outlier factor and k-NN distance.
+
+Each scorer is a scikit-learn outlier detector (``fit``/``score_samples``, higher = more normal, as in
+scikit-learn); :func:`anomaly_scores` turns one into a score per galaxy where *higher is more anomalous*.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, OutlierMixin
+from sklearn.ensemble import IsolationForest
+from sklearn.neighbors import LocalOutlierFactor, NearestNeighbors
+from sklearn.utils.validation import check_array, check_is_fitted
+
+from embedder import Collection, GalsearchError
+
+from .features import DEFAULT_DIM, collection_features
+
+METHODS = ("knn", "iforest", "lof")
+DEFAULT_METHOD = "knn"
+
+
+class KNNDistance(OutlierMixin, BaseEstimator):
+    """Distance to the ``n_neighbors``-th nearest neighbour: far from everything means anomalous."""
+
+    def __init__(self, n_neighbors: int = 10):
+        self.n_neighbors = n_neighbors
+
+    def fit(self, X: np.ndarray, y: None = None) -> KNNDistance:
+        X = check_array(X, dtype=np.float32)
+        self.neighbors_ = NearestNeighbors(n_neighbors=min(self.n_neighbors, len(X) - 1)).fit(X)
+        # Each training point's own distance is measured to the others (itself excluded).
+        self.negative_distance_ = -self.neighbors_.kneighbors()[0][:, -1]
+        return self
+
+    def score_samples(self, X: np.ndarray) -> np.ndarray:
+        """Minus the distance of each row to its k-th nearest training point (higher = more normal)."""
+        check_is_fitted(self)
+        X = check_array(X, dtype=np.float32)
+        return -self.neighbors_.kneighbors(X)[0][:, -1]
+
+
+def make_scorer(method: str = DEFAULT_METHOD, seed: int = 0) -> OutlierMixin:
+    """A fresh scikit-learn outlier detector for ``method`` (knn, iforest or lof)."""
+    if method == "knn":
+        return KNNDistance(n_neighbors=10)
+    if method == "iforest":
+        return IsolationForest(n_estimators=200, random_state=seed)
+    if method == "lof":
+        return LocalOutlierFactor(n_neighbors=20)
+    raise GalsearchError(f"unknown anomaly method {method!r}: choose one of {', '.join(METHODS)}")
+
+
+def anomaly_scores(features: np.ndarray, method: str = DEFAULT_METHOD, seed: int = 0) -> np.ndarray:
+    """Fit ``method`` on ``features`` and return each row's anomaly score (higher = more anomalous)."""
+    scorer = make_scorer(method, seed).fit(features)
+    if method == "knn":
+        return -scorer.negative_distance_
+    if method == "lof":
+        return -scorer.negative_outlier_factor_
+    return -scorer.score_samples(features)
+
+
+def score_column(method: str) -> str:
+    """The catalog column holding scores of ``method``."""
+    return f"anomaly_{method}"
+
+
+def score_collection(
+    collection: Collection, method: str = DEFAULT_METHOD, dim: int = DEFAULT_DIM, seed: int = 0
+) -> pd.Series:
+    """Score every embedded galaxy, store the scores in the catalog column ``anomaly_METHOD``, return them."""
+    make_scorer(method)  # rejects an unknown method before the work starts
+    scores = anomaly_scores(collection_features(collection, dim, seed), method, seed)
+    column = np.full(len(collection), np.nan)
+    column[: len(scores)] = scores
+    with collection.writing():
+        collection.set_columns({score_column(method): column})
+    return collection.catalog[score_column(method)]

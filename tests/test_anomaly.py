@@ -1,0 +1,145 @@
+"""Anomaly scores, the Gaussian-process active learner, clusters and the discovery loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import TINY_ENCODER
+from sklearn.metrics import adjusted_rand_score
+
+from anomaly import (
+    ActiveLearner,
+    Discovery,
+    KNNDistance,
+    anomaly_scores,
+    cluster_collection,
+    fit_clusters,
+    ratings_store,
+    reduce_embeddings,
+    score_collection,
+)
+from embedder import CollectionError, GalsearchError, embed, open_collection
+
+
+def blobs(
+    sizes: list[int], dim: int = 8, spread: float = 8.0, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian clusters of the given sizes with well-separated centres; returns points and cluster ids."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, spread, (len(sizes), dim))
+    labels = np.repeat(np.arange(len(sizes)), sizes)
+    return (centres[labels] + rng.normal(0, 1, (len(labels), dim))).astype(np.float32), labels
+
+
+@pytest.mark.parametrize("method", ["knn", "iforest", "lof"])
+def test_scorers_rank_planted_outliers_first(method):
+    rng = np.random.default_rng(1)
+    inliers = rng.normal(0, 1, (500, 6))
+    outliers = rng.normal(0, 1, (5, 6)) + 12 * rng.choice([-1, 1], (5, 6))
+    scores = anomaly_scores(np.vstack([inliers, outliers]).astype(np.float32), method)
+    assert set(np.argsort(-scores)[:5]) == set(range(500, 505))
+
+
+def test_knn_distance_scores_new_points_like_scikit_learn_detectors():
+    features, _ = blobs([300])
+    detector = KNNDistance(n_neighbors=5).fit(features)
+    near, far = detector.score_samples(np.vstack([features[:1] + 0.01, features[:1] + 50]))
+    assert far < near  # scikit-learn convention: lower score = more abnormal
+
+
+def test_reduced_features_are_whitened_and_row_aligned():
+    embeddings = np.random.default_rng(0).normal(size=(400, 64)).astype(np.float32)
+    features = reduce_embeddings(embeddings, dim=8)
+    assert features.shape == (400, 8) and features.dtype == np.float32
+    assert np.allclose(features.std(0), 1, atol=0.05)
+
+
+def simulated_hunt(learner: ActiveLearner, truth: np.ndarray, ratings: int) -> list[int]:
+    shown: list[int] = []
+    while len(shown) < ratings:
+        shown.extend(learner.suggest(10).tolist())
+        learner.fit(shown, 5.0 * truth[shown])
+    return shown
+
+
+def test_the_learner_finds_a_users_rare_class_and_ranks_it_better_with_ratings():
+    # A rare class (2%) that is not anomalous: a small cluster among large ones.
+    features, labels = blobs([900, 700, 30], seed=3)
+    truth = labels == 2
+    learner = ActiveLearner(features, prior=anomaly_scores(features, "knn"))
+    before = truth[learner.ranking(30)["row"]].mean()
+    shown = simulated_hunt(learner, truth, 60)
+    assert len(set(shown)) == 60  # nothing is shown twice
+    assert truth[shown].sum() >= 10 * truth.mean() * 60  # ten times random order
+    after = truth[learner.ranking(30)["row"]].mean()
+    assert after > max(before, 0.8)
+
+
+def test_fit_predict_ranking_and_suggestions_are_consistent():
+    features, _ = blobs([200, 200])
+    learner = ActiveLearner(features, n_inducing=64).fit([0, 1, 300], [5.0, 5.0, 0.0])
+    mean, std = learner.predict(np.array([0, 300]))
+    assert mean[0] > 3.5 and mean[1] < 1.5 and (std > 0).all()
+    ranking = learner.ranking(10)
+    assert ranking["mean"].is_monotonic_decreasing and (ranking["row"] < 200).all()  # the liked cluster
+    assert ranking.loc[ranking["row"].isin([0, 1]), "rated"].all()
+    suggested = learner.suggest(5, exclude=[2, 3])
+    assert not set(suggested) & {0, 1, 2, 3, 300} and len(set(suggested)) == 5
+    with pytest.raises(GalsearchError, match="one per rated row"):
+        learner.fit([0, 999], [1.0, 2.0])
+
+
+def test_a_batch_skips_near_duplicates():
+    features, _ = blobs([100, 100])
+    features = np.vstack([features, features])  # every galaxy twice
+    learner = ActiveLearner(features, prior=np.r_[np.arange(200), np.arange(200)])
+    batch = learner.suggest(10)
+    assert len({row % 200 for row in batch}) == 10
+
+
+def test_clusters_recover_separated_groups_and_choose_their_number():
+    features, labels = blobs([300, 200, 100], dim=5, spread=10)
+    found, probability, _ = fit_clusters(features, max_clusters=10)
+    assert adjusted_rand_score(labels, found) > 0.95
+    assert len(np.unique(found)) == 3 and (probability > 0.5).all()
+    assert np.bincount(found).tolist() == [300, 200, 100]  # numbered by size
+
+
+@pytest.fixture
+def embedded_blobs(blob_collection):
+    embed(blob_collection, TINY_ENCODER, progress=False)
+    return open_collection(blob_collection.path)
+
+
+def test_scores_and_clusters_are_stored_in_the_catalog(embedded_blobs):
+    scores = score_collection(embedded_blobs, "iforest")
+    report = cluster_collection(embedded_blobs, max_clusters=6)
+    catalog = open_collection(embedded_blobs.path).catalog
+    assert np.allclose(catalog["anomaly_iforest"], scores)
+    assert catalog["cluster"].between(0, 5).all() and report.sizes.sum() == len(catalog)
+    assert "clusters among 64 galaxies" in report.summary()
+
+
+def test_discovery_rates_undoes_ranks_and_sees_other_processes(embedded_blobs):
+    hunt = Discovery(embedded_blobs, "extended", user="ann")
+    assert "anomaly_knn" in open_collection(embedded_blobs.path).catalog  # the prior was stored
+    catalog = hunt.catalog
+    extended = catalog.loc[catalog["label"] == 1, "id"].tolist()
+    compact = catalog.loc[catalog["label"] == 0, "id"].tolist()
+    for galaxy in extended[:3]:
+        hunt.rate(galaxy, 5)
+    for galaxy in compact[:3]:
+        hunt.rate(galaxy, 0)
+    ranking = hunt.ranking(20)
+    assert set(ranking["id"]) <= set(extended)  # the model learned what this user likes
+    assert hunt.suggest(3)["id"].isin(extended[3:]).all()
+    assert hunt.undo().galaxy == compact[2]
+    ratings_store(embedded_blobs.path).rate("extended", compact[5], 1, user="bob")  # elsewhere
+    assert compact[5] in set(hunt.refresh()["galaxy"])
+    with pytest.raises(CollectionError, match="not in collection"):
+        hunt.rate("no-such-galaxy", 3)
+
+
+def test_discovery_needs_embeddings(blob_collection):
+    with pytest.raises(CollectionError, match="galsearch embed"):
+        Discovery(blob_collection, "s")
