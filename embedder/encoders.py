@@ -91,7 +91,10 @@ class Encoder:
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (B, H, W, C) images, on any device, to normalised float (B, channels, S, S) model input."""
-        x = images.permute(0, 3, 1, 2).float().div_(255.0)
+        return self.prepare(images.permute(0, 3, 1, 2).float().div_(255.0))
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Float (B, C, H, W) images in [0, 1] (e.g. augmented views) to normalised model input."""
         if x.shape[1] != self.channels:
             if x.shape[1] == 1:
                 x = x.expand(-1, self.channels, -1, -1)
@@ -147,15 +150,20 @@ def load_encoder(spec: str, device: str | None = None) -> Encoder:
         spec=spec,
         architecture=architecture,
         channels=channels,
-        input_size=None
-        if spec.startswith(RANDOM_PREFIX)
-        else int(meta.get("input_size", cfg["input_size"][-1])),
+        input_size=_input_size(spec, meta, cfg),
         mean=mean,
         std=std,
         interpolation=str(meta.get("interpolation", cfg.get("interpolation", "bilinear"))),
         weights_sha256=weights_digest(model),
     )
     return encoder.to(device or default_device())
+
+
+def _input_size(spec: str, meta: dict, cfg: dict) -> int | None:
+    """The input side: none for random weights or a checkpoint saved without one, else the stored/timm one."""
+    if spec.startswith(RANDOM_PREFIX) or ("input_size" in meta and meta["input_size"] is None):
+        return None
+    return int(meta.get("input_size", cfg["input_size"][-1]))
 
 
 def save_encoder(encoder: Encoder, path: str | Path, training: dict | None = None) -> Path:
@@ -171,8 +179,6 @@ def save_encoder(encoder: Encoder, path: str | Path, training: dict | None = Non
         "std": list(encoder.std),
         "interpolation": encoder.interpolation,
     }
-    if encoder.input_size is None:
-        meta.pop("input_size")
     if training:
         meta["training"] = training
     state = {k: v.detach().cpu().contiguous() for k, v in encoder.model.state_dict().items()}
