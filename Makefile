@@ -30,6 +30,7 @@ bench: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/encoder_quality.py --work $(WORK)
 	$(BIN)/python benchmarks/search.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/discovery.py --work $(WORK)
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/finetune.py --work $(WORK)
 
 # Retrain the shipped encoder (embedder/weights/default.safetensors) from the demo and the train splits
 # of ../shared/data; the README gives the data, the time it took and the resulting quality.

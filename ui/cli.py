@@ -236,6 +236,77 @@ def cmd_clusters(args: argparse.Namespace) -> None:
     print(report.summary())
 
 
+def _sizes(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"sizes are comma-separated label counts, got {text!r}") from None
+
+
+def cmd_finetune(args: argparse.Namespace) -> None:
+    from embedder import open_collection
+    from embedder.finetune import FinetuneConfig, finetune, learning_curve, summarize_curve
+    from embedder.heads import HEADS_DIR
+    from embedder.labels import read_labels
+    from embedder.plots import plot_learning_curve
+
+    coll = open_collection(args.collection)
+    labels = read_labels(args.labels, coll, args.task, args.columns, args.positive)
+    test = args.test_labels and read_labels(args.test_labels, coll, args.task, args.columns, args.positive)
+    if test and test.classes != labels.classes:
+        raise GalsearchError(f"the test labels have classes {test.classes}, the labels {labels.classes}")
+    config = FinetuneConfig(
+        head=args.head,
+        unfreeze=args.unfreeze,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        epochs=args.epochs,
+        target_recall=args.target_recall,
+        seed=args.seed,
+        device=args.device,
+    )
+    name = args.name or Path(args.labels).stem
+    if args.curve:
+        curve = learning_curve(
+            coll,
+            labels,
+            args.curve,
+            config,
+            draws=args.draws,
+            test_labels=test or None,
+            progress=not args.quiet,
+        )
+        folder = coll.path / HEADS_DIR / name
+        folder.mkdir(parents=True, exist_ok=True)
+        curve.to_csv(folder / "learning_curve.csv", index=False)
+        metric = "rmse" if args.task == "regress" else "balanced_accuracy"
+        summary = summarize_curve(curve, args.task)
+        plot_learning_curve(summary, metric, folder / "learning_curve.png")
+        print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        print(f"wrote learning_curve.csv and learning_curve.png to {folder}")
+        return
+    result = finetune(
+        coll,
+        labels,
+        config,
+        name=name,
+        test_labels=test or None,
+        auto_budget_s=args.time_budget if args.auto else None,
+        progress=not args.quiet,
+    )
+    print(result.summary())
+    print(f"apply it to every galaxy with: galsearch predict {coll.path} --head {name}")
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from embedder import open_collection
+    from embedder.finetune import predict
+
+    coll = open_collection(args.collection)
+    columns = predict(coll, args.head, device=args.device, progress=not args.quiet)
+    print(f"wrote columns {', '.join(columns)} for {len(coll)} galaxies to the catalog of {coll.path}")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from embedder import DEFAULT_ENCODER, build_demo, default_demo_path, embed
     from index import build_index
@@ -420,6 +491,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-clusters", type=int, default=20, help="upper bound; unneeded clusters stay empty")
     p.add_argument("--dim", type=int, default=10, help="PCA dimensions clustered (default 10)")
     p.add_argument("--show", type=int, default=5, help="typical members listed per cluster (default 5)")
+
+    p = command("finetune", cmd_finetune, "train a classifier or regressor on labelled galaxies")
+    p.add_argument("collection", type=Path)
+    p.add_argument("--labels", type=Path, required=True, help="CSV/FITS/VOTable with an id column and labels")
+    p.add_argument("--task", choices=["classify", "binary", "regress"], default="classify")
+    p.add_argument("--columns", type=lambda t: t.split(","), help="label column(s), comma-separated")
+    p.add_argument("--positive", help="binary: the positive class (default: the later in sorted order)")
+    p.add_argument("--test-labels", type=Path, help="labels to measure on (default: a held-out quarter)")
+    p.add_argument("--head", choices=["linear", "mlp"], default="linear")
+    p.add_argument(
+        "--unfreeze", type=int, default=0, metavar="N", help="also train the encoder's last N blocks"
+    )
+    p.add_argument("--lr", type=float, help="learning rate (default 3e-3 frozen, 3e-4 unfrozen)")
+    p.add_argument("--weight-decay", type=float, default=1e-2)
+    p.add_argument("--epochs", type=int, help="at most this many (default 300 frozen, 30 unfrozen)")
+    p.add_argument("--target-recall", type=float, default=0.99, help="binary: recall the threshold reaches")
+    p.add_argument("--name", help="head name (default: the label file's name); saved in COLLECTION/heads/")
+    p.add_argument("--auto", action="store_true", help="search head, unfreezing, lr and weight decay by CV")
+    p.add_argument(
+        "--time-budget", type=float, default=300, metavar="S", help="--auto time box (default 300 s)"
+    )
+    p.add_argument("--curve", type=_sizes, metavar="N,N,...", help="learning curve at these labels per class")
+    p.add_argument("--draws", type=int, default=5, help="random draws per --curve point (default 5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="cpu, cuda or cuda:N")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = command("predict", cmd_predict, "apply a trained head to every galaxy (adds catalog columns)")
+    p.add_argument("collection", type=Path)
+    p.add_argument("--head", required=True, help="a head name in COLLECTION/heads/ or a head folder")
+    p.add_argument("--device", help="cpu, cuda or cuda:N")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = command("info", cmd_info, "describe a collection (and check that it is consistent)")
     p.add_argument("collection", type=Path)

@@ -1,0 +1,116 @@
+"""Fine-tuning on small labelled sets: ring accuracy, few-shot learning curve, GZ1 balanced accuracy.
+
+    python benchmarks/finetune.py [--work DIR] [--auto-budget S] [--draws N]
+
+Data: ../shared/data (rings: GZ DECaLS ring / not ring; GZ1: five classes, spirals merged), embedded
+with the default encoder. Heads train on the *train* split of benchmarks/splits.py and are measured on
+its *test* split (the default encoder was trained on the train splits only). Each row gives the head,
+the test metrics, the device and the wall time of the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from splits import shared_file, split
+
+from embedder import DEFAULT_ENCODER, embed, ingest, open_collection
+from embedder.encoders import default_device
+from embedder.finetune import FinetuneConfig, finetune, learning_curve, summarize_curve
+from embedder.labels import read_labels
+
+RUNS = {
+    "linear, frozen": FinetuneConfig(),
+    "MLP, frozen": FinetuneConfig(head="mlp"),
+    "linear, last 2 groups unfrozen": FinetuneConfig(unfreeze=2),
+    "linear, last 4 groups unfrozen": FinetuneConfig(unfreeze=4),
+}
+CURVE = (10, 30, 100)
+
+
+def collection(work: Path, name: str):
+    """The whole development file as one embedded collection, plus train and test label tables."""
+    path = work / f"{name}_all"
+    if not (path / "manifest.json").exists():
+        ingest(shared_file(name), path, progress=False)
+    embed(path, DEFAULT_ENCODER, replace=True, progress=False)
+    coll = open_collection(path)
+    train, test = split(name, work)
+    tables = []
+    for part in (train, test):
+        data = np.load(part)
+        tables.append(
+            pd.DataFrame({"id": data["ids"].astype(str), "label": data["class_names"][data["labels"]]})
+        )
+    return coll, tables[0], tables[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--work", type=Path, default=Path("work"))
+    parser.add_argument("--auto-budget", type=float, default=120, help="seconds for --auto (default 120)")
+    parser.add_argument("--draws", type=int, default=5, help="draws per learning-curve point (default 5)")
+    args = parser.parse_args()
+    device = default_device()
+    print(f"machine: {platform.processor() or platform.machine()}; device: {device}\n")
+    print("| data | task | head | accuracy | balanced accuracy | ROC AUC | seconds |")
+    print("|---|---|---|---|---|---|---|")
+    best = {}
+    for name, task in (("rings", "classify"), ("gz1", "classify")):
+        coll, train_table, test_table = collection(args.work, name)
+        train = read_labels(train_table, coll, task)
+        test = read_labels(test_table, coll, task)
+        runs = dict(RUNS)
+        runs[f"--auto ({args.auto_budget:g} s)"] = None
+        for label, config in runs.items():
+            result = finetune(
+                coll,
+                train,
+                config or FinetuneConfig(),
+                test_labels=test,
+                auto_budget_s=args.auto_budget if config is None else None,
+            )
+            if config is None:
+                chosen = result.head.training["config"]
+                label += f": {chosen['head']}, unfreeze {chosen['unfreeze']}"
+            m = result.metrics
+            print(
+                f"| {name} | {task} | {label} | {m['accuracy']:.3f} | {m['balanced_accuracy']:.3f} | "
+                f"{m.get('roc_auc', float('nan')):.3f} | {result.seconds:.1f} |",
+                flush=True,
+            )
+            if name not in best or m["balanced_accuracy"] > best[name][1]:
+                best[name] = (
+                    FinetuneConfig(**{**result.head.training["config"], "device": device}),
+                    m["balanced_accuracy"],
+                    label,
+                )
+    coll, train_table, test_table = collection(args.work, "rings")
+    config, _, label = best["rings"]
+    curve = learning_curve(
+        coll,
+        read_labels(train_table, coll),
+        list(CURVE),
+        config,
+        draws=args.draws,
+        test_labels=read_labels(test_table, coll),
+    )
+    print(f"\nrings learning curve ({label}; {args.draws} draws; test split of {len(test_table)}):\n")
+    print("| labels per class | accuracy | balanced accuracy |\n|---|---|---|")
+    accuracy = curve.groupby("labels_per_class")["accuracy"]
+    for _, row in summarize_curve(curve, "classify").iterrows():
+        n = row["labels_per_class"]
+        print(
+            f"| {int(n)} | {accuracy.mean()[n]:.3f} ± {accuracy.std(ddof=0)[n]:.3f} | "
+            f"{row['balanced_accuracy_mean']:.3f} ± {row['balanced_accuracy_std']:.3f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,553 @@
+"""Fine-tune on small labelled sets: heads on frozen embeddings or partly unfrozen encoders.
+
+Protocol: a test part of the labels (``test_fraction``, stratified; or separate ``test_labels``) is held
+out for the reported metrics; of the rest, ``val_fraction`` stops training early (best validation loss)
+and, for binary tasks, sets the decision threshold that reaches ``target_recall``. Classes are weighted
+by inverse frequency. With ``unfreeze = N`` the last N parameter groups of the timm encoder (its blocks,
+the final norm counting as one, as timm's ``group_matcher`` orders them) train with the head, each
+group's learning rate ``layer_decay`` times that of the group after it, on augmented views.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    roc_auc_score,
+    roc_curve,
+)
+from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
+from timm.models import group_parameters
+from tqdm.auto import tqdm
+
+from .augment import Augment
+from .collection import Collection
+from .embed import encoder_of
+from .encoders import Encoder, default_device
+from .errors import GalsearchError
+from .heads import HEADS_DIR, Head, HeadNet, head_path, load_head
+from .labels import Labels
+
+MIN_LABELS = 10
+MIN_IMPROVEMENT = 1e-3  # of the validation loss, for an epoch to count as progress
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """How to train a head (defaults depend on whether the encoder is unfrozen)."""
+
+    head: str = "linear"
+    unfreeze: int = 0
+    lr: float | None = None  # 3e-3 on frozen embeddings, 3e-4 when unfreezing
+    weight_decay: float = 1e-2
+    layer_decay: float = 0.75
+    epochs: int | None = None  # 300 frozen, 30 unfrozen (early stopping ends most runs sooner)
+    patience: int | None = None  # epochs without validation improvement: 30 frozen, 5 unfrozen
+    batch_size: int = 64
+    val_fraction: float = 0.2
+    target_recall: float = 0.99
+    seed: int = 0
+    device: str | None = None
+
+    @property
+    def frozen(self) -> bool:
+        return self.unfreeze == 0
+
+    def resolved(self) -> FinetuneConfig:
+        """This config with its defaults filled in."""
+        return replace(
+            self,
+            lr=self.lr or (3e-3 if self.frozen else 3e-4),
+            epochs=self.epochs or (300 if self.frozen else 30),
+            patience=self.patience or (30 if self.frozen else 5),
+            device=self.device or default_device(),
+        )
+
+
+@dataclass
+class FinetuneResult:
+    """A trained head, its test metrics and where it was saved."""
+
+    head: Head
+    metrics: dict
+    folder: Path | None
+    seconds: float
+    trials: pd.DataFrame | None = None  # --auto: every trial
+
+    def summary(self) -> str:
+        lines = []
+        if self.trials is not None:
+            lines += ["auto: every trial (cross-validated score: balanced accuracy, or minus RMSE)"]
+            lines += [self.trials.to_string(index=False, float_format=lambda v: f"{v:.3g}"), ""]
+        lines += [f"trained a {describe_config(self.head.training['config'])} head in {self.seconds:.1f} s"]
+        lines += [f"metrics on {self.metrics['n']} held-out labels:"]
+        lines += [f"  {k}: {_fmt(v)}" for k, v in self.metrics.items() if k != "confusion_matrix"]
+        if "confusion_matrix" in self.metrics:
+            lines.append(
+                f"  confusion matrix (rows true {self.head.classes}): {self.metrics['confusion_matrix']}"
+            )
+        if self.folder:
+            lines.append(f"saved to {self.folder}")
+        return "\n".join(lines)
+
+
+def describe_config(config: dict) -> str:
+    where = (
+        "frozen embeddings" if config["unfreeze"] == 0 else f"{config['unfreeze']} unfrozen encoder groups"
+    )
+    return f"{config['head']} ({where}, lr {config['lr']:g}, weight decay {config['weight_decay']:g})"
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+# ---- training --------------------------------------------------------------------------------------
+
+
+def _split(labels: Labels, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of a (train, held-out) split, stratified by class when every class has two members."""
+    positions = np.arange(len(labels))
+    stratum = labels.stratum
+    if stratum is not None and np.bincount(stratum).min() < 2:
+        stratum = None
+    held = max(1, round(fraction * len(labels)))
+    if stratum is not None:
+        held = max(held, len(np.unique(stratum)))
+    return train_test_split(positions, test_size=held, random_state=seed, stratify=stratum)
+
+
+def _loss(
+    task: str, logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None
+) -> torch.Tensor:
+    if task == "regress":
+        return F.binary_cross_entropy_with_logits(logits, targets)
+    return F.cross_entropy(logits, targets, weight=weights)
+
+
+class _Inputs:
+    """Model input for labelled rows: stored embeddings (frozen) or augmented images through the encoder."""
+
+    def __init__(self, collection: Collection, encoder: Encoder | None, device: torch.device):
+        self.collection, self.encoder, self.device = collection, encoder, device
+        self.augment = Augment()
+        self.stored = collection.embeddings if encoder is None else collection.images  # one memory map
+
+    def _read(self, array: np.ndarray, rows: np.ndarray) -> torch.Tensor:
+        order = np.argsort(rows)  # sorted reads from the memory map, then back to the given order
+        return torch.from_numpy(np.array(array[rows[order]]))[np.argsort(order)].to(self.device)
+
+    def __call__(self, rows: np.ndarray, train: bool, generator: torch.Generator | None) -> torch.Tensor:
+        if self.encoder is None:
+            return self._read(self.stored, rows).float()
+        x = self._read(self.stored, rows).permute(0, 3, 1, 2).float().div_(255)
+        if train:
+            x = self.augment(x, generator)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            return self.encoder.model(self.encoder.prepare(x)).float()
+
+
+def _parameter_groups(encoder: Encoder, config: FinetuneConfig) -> list[dict]:
+    """Unfreeze the encoder's last ``config.unfreeze`` groups, with layer-wise decayed learning rates."""
+    model = encoder.model
+    groups = group_parameters(model, model.group_matcher(coarse=False))
+    order = sorted(groups)
+    if config.unfreeze > len(order):
+        raise GalsearchError(
+            f"{encoder.architecture} has {len(order)} parameter groups; cannot unfreeze {config.unfreeze}"
+        )
+    params = dict(model.named_parameters())
+    for p in model.parameters():
+        p.requires_grad_(False)
+    out = []
+    for depth, group in enumerate(reversed(order[-config.unfreeze :])):
+        tensors = [params[name] for name in groups[group] if name in params]
+        for p in tensors:
+            p.requires_grad_(True)
+        out.append({"params": tensors, "lr": config.lr * config.layer_decay ** (depth + 1)})
+    return out
+
+
+def fit_head(
+    collection: Collection,
+    labels: Labels,
+    config: FinetuneConfig = FinetuneConfig(),
+    deadline: float | None = None,
+    progress: bool = False,
+) -> Head:
+    """Train a head on ``labels`` (a validation part of them stops training); stops at ``deadline``."""
+    config = config.resolved()
+    if len(labels) < MIN_LABELS:
+        raise GalsearchError(f"{len(labels)} labels are too few to train on: give at least {MIN_LABELS}")
+    torch.manual_seed(config.seed)
+    device = torch.device(config.device)
+    train, val = _split(labels, config.val_fraction, config.seed)
+    encoder = None if config.frozen else encoder_of(collection, str(device))
+    inputs = _Inputs(collection, encoder, device)
+    outputs = len(labels.columns) if labels.task == "regress" else len(labels.classes)
+    with torch.no_grad():
+        sample = torch.cat(
+            [inputs(labels.rows[train][i : i + 256], False, None) for i in range(0, len(train), 256)]
+        )
+    net = HeadNet(config.head, sample.shape[1], outputs, sample.mean(0), sample.std(0)).to(device)
+    weights = None
+    if labels.task != "regress":
+        counts = np.bincount(labels.targets[train], minlength=outputs).clip(min=1)
+        weights = torch.tensor(len(train) / (outputs * counts), dtype=torch.float32, device=device)
+    groups = [{"params": list(net.parameters()), "lr": config.lr}]
+    if encoder is not None:
+        groups += _parameter_groups(encoder, config)
+    optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    targets = torch.from_numpy(np.array(labels.targets)).to(device)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    best, stale = math.inf, 0
+    best_state = copy.deepcopy((net.state_dict(), encoder.model.state_dict() if encoder else None))
+    bar = tqdm(range(config.epochs), desc="fine-tuning", unit="epoch", disable=not progress)
+    for _ in bar:
+        net.train()
+        if encoder is not None:
+            encoder.model.train()
+        for batch in np.array_split(
+            rng.permutation(train), max(1, math.ceil(len(train) / config.batch_size))
+        ):
+            loss = _loss(
+                labels.task, net(inputs(labels.rows[batch], True, generator)), targets[batch], weights
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        val_loss = _evaluate_loss(net, encoder, inputs, labels, val, targets, weights)
+        bar.set_postfix(val_loss=f"{val_loss:.3f}")
+        if val_loss < best - MIN_IMPROVEMENT:
+            best, stale = val_loss, 0
+            best_state = copy.deepcopy((net.state_dict(), encoder.model.state_dict() if encoder else None))
+        else:
+            stale += 1
+        if stale >= config.patience or (deadline is not None and time.monotonic() > deadline):
+            break
+    net.load_state_dict(best_state[0])
+    if encoder is not None:
+        encoder.model.load_state_dict(best_state[1])
+        encoder.model.eval()
+        for p in encoder.model.parameters():
+            p.requires_grad_(False)
+    net.eval()
+    head = Head(
+        net,
+        config.head,
+        labels.task,
+        labels.classes,
+        labels.columns,
+        collection.encoder,
+        encoder,
+        training={"config": asdict(config), "labels": len(labels), "best_val_loss": best},
+    )
+    if labels.task == "binary":
+        head.threshold = _threshold(
+            _scores(head, inputs, labels.rows[val])[:, 1], labels.targets[val], config.target_recall
+        )
+    return head
+
+
+@torch.no_grad()
+def _evaluate_loss(net, encoder, inputs, labels, val, targets, weights) -> float:
+    net.eval()
+    if encoder is not None:
+        encoder.model.eval()
+    logits = torch.cat(
+        [net(inputs(labels.rows[val][i : i + 256], False, None)) for i in range(0, len(val), 256)]
+    )
+    return float(_loss(labels.task, logits, targets[val], weights))
+
+
+@torch.no_grad()
+def _scores(head: Head, inputs: _Inputs, rows: np.ndarray) -> np.ndarray:
+    return (
+        torch.cat([head.scores(inputs(rows[i : i + 256], False, None)) for i in range(0, len(rows), 256)])
+        .cpu()
+        .numpy()
+    )
+
+
+def _threshold(scores: np.ndarray, truth: np.ndarray, target_recall: float) -> float:
+    """The highest threshold on the positive probability whose recall reaches ``target_recall``."""
+    if truth.sum() == 0:
+        return 0.5
+    _, tpr, thresholds = roc_curve(truth, scores)
+    return float(min(thresholds[np.argmax(tpr >= target_recall)], 1.0))
+
+
+# ---- evaluation ------------------------------------------------------------------------------------
+
+
+def head_scores(head: Head, collection: Collection, rows: np.ndarray) -> np.ndarray:
+    """The head's scores for the given rows of ``collection``."""
+    device = next(head.net.buffers()).device
+    return _scores(head, _Inputs(collection, head.encoder, device), np.asarray(rows))
+
+
+def metrics(head: Head, scores: np.ndarray, labels: Labels) -> dict:
+    """Accuracy, balanced accuracy, ROC AUC and confusion matrix (classes) or RMSE per column (regress)."""
+    truth = labels.targets
+    if labels.task == "regress":
+        rmse = np.sqrt(((scores - truth) ** 2).mean(axis=0))
+        out = {f"rmse_{c}": float(v) for c, v in zip(labels.columns, rmse, strict=True)}
+        return {"rmse": float(np.sqrt(((scores - truth) ** 2).mean())), **out, "n": len(truth)}
+    predicted = scores.argmax(1)
+    if labels.task == "binary":
+        predicted = (scores[:, 1] >= head.threshold).astype(int)
+    out = {
+        "accuracy": float(accuracy_score(truth, predicted)),
+        "balanced_accuracy": float(balanced_accuracy_score(truth, predicted)),
+    }
+    present = np.unique(truth)
+    if len(present) == len(labels.classes):
+        auc = (
+            roc_auc_score(truth, scores[:, 1])
+            if len(present) == 2
+            else roc_auc_score(truth, scores, multi_class="ovr")
+        )
+        out["roc_auc"] = float(auc)
+    if labels.task == "binary":
+        tp = int(((predicted == 1) & (truth == 1)).sum())
+        fp = int(((predicted == 1) & (truth == 0)).sum())
+        out["threshold"] = float(head.threshold)
+        out["recall"] = tp / max(int((truth == 1).sum()), 1)
+        out["false_discovery_rate"] = fp / max(tp + fp, 1)
+    out["n"] = len(truth)
+    out["confusion_matrix"] = confusion_matrix(truth, predicted, labels=range(len(labels.classes))).tolist()
+    return out
+
+
+def main_score(task: str, result: dict) -> float:
+    """The number to maximise when comparing heads: balanced accuracy, or minus the RMSE."""
+    return -result["rmse"] if task == "regress" else result["balanced_accuracy"]
+
+
+# ---- the finetune command --------------------------------------------------------------------------
+
+
+def finetune(
+    collection: Collection,
+    labels: Labels,
+    config: FinetuneConfig = FinetuneConfig(),
+    *,
+    name: str | None = None,
+    test_labels: Labels | None = None,
+    test_fraction: float = 0.25,
+    auto_budget_s: float | None = None,
+    plots: bool = True,
+    progress: bool = False,
+) -> FinetuneResult:
+    """Train a head, measure it on held-out labels and, given a ``name``, save it as COLLECTION/heads/NAME.
+
+    With ``auto_budget_s`` the settings come from :func:`auto_tune` on the training labels, and the
+    search plus the final training fit in that many seconds. Saved with the head: PNG plots (confusion
+    matrix, ROC) and, for ``--auto``, every trial (``trials.csv``).
+    """
+    start = time.monotonic()
+    train, test = _train_test(labels, test_labels, test_fraction, config.seed)
+    trials, deadline = None, None
+    if auto_budget_s:
+        config, trials = auto_tune(
+            collection, train, auto_budget_s, seed=config.seed, device=config.device, progress=progress
+        )
+        deadline = start + auto_budget_s
+    head = fit_head(collection, train, config, deadline=deadline, progress=progress)
+    scores = head_scores(head, collection, test.rows)
+    head.metrics = metrics(head, scores, test)
+    folder = None
+    if name:
+        folder = head.save(collection.path / HEADS_DIR / name)
+        if trials is not None:
+            trials.to_csv(folder / "trials.csv", index=False)
+        if plots and head.task != "regress":
+            from .plots import plot_confusion, plot_roc
+
+            plot_confusion(head.metrics["confusion_matrix"], head.classes, folder / "confusion.png")
+            plot_roc(scores, test.targets, head.classes, folder / "roc.png")
+    return FinetuneResult(head, head.metrics, folder, time.monotonic() - start, trials)
+
+
+def _train_test(
+    labels: Labels, test_labels: Labels | None, fraction: float, seed: int
+) -> tuple[Labels, Labels]:
+    if test_labels is not None:
+        return labels, test_labels
+    train, test = _split(labels, fraction, seed)
+    return labels.subset(train), labels.subset(test)
+
+
+def learning_curve(
+    collection: Collection,
+    labels: Labels,
+    sizes: list[int],
+    config: FinetuneConfig = FinetuneConfig(),
+    *,
+    draws: int = 5,
+    test_labels: Labels | None = None,
+    test_fraction: float = 0.25,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Test metrics of heads trained on ``size`` labels per class (regression: in all), ``draws`` times."""
+    pool, test = _train_test(labels, test_labels, test_fraction, config.seed)
+    rows = []
+    jobs = [(size, draw) for size in sizes for draw in range(draws)]
+    for size, draw in tqdm(jobs, desc="learning curve", disable=not progress):
+        rng = np.random.default_rng([config.seed, size, draw])
+        if labels.task == "regress":
+            chosen = rng.choice(len(pool), min(size, len(pool)), replace=False)
+        else:
+            chosen = np.concatenate(
+                [
+                    rng.permutation(np.flatnonzero(pool.targets == c))[:size]
+                    for c in range(len(labels.classes))
+                ]
+            )
+        head = fit_head(collection, pool.subset(chosen), replace(config, seed=config.seed + draw))
+        result = metrics(head, head_scores(head, collection, test.rows), test)
+        result.pop("confusion_matrix", None)
+        rows.append({"labels_per_class": size, "draw": draw, "trained_on": len(chosen), **result})
+    return pd.DataFrame(rows)
+
+
+def summarize_curve(curve: pd.DataFrame, task: str) -> pd.DataFrame:
+    """Mean and standard deviation of the main metric per label count."""
+    column = "rmse" if task == "regress" else "balanced_accuracy"
+    grouped = curve.groupby("labels_per_class")
+    return pd.DataFrame(
+        {
+            "trained_on": grouped["trained_on"].mean(),
+            f"{column}_mean": grouped[column].mean(),
+            f"{column}_std": grouped[column].std(ddof=0),
+        }
+    ).reset_index()
+
+
+# ---- --auto ----------------------------------------------------------------------------------------
+
+AUTO_FROZEN = {"head": ("linear", "mlp"), "lr": (1e-3, 3e-3, 1e-2), "weight_decay": (1e-4, 1e-2, 1e-1)}
+AUTO_UNFROZEN = {"unfreeze": (1, 2, 4), "lr": (1e-4, 3e-4), "weight_decay": (1e-2,)}
+
+
+def auto_configs(seed: int) -> list[FinetuneConfig]:
+    """The search space of ``--auto``: every frozen-head setting first (cheap), then unfrozen ones."""
+    frozen = [
+        FinetuneConfig(head=h, lr=lr, weight_decay=wd, seed=seed)
+        for h in AUTO_FROZEN["head"]
+        for lr in AUTO_FROZEN["lr"]
+        for wd in AUTO_FROZEN["weight_decay"]
+    ]
+    unfrozen = [
+        FinetuneConfig(unfreeze=n, lr=lr, weight_decay=wd, seed=seed)
+        for n in AUTO_UNFROZEN["unfreeze"]
+        for lr in AUTO_UNFROZEN["lr"]
+        for wd in AUTO_UNFROZEN["weight_decay"]
+    ]
+    rng = np.random.default_rng(seed)
+    return [frozen[i] for i in rng.permutation(len(frozen))] + [
+        unfrozen[i] for i in rng.permutation(len(unfrozen))
+    ]
+
+
+def auto_tune(
+    collection: Collection,
+    labels: Labels,
+    budget_s: float,
+    *,
+    folds: int = 3,
+    seed: int = 0,
+    device: str | None = None,
+    progress: bool = False,
+) -> tuple[FinetuneConfig, pd.DataFrame]:
+    """Cross-validate settings from :func:`auto_configs` until ``budget_s`` is spent; best config and trials.
+
+    Leaves a quarter of the budget for training the chosen head; a trial whose folds would run past the
+    budget is stopped and marked ``cut short``.
+    """
+    start = time.monotonic()
+    search_end = start + 0.75 * budget_s
+    splitter = KFold if labels.task == "regress" else StratifiedKFold
+    folds = min(folds, int(np.bincount(labels.targets).min())) if labels.task != "regress" else folds
+    if folds < 2:
+        raise GalsearchError("--auto needs at least two labels of every class for cross-validation")
+    split = list(splitter(folds, shuffle=True, random_state=seed).split(labels.rows, labels.stratum))
+    trials = []
+    bar = tqdm(auto_configs(seed), desc="auto", unit="trial", disable=not progress)
+    for config in bar:
+        if time.monotonic() > search_end:
+            break
+        config = replace(config, device=device)
+        trial_start, scores, cut = time.monotonic(), [], False
+        for train, test in split:
+            if time.monotonic() > search_end:
+                cut = True
+                break
+            head = fit_head(collection, labels.subset(train), config, deadline=search_end)
+            held = labels.subset(test)
+            scores.append(
+                main_score(labels.task, metrics(head, head_scores(head, collection, held.rows), held))
+            )
+        trials.append(
+            {
+                "head": config.head,
+                "unfreeze": config.unfreeze,
+                "lr": config.resolved().lr,
+                "weight_decay": config.weight_decay,
+                "cv_score": float(np.mean(scores)) if scores and not cut else float("nan"),
+                "seconds": time.monotonic() - trial_start,
+                "status": "cut short" if cut else "done",
+            }
+        )
+    table = pd.DataFrame(trials)
+    done = table[table["status"] == "done"]
+    if done.empty:
+        raise GalsearchError(f"no trial finished within {budget_s:g} s: give --time-budget more seconds")
+    best = done.loc[done["cv_score"].idxmax()]
+    config = FinetuneConfig(
+        head=best["head"],
+        unfreeze=int(best["unfreeze"]),
+        lr=float(best["lr"]),
+        weight_decay=float(best["weight_decay"]),
+        seed=seed,
+        device=device,
+    )
+    return config, table
+
+
+# ---- predictions -----------------------------------------------------------------------------------
+
+
+def predict(
+    collection: Collection, head: str | Path, device: str | None = None, progress: bool = False
+) -> list[str]:
+    """Write the head's predictions for every galaxy as catalog columns; returns the column names."""
+    folder = head_path(collection, head)
+    name = folder.name
+    loaded = load_head(folder, device)
+    scores = loaded.predict_scores(collection, progress=progress)
+    if loaded.task == "regress":
+        columns = {f"{name}_{c}": scores[:, i] for i, c in enumerate(loaded.columns)}
+    elif loaded.task == "binary":
+        columns = {f"{name}_prob": scores[:, 1], name: scores[:, 1] >= loaded.threshold}
+    else:
+        columns = {
+            name: np.array(loaded.classes, dtype=object)[scores.argmax(1)],
+            f"{name}_prob": scores.max(1),
+        }
+        columns.update({f"{name}_prob_{c}": scores[:, i] for i, c in enumerate(loaded.classes)})
+    with collection.writing():
+        collection.set_columns(columns)
+    return list(columns)
