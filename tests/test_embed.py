@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -73,15 +74,18 @@ def _assert_rows_match_a_fresh_run(coll, rows: slice) -> None:
 
 
 @pytest.mark.slow
-def test_interrupted_embed_resumes_where_it_stopped(tmp_path):
+def test_interrupted_embed_resumes_where_it_stopped(tmp_path, monkeypatch):
+    # commit after every batch, so that the Ctrl-C below lands mid-run however fast this machine is
+    monkeypatch.setattr(sys.modules["embedder.embed"], "COMMIT_SECONDS", 0.0)
     ingest(write_blob_npz(tmp_path / "c.npz", 400, size=64), tmp_path / "c", progress=False)
     encoder = load_encoder(SLOW_ENCODER, "cpu")
 
-    def interrupt(*_):
-        raise KeyboardInterrupt
+    def interrupt(*_):  # Ctrl-C as soon as some batches are committed
+        if json.loads((tmp_path / "c" / "manifest.json").read_text())["counts"]["embedded"] > 0:
+            raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGALRM, interrupt)
-    signal.setitimer(signal.ITIMER_REAL, 0.5)
+    signal.setitimer(signal.ITIMER_REAL, 0.05, 0.05)
     try:
         with pytest.raises(KeyboardInterrupt):
             embed(tmp_path / "c", encoder, batch_size=16, progress=False)
