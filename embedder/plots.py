@@ -4,26 +4,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; never a window
-
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
 
 
-def _save(figure: plt.Figure, path: Path) -> Path:
+def _figure(width: float, height: float) -> tuple[Figure, object]:
+    """A figure and its axes, made without pyplot so that no global matplotlib backend is chosen."""
+    figure = Figure(figsize=(width, height))
+    return figure, figure.add_subplot()
+
+
+def _save(figure: Figure, path: Path) -> Path:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
-    plt.close(figure)
     return path
 
 
 def plot_confusion(matrix: list[list[int]], classes: list[str], path: Path) -> Path:
     """The confusion matrix (rows: true class, columns: predicted)."""
-    figure, axes = plt.subplots(figsize=(1.2 * len(classes) + 3, 1.2 * len(classes) + 2.5))
+    figure, axes = _figure(1.2 * len(classes) + 3, 1.2 * len(classes) + 2.5)
     ConfusionMatrixDisplay(np.array(matrix), display_labels=classes).plot(ax=axes, colorbar=False)
     axes.tick_params(axis="x", labelrotation=45)
     return _save(figure, path)
@@ -31,7 +32,7 @@ def plot_confusion(matrix: list[list[int]], classes: list[str], path: Path) -> P
 
 def plot_roc(scores: np.ndarray, truth: np.ndarray, classes: list[str], path: Path) -> Path:
     """ROC curve of the positive class (two classes) or one-vs-rest curves of each class."""
-    figure, axes = plt.subplots(figsize=(5, 5))
+    figure, axes = _figure(5, 5)
     positives = [1] if len(classes) == 2 else range(len(classes))
     for c in positives:
         if 0 < (truth == c).sum() < len(truth):
@@ -42,7 +43,7 @@ def plot_roc(scores: np.ndarray, truth: np.ndarray, classes: list[str], path: Pa
 
 def plot_learning_curve(summary: pd.DataFrame, metric: str, path: Path) -> Path:
     """Mean ± standard deviation of ``metric`` against the number of labels per class."""
-    figure, axes = plt.subplots(figsize=(5, 4))
+    figure, axes = _figure(5, 4)
     axes.errorbar(
         summary["labels_per_class"],
         summary[f"{metric}_mean"],
