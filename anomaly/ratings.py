@@ -144,8 +144,7 @@ class RatingsStore:
 
     def ensure_session(self, name: str, description: str = "") -> None:
         """Create the session ``name`` unless it exists."""
-        if not name or not name.strip():
-            raise RatingsError("a session needs a name, e.g. 'mergers'")
+        _check_session_name(name)
         with self._transaction() as db:
             db.execute(
                 "INSERT OR IGNORE INTO sessions (name, created, description) VALUES (?, ?, ?)",
@@ -160,9 +159,13 @@ class RatingsStore:
         if not MIN_RATING <= rating <= MAX_RATING:
             raise RatingsError(f"a rating is a number from 0 to 5, got {rating:g} for {galaxy}")
         user = user or default_user()
-        self.ensure_session(session)
+        _check_session_name(session)
         time = utc_now()
-        with self._transaction() as db:
+        with self._transaction() as db:  # one transaction: the session (if new) and the rating
+            db.execute(
+                "INSERT OR IGNORE INTO sessions (name, created, description) VALUES (?, ?, '')",
+                (session, time),
+            )
             cursor = db.execute(
                 "INSERT INTO ratings (session, galaxy, rating, user, time) VALUES (?, ?, ?, ?, ?)",
                 (session, str(galaxy), rating, user, time),
@@ -208,6 +211,11 @@ class RatingsStore:
             path, format={"csv": "ascii.csv", "fits": "fits", "votable": "votable"}[format], overwrite=True
         )
         return len(table)
+
+
+def _check_session_name(name: str) -> None:
+    if not name or not name.strip():
+        raise RatingsError("a session needs a name, e.g. 'mergers'")
 
 
 def ratings_store(collection_path: str | Path) -> RatingsStore:
