@@ -5,9 +5,16 @@ BIN := $(VENV)/bin
 
 WORK ?= work
 
-.PHONY: setup demo test lint bench default-encoder
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-setup: $(VENV)/.installed
+.PHONY: setup browser demo test lint bench default-encoder
+
+setup: $(VENV)/.installed browser
+
+# Debian's Chromium, which the browser tests drive through Playwright (no browser download from the net).
+browser:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
+		$(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +38,7 @@ bench: setup
 	$(BIN)/python benchmarks/search.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/discovery.py --work $(WORK)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/finetune.py --work $(WORK)
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/ui.py --work $(WORK) --screenshots docs/screenshots
 
 # Retrain the shipped encoder (embedder/weights/default.safetensors) from the demo and the train splits
 # of ../shared/data; the README gives the data, the time it took and the resulting quality.

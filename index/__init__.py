@@ -1,5 +1,6 @@
 """Vector indexes over a collection's embeddings and similarity queries on them."""
 
+from .projection import MapPicture, render_map, save_map_png, umap_coordinates
 from .query import (
     FORMATS,
     Match,
@@ -30,6 +31,7 @@ __all__ = [
     "FORMATS",
     "IndexInfo",
     "IndexSettingError",
+    "MapPicture",
     "Match",
     "QueryError",
     "StaleIndexError",
@@ -44,8 +46,11 @@ __all__ = [
     "normalized",
     "query_vector",
     "read_info",
+    "render_map",
+    "save_map_png",
     "search",
     "similar",
     "to_astropy",
+    "umap_coordinates",
     "write_results",
 ]

@@ -1,36 +1,144 @@
-"""The search page, served for real and called through Gradio's HTTP API."""
+"""The web app served for real and driven through Gradio's HTTP API (the browser tests drive the page)."""
 
 from __future__ import annotations
 
 import socket
+import threading
 
+import httpx
+import numpy as np
+import pandas as pd
 import pytest
+from astropy.table import Table
 from conftest import TINY_ENCODER
-from gradio_client import Client
+from gradio_client import Client, handle_file
+from PIL import Image
 
-from embedder import embed
-from index import similar
-from ui.app import build_app
+from anomaly import ratings_store
+from embedder import embed, open_collection
+from index import build_index, similar
+from ui.app import launch
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def test_page_serves_neighbours_over_http(blob_collection):
+@pytest.fixture
+def served(blob_collection):
+    """The app serving an embedded, indexed 64-galaxy collection; yields (url, collection path)."""
     embed(blob_collection, TINY_ENCODER, device="cpu", progress=False)
-    app = build_app(blob_collection.path)
-    port = _free_port()
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    build_index(open_collection(blob_collection.path), progress=False)
+    port = free_port()
+    app = launch(blob_collection.path, port=port, block=False)
+    yield f"http://127.0.0.1:{port}/", blob_collection.path
+    app.close()
+
+
+NO_TYPED_LABELS = {"headers": ["id", "label"], "data": [], "metadata": None}
+
+
+def captions(gallery: list[dict]) -> list[str]:
+    return [item["caption"].split(" · ")[0] for item in gallery]
+
+
+def search_args(galaxy="", image=None, where="", k=5, fmt="CSV", plus="", minus=""):
+    return (galaxy, "", "", 5.0, image, plus, minus, where, k, fmt)
+
+
+def test_search_by_id_image_and_filters_with_downloads(served, tmp_path):
+    url, path = served
+    client = Client(url, verbose=False)
+    query, gallery, _, download = client.predict(*search_args("blob-0-0003"), api_name="/search")
+    assert query.endswith((".webp", ".png"))
+    assert captions(gallery) == similar(open_collection(path), "blob-0-0003", 5)["id"].tolist()
+    assert pd.read_csv(download)["id"].tolist() == captions(gallery)
+    _, _, _, fits = client.predict(*search_args("blob-0-0003", fmt="FITS"), api_name="/search")
+    assert len(Table.read(fits)) == 5
+    _, gallery, _, _ = client.predict(*search_args("blob-0-0003", where="label == 1"), api_name="/search")
+    catalog = open_collection(path).catalog.set_index("id")
+    assert (catalog.loc[captions(gallery), "label"] == 1).all()
+    own = tmp_path / "galaxy.png"
+    Image.fromarray(np.asarray(open_collection(path).images[7])).save(own)
+    _, gallery, _, _ = client.predict(*search_args(image=handle_file(own)), api_name="/search")
+    assert captions(gallery)[0] == "blob-0-0007"  # a galaxy's own picture finds it first
+
+
+def test_bad_requests_get_messages_not_tracebacks(served, tmp_path):
+    url, _ = served
+    client = Client(url, verbose=False)
+    with pytest.raises(Exception, match="not in collection"):
+        client.predict(*search_args("no-such-galaxy"), api_name="/search")
+    with pytest.raises(Exception, match="Choose a galaxy"):
+        client.predict(*search_args(), api_name="/search")
+    broken = tmp_path / "broken.fits"
+    broken.write_bytes(b"SIMPLE  =                    T" + b"\0" * 100)
+    with pytest.raises(Exception, match="cannot use"):
+        client.predict(*search_args(image=handle_file(broken)), api_name="/search")
+    assert httpx.get(url + "gradio_api/file=/etc/passwd").status_code in (403, 404)
+
+
+def test_rating_through_the_api_from_several_clients_loses_nothing(served):
+    url, path = served
+    first = Client(url, verbose=False).predict("mergers", api_name="/next_galaxy")
+    assert first[2].startswith("blob-")
+    ids = open_collection(path).catalog["id"].tolist()
+
+    failures = []
+
+    def rate(worker: int) -> None:
+        client = Client(url, verbose=False, download_files=False)
+        try:
+            for galaxy in ids[worker * 8 : worker * 8 + 8]:
+                client.predict("mergers", galaxy, float(worker % 6), api_name="/rate")
+        except Exception as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=rate, args=(w,)) for w in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+    latest = ratings_store(path).latest("mergers")
+    assert len(latest) == 24 and set(latest["galaxy"]) == set(ids[:24])
+    result = Client(url, verbose=False).predict("mergers", api_name="/undo")
+    assert result[5].startswith("undid") and len(ratings_store(path).latest("mergers")) == 23
+
+
+def test_finetune_apply_and_map_through_the_api(served, tmp_path):
+    url, path = served
+    client = Client(url, verbose=False)
+    catalog = open_collection(path).catalog
+    catalog[["id"]].assign(label=catalog["class_name"]).to_csv(tmp_path / "shapes.csv", index=False)
+    metrics, confusion, _ = client.predict(
+        handle_file(tmp_path / "shapes.csv"),
+        NO_TYPED_LABELS,
+        "classify",
+        "linear",
+        0,
+        "shapes",
+        api_name="/finetune",
+    )
+    assert "balanced_accuracy" in metrics and confusion.endswith(".png")
+    note, gallery = client.predict("shapes", "compact", api_name="/apply_head")
+    assert "shapes_prob_compact" in note and len(gallery) == 24
+    assert "shapes" in open_collection(path).catalog
+    picture = client.predict("shapes", False, api_name="/map")
+    assert Image.open(picture).size[0] > 400
+
+
+def test_auth_keeps_strangers_out(blob_collection):
+    embed(blob_collection, TINY_ENCODER, device="cpu", progress=False)
+    port = free_port()
+    app = launch(blob_collection.path, port=port, auth=("ann", "secret"), block=False)
     try:
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        query, gallery = client.predict("blob-0-0003", 4, api_name="/similar")
-        expected = similar(blob_collection, "blob-0-0003", 4)["id"].tolist()
-        assert [item["caption"].split(" · ")[0] for item in gallery] == expected
-        assert query.endswith((".webp", ".png"))
-        with pytest.raises(Exception, match="not in collection"):
-            client.predict("no-such-galaxy", 4, api_name="/similar")
+        with pytest.raises(Exception):  # noqa: B017 - gradio_client raises different types by version
+            Client(f"http://127.0.0.1:{port}/", verbose=False).predict("s", api_name="/next_galaxy")
+        client = Client(f"http://127.0.0.1:{port}/", auth=("ann", "secret"), verbose=False)
+        assert client.predict("s", api_name="/next_galaxy")[2].startswith("blob-")
+        assert ratings_store(blob_collection.path).sessions()["session"].tolist() == ["s"]
     finally:
         app.close()

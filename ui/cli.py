@@ -307,6 +307,17 @@ def cmd_predict(args: argparse.Namespace) -> None:
     print(f"wrote columns {', '.join(columns)} for {len(coll)} galaxies to the catalog of {coll.path}")
 
 
+def cmd_map(args: argparse.Namespace) -> None:
+    from embedder import open_collection
+    from index import render_map, save_map_png
+
+    picture = render_map(
+        open_collection(args.collection), args.color_by, thumbnails=args.thumbnails, size=tuple(args.size)
+    )
+    save_map_png(picture, args.png)
+    print(f"wrote the UMAP map of {len(picture.coords)} galaxies to {args.png}")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from embedder import DEFAULT_ENCODER, build_demo, default_demo_path, embed
     from index import build_index
@@ -319,17 +330,24 @@ def cmd_demo(args: argparse.Namespace) -> None:
     if report.embedded:
         build_index(coll, progress=False)
     if not args.no_serve:
-        _serve(coll.path, args.host, args.port)
+        _serve(coll.path, args)
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    _serve(args.collection, args.host, args.port)
+    _serve(args.collection, args)
 
 
-def _serve(collection: Path, host: str, port: int | None) -> None:
-    from ui.app import serve
+def _serve(collection: Path, args: argparse.Namespace) -> None:
+    from ui.app import launch
 
-    serve(collection, host=host, port=port)
+    launch(collection, host=args.host, port=args.port, auth=args.auth)
+
+
+def _credentials(text: str) -> tuple[str, str]:
+    user, sep, password = text.partition(":")
+    if not (user and sep and password):
+        raise argparse.ArgumentTypeError("--auth takes USER:PASSWORD")
+    return user, password
 
 
 def _add_server_options(parser: argparse.ArgumentParser) -> None:
@@ -337,6 +355,9 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
         "--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)"
     )
     parser.add_argument("--port", type=int, default=None, help="port (default: the first free one from 7860)")
+    parser.add_argument(
+        "--auth", type=_credentials, metavar="USER:PASSWORD", help="require this login (for shared use)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -524,6 +545,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda or cuda:N")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    p = command("map", cmd_map, "draw the UMAP map of the embeddings, with galaxy thumbnails, as a PNG")
+    p.add_argument("collection", type=Path)
+    p.add_argument("--png", type=Path, required=True, metavar="FILE", help="the picture to write")
+    p.add_argument("--color-by", metavar="COLUMN", help="catalog column to colour by, e.g. class_name")
+    p.add_argument("--thumbnails", type=int, default=49, help="galaxy stamps drawn on the map (default 49)")
+    p.add_argument("--size", type=int, nargs=2, default=(1200, 900), metavar=("W", "H"), help="pixels")
+
     p = command("info", cmd_info, "describe a collection (and check that it is consistent)")
     p.add_argument("collection", type=Path)
 
@@ -539,7 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-serve", action="store_true", help="build and embed only")
     _add_server_options(p)
 
-    p = command("serve", cmd_serve, "serve a collection's search page in the browser")
+    p = command("serve", cmd_serve, "serve a collection's web app (search, discover, fine-tune, map)")
     p.add_argument("collection", type=Path)
     _add_server_options(p)
     return parser

@@ -1,0 +1,196 @@
+"""Round-trip latency of the web app over real HTTP, and screenshots of each tab.
+
+    python benchmarks/ui.py [--work DIR] [--screenshots DIR]
+
+Serves the demo collection (built in WORK/demo if missing, embedded with the default encoder and
+indexed) on 127.0.0.1 and times, with httpx on Gradio's HTTP API (POST /gradio_api/run/ENDPOINT): a
+search by galaxy id (12 neighbours: gallery, table and results file), and a rating followed by the next
+galaxy to rate (store, GP refit, re-rank, 13 stamps). "API" is the request until its JSON answer;
+"+ files" adds fetching every image and file the answer names, six at a time, as a browser does.
+Targets: search p95 < 300 ms, rating + next p95 < 500 ms. With --screenshots, headless Chromium
+(Debian's, via Playwright) saves a picture of each tab after using it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import socket
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+# This file's folder comes first on sys.path, where this file would hide the `ui` package it measures.
+sys.path.remove(str(Path(__file__).resolve().parent))
+
+import httpx
+import numpy as np
+
+from embedder import DEFAULT_ENCODER, build_demo, embed
+from index import build_index
+from ui.app import launch
+
+SEARCHES = 200
+RATINGS = 100
+CHROMIUM = "/usr/bin/chromium"
+# Playwright adds headless and no-sandbox; these keep Chromium off the (closed) network.
+CHROMIUM_ARGS = [
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def timed(call, times: int) -> np.ndarray:
+    out = []
+    for i in range(times):
+        start = time.perf_counter()
+        call(i)
+        out.append(1000 * (time.perf_counter() - start))
+    return np.array(out)
+
+
+def file_urls(answer: object) -> list[str]:
+    """Every file URL in a Gradio answer (gallery items, images, files)."""
+    if isinstance(answer, dict):
+        found = [answer["url"]] if isinstance(answer.get("url"), str) else []
+        return found + [u for value in answer.values() for u in file_urls(value)]
+    if isinstance(answer, list):
+        return [u for value in answer for u in file_urls(value)]
+    return []
+
+
+class Api:
+    """POSTs to the app's HTTP API; optionally fetches the files each answer names, 6 at a time."""
+
+    def __init__(self, url: str):
+        self.url, self.http = url, httpx.Client(timeout=60)
+        self.pool = ThreadPoolExecutor(6)
+
+    def __call__(self, endpoint: str, data: list, fetch: bool = False) -> list:
+        answer = self.http.post(f"{self.url}gradio_api/run/{endpoint}", json={"data": data})
+        answer.raise_for_status()
+        out = answer.json()["data"]
+        if fetch:
+            list(self.pool.map(lambda u: self.http.get(u).raise_for_status(), file_urls(out)))
+        return out
+
+
+def settle(page) -> None:
+    """Let lazily loaded gallery images arrive before a screenshot."""
+    page.evaluate("document.querySelectorAll('img[loading=lazy]').forEach(i => { i.loading = 'eager'; })")
+    page.wait_for_function("Array.from(document.images).every(i => i.complete)")
+    page.wait_for_timeout(500)
+
+
+def screenshots(url: str, folder: Path, labels: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.set_default_timeout(180_000)  # the first map computes the UMAP
+        page.goto(url)
+        page.locator("#neighbours").wait_for()
+        page.get_by_label("Galaxy id").fill("sim-00010")
+        page.locator("#search-button").click()
+        page.locator("#neighbours img").first.wait_for()
+        settle(page)
+        page.screenshot(path=folder / "search.png", full_page=True)
+        page.get_by_role("tab", name="Discover").click()
+        page.locator("#discover-start").click()
+        page.locator("#discover-status").get_by_text("rated in session").wait_for()
+        for key in "50305":
+            page.keyboard.press(key)
+            page.wait_for_timeout(400)
+        settle(page)
+        page.screenshot(path=folder / "discover.png", full_page=True)
+        page.get_by_role("tab", name="Map").click()
+        colour = page.get_by_label("Colour by")
+        colour.fill("class_name")
+        colour.press("Enter")
+        page.get_by_label("Galaxy thumbnails on the map").check()
+        page.locator("#map-button").click()
+        page.locator("#map-image img").wait_for()
+        box = page.locator("#map-image img").bounding_box()
+        page.mouse.click(box["x"] + 0.05 * box["width"], box["y"] + 0.05 * box["height"])
+        page.locator("#map-info").get_by_text("first corner").wait_for()
+        page.mouse.click(box["x"] + 0.5 * box["width"], box["y"] + 0.6 * box["height"])
+        page.locator("#map-selection img").first.wait_for()
+        settle(page)
+        page.screenshot(path=folder / "map.png", full_page=True)
+        page.get_by_role("tab", name="Fine-tune").click()
+        page.locator("#labels-file input[type=file]").set_input_files(labels)
+        page.locator("#labels-file").get_by_text(labels.name).wait_for()
+        page.get_by_label("Head name").fill("morphology")
+        page.locator("#train-button").click()
+        page.locator("#finetune-metrics").get_by_text("balanced_accuracy").wait_for()
+        settle(page)
+        page.screenshot(path=folder / "finetune.png", full_page=True)
+        browser.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--work", type=Path, default=Path("work"))
+    parser.add_argument("--screenshots", type=Path, help="folder for one PNG per tab")
+    args = parser.parse_args()
+    coll = build_demo(args.work / "demo", seed=0)
+    embed(coll, DEFAULT_ENCODER, replace=True, progress=False)
+    build_index(coll, progress=False)
+    port = free_port()
+    app = launch(coll.path, port=port, block=False)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        api = Api(url)
+        queries = np.random.default_rng(0).choice(coll.catalog["id"].to_numpy(), SEARCHES)
+        search = lambda i, fetch: api("search", [queries[i], "", "", 5.0, None, "", "", "", 12, "CSV"], fetch)  # noqa: E731
+        search(0, True)  # warm-up: loads the index
+        times = {
+            "search by id (12 neighbours)": [
+                timed(lambda i, f=f: search(i, f), SEARCHES) for f in (False, True)
+            ]
+        }
+        session = f"benchmark-{int(time.time())}"
+        galaxy = api("next_galaxy", [session, []])[2]  # raw HTTP passes the skipped-list state too
+        scores = np.random.default_rng(1).integers(0, 6, RATINGS)
+
+        def rate(i: int, fetch: bool) -> None:
+            nonlocal galaxy
+            galaxy = api("rate", [session, galaxy, [], float(scores[i])], fetch)[2]
+
+        times["rating + next galaxy"] = [timed(lambda i, f=f: rate(i, f), RATINGS) for f in (False, True)]
+        report(len(coll), times)
+        if args.screenshots:
+            labels = args.work / "demo-classes.csv"
+            coll.catalog[["id", "class_name"]].rename(columns={"class_name": "label"}).to_csv(
+                labels, index=False
+            )
+            screenshots(url, args.screenshots, labels)
+    finally:
+        app.close()
+
+
+def report(galaxies: int, times: dict[str, list[np.ndarray]]) -> None:
+    print(f"machine: {platform.processor() or platform.machine()}, CPU only; demo: {galaxies} galaxies\n")
+    print("| round trip | n | API p50 ms | API p95 ms | + files p50 ms | + files p95 ms | target p95 |")
+    print("|---|---|---|---|---|---|---|")
+    for (name, (api_ms, full_ms)), target in zip(times.items(), (300, 500), strict=True):
+        cells = [f"{v:.0f}" for ms in (api_ms, full_ms) for v in np.percentile(ms, [50, 95])]
+        verdict = "met" if np.percentile(full_ms, 95) < target else "MISSED"
+        print(f"| {name} | {len(api_ms)} | " + " | ".join(cells) + f" | < {target} ({verdict}) |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""End to end in headless Chromium (Debian's, driven by Playwright): the page does what the API does."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import TINY_ENCODER, write_blob_npz
+from PIL import Image
+from test_app import free_port
+
+from anomaly import ratings_store
+from embedder import embed, ingest, open_collection
+from index import build_index, similar
+from ui.app import launch
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Playwright adds headless and no-sandbox; these keep Chromium off the (closed) network.
+CHROMIUM_ARGS = [
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+WAIT_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed: `make setup` installs it")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("browser")
+    ingest(write_blob_npz(folder / "blobs.npz", 64), folder / "blobs", progress=False)
+    embed(folder / "blobs", TINY_ENCODER, device="cpu", progress=False)
+    build_index(open_collection(folder / "blobs"), progress=False)
+    return folder / "blobs"
+
+
+class Server:
+    """The app on a free port, restartable."""
+
+    def __init__(self, path: Path):
+        self.path, self.port = path, free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.app = launch(path, port=self.port, block=False)
+
+    def restart(self) -> None:
+        self.app.close()
+        self.app = launch(self.path, port=self.port, block=False)
+
+
+@pytest.fixture(scope="module")
+def server(collection):
+    served = Server(collection)
+    yield served
+    served.app.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(WAIT_MS)
+    page.goto(server.url)
+    yield page
+    page.close()
+
+
+def expect_gallery(page, selector: str, ids: list[str]) -> None:
+    """Wait until the gallery's captions start with exactly these galaxy ids, in order."""
+    from playwright.sync_api import expect
+
+    captions = [re.compile(rf"^{re.escape(galaxy)} ") for galaxy in ids]
+    expect(page.locator(f"{selector} .caption-label")).to_have_text(captions, timeout=WAIT_MS)
+
+
+def test_search_by_id_click_and_upload(page, collection, tmp_path):
+    expected = similar(open_collection(collection), "blob-0-0005", 12)["id"].tolist()
+    page.get_by_label("Galaxy id").fill("blob-0-0005")
+    page.locator("#search-button").click()
+    expect_gallery(page, "#neighbours", expected)
+    page.locator("#neighbours .caption-label").nth(1).click()  # a neighbour becomes the query
+    expect_gallery(page, "#neighbours", similar(open_collection(collection), expected[1], 12)["id"].tolist())
+    image = tmp_path / "query.png"
+    Image.fromarray(np.asarray(open_collection(collection).images[9])).save(image)
+    page.get_by_label("Galaxy id").fill("")
+    page.locator("#query-file input[type=file]").set_input_files(image)
+    page.locator("#query-file").get_by_text("query.png").wait_for()
+    page.locator("#search-button").click()
+    found = similar(open_collection(collection), "blob-0-0009", 11)["id"].tolist()
+    expect_gallery(page, "#neighbours", ["blob-0-0009", *found])  # its own picture finds it first
+
+
+def test_rating_with_keys_survives_a_restart(page, server, collection):
+    page.get_by_role("tab", name="Discover").click()
+    page.locator("#discover-start").click()
+    status = page.locator("#discover-status")
+    status.get_by_text("0 rated").wait_for()
+    for key, count in (("5", 1), ("0", 2), ("3", 3)):
+        page.keyboard.press(key)
+        status.get_by_text(f"{count} rated").wait_for()
+    page.keyboard.press("u")
+    status.get_by_text("undid").wait_for()
+    assert len(ratings_store(collection).latest("interesting")) == 2
+    server.restart()
+    page.goto(server.url)
+    page.get_by_role("tab", name="Discover").click()
+    page.locator("#discover-start").click()
+    status.get_by_text("2 rated in session").wait_for()
+
+
+def test_finetune_from_the_page_produces_predictions(page, collection, tmp_path):
+    catalog = open_collection(collection).catalog
+    labels = tmp_path / "shapes.csv"
+    pd.DataFrame({"id": catalog["id"], "label": catalog["class_name"]}).to_csv(labels, index=False)
+    page.get_by_role("tab", name="Fine-tune").click()
+    page.locator("#labels-file input[type=file]").set_input_files(labels)
+    page.locator("#labels-file").get_by_text("shapes.csv").wait_for()  # uploaded
+    page.get_by_label("Head name").fill("shapes")
+    page.locator("#train-button").click()
+    page.locator("#finetune-metrics").get_by_text("balanced_accuracy").wait_for()
+    page.locator("#apply-button").click()
+    page.locator("#apply-status").get_by_text("wrote columns").wait_for()
+    assert "shapes_prob" in open_collection(collection).catalog
+
+
+def test_map_renders_and_a_box_fills_the_gallery(page):
+    page.get_by_role("tab", name="Map").click()
+    page.locator("#map-button").click()
+    picture = page.locator("#map-image img")
+    picture.wait_for()
+    box = picture.bounding_box()
+    page.mouse.click(box["x"] + 2, box["y"] + 2)
+    page.locator("#map-info").get_by_text("first corner").wait_for()
+    page.mouse.click(box["x"] + box["width"] - 2, box["y"] + box["height"] - 2)
+    page.locator("#map-info").get_by_text("galaxies in the box").wait_for()
+    assert page.locator("#map-selection img").count() > 0

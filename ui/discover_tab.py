@@ -1,0 +1,145 @@
+"""Discover tab: rate galaxies 0-5 (buttons or keys), undo, and watch the ranking of interesting ones."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+
+from anomaly import ratings_store
+from embedder import GalsearchError
+
+from .state import AppState, stamp
+
+RANKED = 12
+EXPORTS = {"CSV": ".csv", "FITS": ".fits", "VOTable": ".xml"}
+DEFAULT_SESSION = "interesting"
+
+# Keys 0-5 rate, u undoes, s skips, while the Discover tab is shown and no text field has the focus.
+KEYS_JS = """
+<script>
+document.addEventListener("keydown", (event) => {
+  const target = event.target;
+  const typing = ["INPUT", "TEXTAREA"].includes(target?.tagName) || target?.isContentEditable;
+  if (typing) return;
+  const ids = {u: "undo-button", s: "skip-button"};
+  const id = /^[0-5]$/.test(event.key) ? "rate-" + event.key : ids[event.key];
+  const button = id && document.getElementById(id);
+  if (button && button.offsetParent !== null) { button.click(); event.preventDefault(); }
+});
+</script>
+"""
+
+
+def _user(request: gr.Request | None) -> str:
+    return (request.username if request is not None else None) or "web"
+
+
+def build(state: AppState) -> None:
+    """The Discover tab's components and wiring (inside a gr.Blocks context)."""
+    sessions = ratings_store(state.path).sessions()["session"].tolist() or [DEFAULT_SESSION]
+    with gr.Row():
+        session = gr.Dropdown(sessions, value=sessions[0], label="Session", allow_custom_value=True, scale=2)
+        start = gr.Button("Show next galaxy", variant="primary", scale=1, elem_id="discover-start")
+    with gr.Row():
+        with gr.Column(scale=2):
+            current = gr.Image(label="Rate this galaxy", interactive=False, height=320)
+            info = gr.Markdown()
+        with gr.Column(scale=1):
+            gr.Markdown("Rate 0 (boring) to 5 (most interesting) — or press the keys **0-5**, **u** to undo.")
+            with gr.Row():
+                rate_buttons = [gr.Button(str(r), elem_id=f"rate-{r}", min_width=40) for r in range(6)]
+            with gr.Row():
+                undo = gr.Button("Undo", elem_id="undo-button")
+                skip = gr.Button("Skip", elem_id="skip-button")
+            status = gr.Markdown(elem_id="discover-status")
+    galaxy = gr.Textbox(visible=False)
+    skipped = gr.State([])
+    gr.Markdown("### Most interesting so far (GP mean and uncertainty)")
+    ranked = gr.Gallery(columns=6, height="auto", allow_preview=False, label="Ranking")
+    table = gr.Dataframe(interactive=False, label="Ranking")
+    with gr.Row():
+        fmt = gr.Radio(list(EXPORTS), value="CSV", label="Export the session's ratings as")
+        export = gr.Button("Export")
+        exported = gr.File(label="Ratings file", interactive=False)
+
+    def show(name: str, skip_ids: list[str], note: str, request: gr.Request, fresh: bool = False):
+        hunt, lock = _hunt(state, name, request)
+        with lock:
+            if not fresh:  # pick up ratings made elsewhere (other tabs, users, processes)
+                hunt.refresh()
+            nxt = hunt.suggest(1, skip=skip_ids).iloc[0]
+            ranking = hunt.ranking(RANKED)
+        text = (
+            f"**{nxt['id']}** · interest {nxt['interest']:.2f} ± {nxt['uncertainty']:.2f} · "
+            f"anomaly {nxt['anomaly']:.3g}" + (f" · {nxt['class_name']}" if "class_name" in nxt else "")
+        )
+        rows = ranking["row"].to_numpy()
+        extras = [
+            f" · {m:.2f} ± {s:.2f}" for m, s in zip(ranking["interest"], ranking["uncertainty"], strict=True)
+        ]
+        columns = ["id", "interest", "uncertainty", "rating"] + [c for c in ("class_name",) if c in ranking]
+        stored = state.collection().images[int(nxt["row"])]
+        summary = f"{note}{len(hunt.ratings)} rated in session **{name}**"
+        table = ranking[columns].round({"interest": 2, "uncertainty": 2})
+        return stamp(stored), text, str(nxt["id"]), state.gallery(rows, extras), table, summary
+
+    outputs = [current, info, galaxy, ranked, table, status]
+
+    def rate(name: str, galaxy_id: str, skip_ids: list[str], score: float, request: gr.Request):
+        if not galaxy_id:
+            raise gr.Error("Press 'Show next galaxy' first.")
+        hunt, lock = _hunt(state, name, request)
+        try:
+            with lock:
+                hunt.rate(galaxy_id, score)
+        except GalsearchError as exc:
+            raise gr.Error(str(exc)) from None
+        return show(name, skip_ids, f"rated {galaxy_id} = {score:g} · ", request, fresh=True)
+
+    def undo_last(name: str, skip_ids: list[str], request: gr.Request):
+        hunt, lock = _hunt(state, name, request)
+        with lock:
+            undone = hunt.undo()
+        note = f"undid {undone.galaxy} = {undone.rating:g} · " if undone else "nothing to undo · "
+        return show(name, skip_ids, note, request, fresh=True)
+
+    def first(name: str, skip_ids: list[str], request: gr.Request):
+        return show(name, skip_ids, "", request)
+
+    def rater(score: int):
+        def rate_with(name: str, galaxy_id: str, skip_ids: list[str], request: gr.Request):
+            return rate(name, galaxy_id, skip_ids, float(score), request)
+
+        return rate_with
+
+    start.click(first, [session, skipped], outputs, api_name="next_galaxy", queue=False)
+    session.change(first, [session, skipped], outputs)
+    for score, button in enumerate(rate_buttons):
+        button.click(rater(score), [session, galaxy, skipped], outputs, api_name=False)
+    score_input = gr.Number(visible=False)
+    gr.Button(visible=False).click(
+        rate, [session, galaxy, skipped, score_input], outputs, api_name="rate", queue=False
+    )
+    undo.click(undo_last, [session, skipped], outputs, api_name="undo", queue=False)
+    skip.click(lambda g, s: [*s, g] if g else s, [galaxy, skipped], skipped).then(
+        first, [session, skipped], outputs
+    )
+
+    def export_ratings(name: str, fmt_name: str) -> str:
+        path = Path(tempfile.mkdtemp(prefix="galsearch-ratings-")) / f"ratings-{name}{EXPORTS[fmt_name]}"
+        ratings_store(state.path).export(path, session=name)
+        return str(path)
+
+    export.click(export_ratings, [session, fmt], exported, api_name="export_ratings")
+
+
+def _hunt(state: AppState, name: str, request: gr.Request | None):
+    name = (name or "").strip()
+    if not name:
+        raise gr.Error("Name the session first, e.g. 'mergers'.")
+    try:
+        return state.discovery(name, _user(request))
+    except GalsearchError as exc:
+        raise gr.Error(str(exc)) from None

@@ -1,0 +1,130 @@
+"""Search tab: pick a galaxy (gallery, id, RA/Dec or an uploaded image), see and download its neighbours."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+
+from embedder import GalsearchError
+from index import search, write_results
+
+from .state import AppState, stamp
+
+SAMPLE_SIZE = 48
+UPLOAD_TYPES = [".fits", ".fit", ".fts", ".fz", ".png", ".jpg", ".jpeg"]
+DOWNLOADS = {"CSV": ("csv", ".csv"), "FITS": ("fits", ".fits"), "VOTable": ("votable", ".xml")}
+SHOWN_COLUMNS = 8  # catalog columns in the results table besides rank, id and score
+
+
+def _ids(text: str | None) -> list[str]:
+    return [t.strip() for t in (text or "").replace("\n", ",").split(",") if t.strip()]
+
+
+def _degrees(text: str | float | None, name: str) -> float | None:
+    if text is None or str(text).strip() == "":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise gr.Error(f"{name} is a number of degrees, got {text!r}") from None
+
+
+def build(state: AppState) -> None:
+    """The Search tab's components and wiring (inside a gr.Blocks context)."""
+    coll = state.collection()
+    rng = np.random.default_rng(0)
+    sample = np.sort(rng.choice(len(coll), size=min(SAMPLE_SIZE, len(coll)), replace=False))
+    with gr.Row():
+        with gr.Column(scale=3):
+            picker = gr.Gallery(
+                value=state.gallery(sample), label="Pick a galaxy", columns=8, height=420, allow_preview=False
+            )
+        with gr.Column(scale=2):
+            galaxy_id = gr.Textbox(label="Galaxy id", placeholder="e.g. " + str(coll.catalog["id"].iloc[0]))
+            with gr.Row():
+                ra = gr.Textbox(label="RA (deg)", placeholder="189.2")
+                dec = gr.Textbox(label="Dec (deg)", placeholder="62.2")
+                radius = gr.Number(label="radius (arcsec)", value=5.0)
+            upload = gr.File(
+                label="…or an image (FITS, PNG, JPEG)",
+                file_types=UPLOAD_TYPES,
+                type="filepath",
+                elem_id="query-file",
+            )
+            positives = gr.Textbox(label="More like these (ids)", placeholder="id1, id2")
+            negatives = gr.Textbox(label="Less like these (ids)", placeholder="id3")
+            where = gr.Textbox(label="Filter", placeholder="mag < 21 and class_name != 'hdf'")
+            k = gr.Slider(1, 60, value=12, step=1, label="Neighbours")
+            with gr.Row():
+                go = gr.Button("Search", variant="primary", elem_id="search-button")
+                add_positive = gr.Button("+ add query")
+                add_negative = gr.Button("- add query")
+    with gr.Row():
+        query = gr.Image(label="Query", interactive=False, height=220, scale=1)
+        neighbours = gr.Gallery(label="Most similar", columns=6, height="auto", scale=5, elem_id="neighbours")
+    table = gr.Dataframe(label="Results", interactive=False, wrap=True)
+    with gr.Row():
+        fmt = gr.Radio(list(DOWNLOADS), value="CSV", label="Download as")
+        download = gr.File(label="Results file", interactive=False)
+
+    def run(galaxy, ra_deg, dec_deg, radius_arcsec, image, plus, minus, condition, count, fmt_name):
+        ids = _ids(galaxy) + _ids(plus)
+        ra_deg, dec_deg = _degrees(ra_deg, "RA"), _degrees(dec_deg, "Dec")
+        position = ra_deg is not None and dec_deg is not None
+        if not (ids or image or position):
+            raise gr.Error("Choose a galaxy: click one, type its id, give RA and Dec, or upload an image.")
+        try:
+            found = search(
+                state.path,
+                ids=ids,
+                negative_ids=_ids(minus),
+                image=image,
+                ra=ra_deg if position else None,
+                dec=dec_deg if position else None,
+                radius_arcsec=radius_arcsec or 5.0,
+                where=condition or None,
+                k=int(count),
+            )
+        except GalsearchError as exc:
+            raise gr.Error(str(exc)) from None
+        return _results(state, found, ids, fmt_name)
+
+    inputs = [galaxy_id, ra, dec, radius, upload, positives, negatives, where, k, fmt]
+    outputs = [query, neighbours, table, download]
+    go.click(run, inputs, outputs, api_name="search", queue=False)
+    galaxy_id.submit(run, inputs, outputs)
+
+    def pick(evt: gr.SelectData) -> str:
+        return str(state.collection().catalog["id"].iloc[sample[evt.index]])
+
+    def follow(found_table: pd.DataFrame, evt: gr.SelectData) -> str:
+        return str(found_table["id"].iloc[evt.index])
+
+    picker.select(pick, None, galaxy_id).then(run, inputs, outputs)
+    neighbours.select(follow, table, galaxy_id).then(run, inputs, outputs)
+    add_positive.click(
+        lambda g, p: ", ".join(dict.fromkeys(_ids(p) + _ids(g))), [galaxy_id, positives], positives
+    )
+    add_negative.click(
+        lambda g, n: ", ".join(dict.fromkeys(_ids(n) + _ids(g))), [galaxy_id, negatives], negatives
+    )
+
+
+def _results(state: AppState, found: pd.DataFrame, ids: list[str], fmt_name: str):
+    coll = state.collection()
+    rows = coll.rows_of(found["id"].tolist())
+    score = "similarity" if "similarity" in found else "distance"
+    gallery = state.gallery(rows, [f" · {s:.3f}" for s in found[score]])
+    matched = found.attrs.get("matched")
+    anchor = ids[0] if ids else matched["id"] if matched else None
+    query = stamp(coll.images[int(coll.rows_of(anchor)[0])]) if anchor else None
+    folder = Path(tempfile.mkdtemp(prefix="galsearch-results-"))
+    fmt, suffix = DOWNLOADS[fmt_name]
+    path = folder / f"neighbours{suffix}"
+    write_results(found, path, fmt)
+    shown = [c for c in found.columns if c not in ("rank", "id", score)][:SHOWN_COLUMNS]
+    return query, gallery, found[["rank", "id", score, *shown]], str(path)

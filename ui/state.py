@@ -1,0 +1,65 @@
+"""What the web app shares between requests: the open collection, discovery loops, rendered maps."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from anomaly import Discovery
+from embedder import Collection, open_collection
+from embedder.collection import MANIFEST
+
+DISPLAY_SIDE = 160  # stamps are enlarged by whole pixels to about this side, so structure is visible
+
+
+def stamp(image: np.ndarray) -> np.ndarray:
+    """A stored uint8 stamp (already stretched at ingest) enlarged by pixel repetition, as RGB."""
+    factor = max(1, DISPLAY_SIDE // image.shape[0])
+    image = image.repeat(factor, axis=0).repeat(factor, axis=1)
+    return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
+
+
+class AppState:
+    """The collection behind the app, reopened when another command (or tab) commits a change to it."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._collection: Collection | None = None
+        self._version: int | None = None
+        self._hunts: dict[tuple[str, str], tuple[Discovery, threading.Lock]] = {}
+        self.maps: dict[tuple, object] = {}
+        self.collection()
+
+    def collection(self) -> Collection:
+        """The collection as last committed."""
+        version = (self.path / MANIFEST).stat().st_mtime_ns
+        with self._lock:
+            if self._collection is None or version != self._version:
+                self._collection, self._version = open_collection(self.path), version
+            return self._collection
+
+    def caption(self, row: int, extra: str = "") -> str:
+        """``id · class`` (when the catalog has classes) plus ``extra``."""
+        record = self.collection().catalog.iloc[row]
+        label = f" · {record['class_name']}" if "class_name" in record else ""
+        return f"{record['id']}{label}{extra}"
+
+    def gallery(self, rows: np.ndarray, extras: list[str] | None = None) -> list[tuple[np.ndarray, str]]:
+        """Gallery items (enlarged stamp, caption) for catalog rows."""
+        images = self.collection().images
+        extras = extras or [""] * len(rows)
+        return [(stamp(images[r]), self.caption(int(r), e)) for r, e in zip(rows, extras, strict=True)]
+
+    def discovery(self, session: str, user: str) -> tuple[Discovery, threading.Lock]:
+        """The active-learning loop of ``session`` for ``user`` (built once), with a lock to use it under."""
+        key = (session, user)
+        with self._lock:
+            found = self._hunts.get(key)
+        if found is None:  # built outside the lock: other users' requests go on meanwhile
+            built = (Discovery(self.path, session, user=user), threading.Lock())
+            with self._lock:
+                found = self._hunts.setdefault(key, built)
+        return found
