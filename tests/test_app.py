@@ -128,6 +128,10 @@ def test_finetune_apply_and_map_through_the_api(served, tmp_path):
     assert "shapes" in open_collection(path).catalog
     picture = client.predict("shapes", False, api_name="/map")
     assert Image.open(picture).size[0] > 400
+    ratings_store(path).rate("hunt", "blob-0-0001", 5)
+    before = np.asarray(Image.open(client.predict("rating: hunt", False, api_name="/map")))
+    ratings_store(path).rate("hunt", "blob-0-0002", 0)  # made elsewhere: the map follows it
+    assert (np.asarray(Image.open(client.predict("rating: hunt", False, api_name="/map"))) != before).any()
 
 
 def test_auth_keeps_strangers_out(blob_collection):

@@ -27,11 +27,14 @@ def colour_choices(state: AppState) -> list[str]:
 def _picture(state: AppState, colour: str, thumbnails: bool):
     coll = state.collection()
     n = coll.counts["embedded"]
-    key = (colour, thumbnails, n, state.path.joinpath("manifest.json").stat().st_mtime_ns)
+    latest = None
+    if colour.startswith(RATING_PREFIX):
+        latest = ratings_store(state.path).latest(colour.removeprefix(RATING_PREFIX))
+    ratings_version = None if latest is None else (len(latest), int(latest["seq"].sum()))
+    key = (colour, thumbnails, n, state.path.joinpath("manifest.json").stat().st_mtime_ns, ratings_version)
     if key not in state.maps:
         values = None
-        if colour.startswith(RATING_PREFIX):
-            latest = ratings_store(state.path).latest(colour.removeprefix(RATING_PREFIX))
+        if latest is not None:
             values = np.full(n, np.nan)
             rows = coll.rows_of(latest["galaxy"].tolist())
             keep = rows < n
