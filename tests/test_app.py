@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -106,6 +107,11 @@ def test_rating_through_the_api_from_several_clients_loses_nothing(served):
     assert len(latest) == 24 and set(latest["galaxy"]) == set(ids[:24])
     result = Client(url, verbose=False).predict("mergers", api_name="/undo")
     assert result[5].startswith("undid") and len(ratings_store(path).latest("mergers")) == 23
+    exported = Client(url, verbose=False).predict("mergers", "FITS", api_name="/export_ratings")
+    assert len(Table.read(exported)) == 23
+    ratings_store(path).rate("../odd/name", "blob-0-0001", 1)
+    odd = Client(url, verbose=False).predict("../odd/name", "CSV", api_name="/export_ratings")
+    assert Path(odd).name == "ratings-_odd_name.csv" and len(pd.read_csv(odd)) == 1
 
 
 def test_finetune_apply_and_map_through_the_api(served, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 
@@ -117,7 +118,7 @@ def build(state: AppState) -> None:
     start.click(first, [session, skipped], outputs, api_name="next_galaxy", queue=False)
     session.change(first, [session, skipped], outputs)
     for score, button in enumerate(rate_buttons):
-        button.click(rater(score), [session, galaxy, skipped], outputs, api_name=False)
+        button.click(rater(score), [session, galaxy, skipped], outputs, api_name=False, queue=False)
     score_input = gr.Number(visible=False)
     gr.Button(visible=False).click(
         rate, [session, galaxy, skipped, score_input], outputs, api_name="rate", queue=False
@@ -128,7 +129,8 @@ def build(state: AppState) -> None:
     )
 
     def export_ratings(name: str, fmt_name: str) -> str:
-        path = Path(tempfile.mkdtemp(prefix="galsearch-ratings-")) / f"ratings-{name}{EXPORTS[fmt_name]}"
+        safe = re.sub(r"[^\w.-]+", "_", name).strip(".") or "session"
+        path = Path(tempfile.mkdtemp(prefix="galsearch-ratings-")) / f"ratings-{safe}{EXPORTS[fmt_name]}"
         ratings_store(state.path).export(path, session=name)
         return str(path)
 
