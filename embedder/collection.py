@@ -289,6 +289,14 @@ class Collection:
         self._commit()
 
 
+def read_rows(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Rows of a memory-mapped array, in the order given, read from disk in ascending order."""
+    order = np.argsort(rows)
+    out = np.empty((len(rows), *array.shape[1:]), dtype=array.dtype)
+    out[order] = array[rows[order]]
+    return out
+
+
 def open_collection(path: str | Path) -> Collection:
     """Open and validate the collection at ``path``."""
     return Collection(path)

@@ -32,7 +32,7 @@ from timm.models import group_parameters
 from tqdm.auto import tqdm
 
 from .augment import Augment
-from .collection import Collection
+from .collection import Collection, read_rows
 from .embed import encoder_of
 from .encoders import Encoder, default_device
 from .errors import GalsearchError
@@ -144,14 +144,13 @@ class _Inputs:
         self.augment = Augment()
         self.stored = collection.embeddings if encoder is None else collection.images  # one memory map
 
-    def _read(self, array: np.ndarray, rows: np.ndarray) -> torch.Tensor:
-        order = np.argsort(rows)  # sorted reads from the memory map, then back to the given order
-        return torch.from_numpy(np.array(array[rows[order]]))[np.argsort(order)].to(self.device)
+    def _read(self, rows: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(read_rows(self.stored, rows)).to(self.device)
 
     def __call__(self, rows: np.ndarray, train: bool, generator: torch.Generator | None) -> torch.Tensor:
         if self.encoder is None:
-            return self._read(self.stored, rows).float()
-        x = self._read(self.stored, rows).permute(0, 3, 1, 2).float().div_(255)
+            return self._read(rows).float()
+        x = self._read(rows).permute(0, 3, 1, 2).float().div_(255)
         if train:
             x = self.augment(x, generator)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .augment import Augment
-from .collection import Collection, open_collection
+from .collection import Collection, open_collection, read_rows
 from .encoders import Encoder, default_device, save_encoder, weights_digest
 from .errors import GalsearchError
 from .storage import atomic_write
@@ -115,14 +115,12 @@ class _Data:
             mask = self.where[indices, 0] == i
             if not mask.any():
                 continue
-            rows = self.where[indices[mask], 1]
-            order = np.argsort(rows)  # sorted reads from the memory map, then back to batch order
-            batch = torch.from_numpy(np.array(coll.images[rows[order]])).to(device)
+            batch = torch.from_numpy(read_rows(coll.images, self.where[indices[mask], 1])).to(device)
             x = batch.permute(0, 3, 1, 2).float().div_(255)
             x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
             if x.shape[-1] != self.size:
                 x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True)
-            out[torch.from_numpy(np.flatnonzero(mask)[order]).to(device)] = x
+            out[torch.from_numpy(np.flatnonzero(mask)).to(device)] = x
         return out
 
 
