@@ -36,10 +36,11 @@ from .collection import Collection, read_rows
 from .embed import encoder_of
 from .encoders import Encoder, default_device
 from .errors import GalsearchError
-from .heads import HEADS_DIR, Head, HeadNet, head_path, load_head
+from .heads import HEADS_DIR, Head, HeadNet, head_path, load_head, output_count
 from .labels import Labels
 
 MIN_LABELS = 10
+EVAL_CHUNK = 256  # galaxies per forward pass when evaluating
 MIN_IMPROVEMENT = 1e-3  # of the validation loss, for an epoch to count as progress
 
 
@@ -147,6 +148,13 @@ class _Inputs:
     def _read(self, rows: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(read_rows(self.stored, rows)).to(self.device)
 
+    @torch.no_grad()
+    def features(self, rows: np.ndarray) -> torch.Tensor:
+        """Un-augmented model input for ``rows``, in chunks, without gradients (for evaluation)."""
+        return torch.cat(
+            [self(rows[i : i + EVAL_CHUNK], False, None) for i in range(0, len(rows), EVAL_CHUNK)]
+        )
+
     def __call__(self, rows: np.ndarray, train: bool, generator: torch.Generator | None) -> torch.Tensor:
         if self.encoder is None:
             return self._read(rows).float()
@@ -194,11 +202,8 @@ def fit_head(
     train, val = _split(labels, config.val_fraction, config.seed)
     encoder = None if config.frozen else encoder_of(collection, str(device))
     inputs = _Inputs(collection, encoder, device)
-    outputs = len(labels.columns) if labels.task == "regress" else len(labels.classes)
-    with torch.no_grad():
-        sample = torch.cat(
-            [inputs(labels.rows[train][i : i + 256], False, None) for i in range(0, len(train), 256)]
-        )
+    outputs = output_count(labels.task, labels.classes, labels.columns)
+    sample = inputs.features(labels.rows[train])
     net = HeadNet(config.head, sample.shape[1], outputs, sample.mean(0), sample.std(0)).to(device)
     weights = None
     if labels.task != "regress":
@@ -265,19 +270,13 @@ def _evaluate_loss(net, encoder, inputs, labels, val, targets, weights) -> float
     net.eval()
     if encoder is not None:
         encoder.model.eval()
-    logits = torch.cat(
-        [net(inputs(labels.rows[val][i : i + 256], False, None)) for i in range(0, len(val), 256)]
-    )
+    logits = net(inputs.features(labels.rows[val]))
     return float(_loss(labels.task, logits, targets[val], weights))
 
 
 @torch.no_grad()
 def _scores(head: Head, inputs: _Inputs, rows: np.ndarray) -> np.ndarray:
-    return (
-        torch.cat([head.scores(inputs(rows[i : i + 256], False, None)) for i in range(0, len(rows), 256)])
-        .cpu()
-        .numpy()
-    )
+    return head.scores(inputs.features(rows)).cpu().numpy()
 
 
 def _threshold(scores: np.ndarray, truth: np.ndarray, target_recall: float) -> float:
@@ -384,6 +383,15 @@ def _train_test(
     labels: Labels, test_labels: Labels | None, fraction: float, seed: int
 ) -> tuple[Labels, Labels]:
     if test_labels is not None:
+        if (test_labels.task, test_labels.classes, test_labels.columns) != (
+            labels.task,
+            labels.classes,
+            labels.columns,
+        ):
+            raise GalsearchError(
+                f"the test labels have classes {test_labels.classes} (columns {test_labels.columns}); "
+                f"the training labels {labels.classes} (columns {labels.columns})"
+            )
         return labels, test_labels
     train, test = _split(labels, fraction, seed)
     return labels.subset(train), labels.subset(test)

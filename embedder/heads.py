@@ -124,7 +124,7 @@ class Head:
             "training": self.training,
             "fine_tuned_encoder": self.encoder is not None,
             "dim": int(self.net.mean.shape[1]),
-            "outputs": _outputs(self.task, self.classes, self.columns),
+            "outputs": output_count(self.task, self.classes, self.columns),
         }
         if self.encoder is not None:
             save_encoder(self.encoder, folder / ENCODER_FILE, training=self.training)
@@ -133,7 +133,8 @@ class Head:
         return folder
 
 
-def _outputs(task: str, classes: list[str], columns: list[str]) -> int:
+def output_count(task: str, classes: list[str], columns: list[str]) -> int:
+    """Outputs of a head: one per target column (regress) or per class."""
     return len(columns) if task == "regress" else len(classes)
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from conftest import TINY_ENCODER
 
-from embedder import embed, open_collection
+from embedder import GalsearchError, embed, open_collection
 from embedder.finetune import FinetuneConfig, auto_tune, finetune, learning_curve, predict
 from embedder.heads import load_head
 from embedder.labels import LabelError, read_labels
@@ -125,6 +125,9 @@ def test_bad_label_files_name_the_offending_rows(blobs, tmp_path):
         read_labels(table[["id"]].assign(f=np.r_[1.5, np.full(len(table) - 1, 0.5)]), coll, "regress")
     with pytest.raises(LabelError, match="needs an 'id' column"):
         read_labels(table.rename(columns={"id": "name"}), coll)
+    other = read_labels(table.assign(label=np.where(table["label"] == "compact", "a", "b")), coll)
+    with pytest.raises(GalsearchError, match="the test labels have classes"):
+        finetune(coll, read_labels(table, coll), FinetuneConfig(device="cpu"), test_labels=other)
     with pytest.raises(LabelError, match="exactly two classes"):
         read_labels(table.assign(label=np.arange(len(table)) % 3), coll, "binary")
 

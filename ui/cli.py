@@ -253,8 +253,6 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     coll = open_collection(args.collection)
     labels = read_labels(args.labels, coll, args.task, args.columns, args.positive)
     test = args.test_labels and read_labels(args.test_labels, coll, args.task, args.columns, args.positive)
-    if test and test.classes != labels.classes:
-        raise GalsearchError(f"the test labels have classes {test.classes}, the labels {labels.classes}")
     config = FinetuneConfig(
         head=args.head,
         unfreeze=args.unfreeze,
