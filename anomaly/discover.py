@@ -12,7 +12,7 @@ from embedder import Collection, CollectionError, open_collection
 from .features import DEFAULT_DIM, collection_features
 from .learner import ActiveLearner
 from .ratings import Rating, default_user, ratings_store
-from .scores import DEFAULT_METHOD, score_collection, score_column
+from .scores import DEFAULT_METHOD, anomaly_scores, score_column, store_scores
 
 
 class Discovery:
@@ -41,7 +41,7 @@ class Discovery:
         column = score_column(anomaly_method)
         catalog = self.collection.catalog
         if column not in catalog or catalog[column].iloc[: len(features)].isna().any():
-            score_collection(self.collection, anomaly_method, dim, seed)
+            store_scores(self.collection, anomaly_method, anomaly_scores(features, anomaly_method, seed))
         self.anomaly = self.collection.catalog[column].to_numpy(dtype=np.float64)[: len(features)]
         self.learner = ActiveLearner(features, self.anomaly, seed=seed)
         self.refresh()

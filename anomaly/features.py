@@ -6,6 +6,7 @@ import numpy as np
 from sklearn.decomposition import PCA
 
 from embedder import Collection, CollectionError
+from index import normalized
 
 DEFAULT_DIM = 16
 FIT_SAMPLE = 100_000  # PCA is fitted on at most this many galaxies, then applied to all
@@ -22,11 +23,11 @@ def reduce_embeddings(embeddings: np.ndarray, dim: int = DEFAULT_DIM, seed: int 
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(n, FIT_SAMPLE, replace=False)) if n > FIT_SAMPLE else slice(None)
     pca = PCA(dim, whiten=True, svd_solver="randomized" if n > 10_000 else "full", random_state=seed)
-    pca.fit(_unit(np.asarray(embeddings[sample], dtype=np.float32)))
+    pca.fit(normalized(embeddings[sample]))
     out = np.empty((n, dim), dtype=np.float32)
     for start in range(0, n, CHUNK):
         stop = min(start + CHUNK, n)
-        out[start:stop] = pca.transform(_unit(np.asarray(embeddings[start:stop], dtype=np.float32)))
+        out[start:stop] = pca.transform(normalized(embeddings[start:stop]))
     return out
 
 
@@ -37,7 +38,3 @@ def collection_features(collection: Collection, dim: int = DEFAULT_DIM, seed: in
             f"{collection.path} has no embeddings yet: run `galsearch embed {collection.path}`"
         )
     return reduce_embeddings(collection.embeddings, dim, seed)
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)

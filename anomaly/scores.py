@@ -72,7 +72,13 @@ def score_collection(
 ) -> pd.Series:
     """Score every embedded galaxy, store the scores in the catalog column ``anomaly_METHOD``, return them."""
     make_scorer(method)  # rejects an unknown method before the work starts
-    scores = anomaly_scores(collection_features(collection, dim, seed), method, seed)
+    return store_scores(
+        collection, method, anomaly_scores(collection_features(collection, dim, seed), method, seed)
+    )
+
+
+def store_scores(collection: Collection, method: str, scores: np.ndarray) -> pd.Series:
+    """Write one score per embedded galaxy to the catalog column ``anomaly_METHOD`` (NaN for the rest)."""
     column = np.full(len(collection), np.nan)
     column[: len(scores)] = scores
     with collection.writing():
