@@ -79,7 +79,7 @@ def build(state: AppState) -> None:
             raise gr.Error("Choose a galaxy: click one, type its id, give RA and Dec, or upload an image.")
         try:
             found = search(
-                state.path,
+                state.collection(),
                 ids=ids,
                 negative_ids=_ids(minus),
                 image=image,
