@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import getpass
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ RATINGS_FILE = "ratings.sqlite"
 APPLICATION_ID = 0x47534C52  # "GSLR": marks the file as a galsearch ratings database
 SCHEMA_VERSION = 1
 MIN_RATING, MAX_RATING = 0.0, 5.0
+BUSY_TIMEOUT_S = 30  # how long a write waits for other writers
 EXPORT_FORMATS = {".csv": "csv", ".fits": "fits", ".fit": "fits", ".xml": "votable", ".vot": "votable"}
 
 SCHEMA = f"""
@@ -83,17 +85,20 @@ class RatingsStore:
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         try:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         except sqlite3.Error as exc:
             raise RatingsError(f"cannot open the ratings database {self.path}: {exc}") from exc
         try:
-            db.execute("PRAGMA busy_timeout = 30000")
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
             self._check_or_create(db)
+            self._use_wal(db)
             yield db
         except sqlite3.DatabaseError as exc:
-            raise RatingsError(
-                f"the ratings database {self.path} is damaged or not a database: {exc}"
-            ) from exc
+            locked = isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+            problem = "is damaged or not a database"
+            if locked:
+                problem = f"stayed locked by another process for {BUSY_TIMEOUT_S} s"
+            raise RatingsError(f"the ratings database {self.path} {problem}: {exc}") from exc
         finally:
             db.close()
 
@@ -118,7 +123,19 @@ class RatingsStore:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        db.execute("PRAGMA journal_mode = WAL")
+
+    def _use_wal(self, db: sqlite3.Connection) -> None:
+        """Put the file in WAL mode (it stays so). Switching needs the file to itself and, unlike other
+        statements, does not wait for locks: when other processes are opening the new store at the same
+        moment, try again until they let go."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            try:
+                db.execute("PRAGMA journal_mode = WAL")
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

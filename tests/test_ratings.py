@@ -111,3 +111,20 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     history = RatingsStore(path).history("s")
     assert len(history) == 160 and history.galaxy.nunique() == 160
     assert history.seq.is_monotonic_increasing
+
+
+def _open_and_rate(args: tuple[str, int]) -> int:
+    path, worker = args
+    RatingsStore(path).rate("s", f"w{worker}", 1)
+    return worker
+
+
+def test_processes_creating_one_store_at_once_all_get_it(tmp_path):
+    """The first opening of a new store (schema, then WAL mode) races with the others opening it."""
+    paths = [str(tmp_path / f"r{i}.sqlite") for i in range(30)]
+    with Pool(4) as pool:
+        pool.map(_open_and_rate, [(path, w) for path in paths for w in range(4)], chunksize=1)
+    for path in paths:
+        assert len(RatingsStore(path).history("s")) == 4
+        with sqlite3.connect(path) as db:
+            assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
