@@ -42,8 +42,9 @@ def build(state: AppState) -> None:
             typed = gr.Dataframe(
                 headers=["id", "label"],
                 datatype=["str", "str"],
-                row_count=(4, "dynamic"),
-                column_count=(2, "fixed"),
+                row_count=4,
+                column_count=2,
+                column_limits=(2, 2),
                 label="…or type labels here",
                 interactive=True,
             )
