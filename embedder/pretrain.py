@@ -151,6 +151,114 @@ class _Model(torch.nn.Module):
         self.heads = torch.nn.ModuleList(torch.nn.Linear(dim, max(len(c), 1)) for c in classes)
 
 
+class _Trainer:
+    """One run's model, optimiser, schedule, random state and loss log: what a checkpoint saves."""
+
+    def __init__(self, config: PretrainConfig, data: _Data, out: Path, device: torch.device):
+        self.config, self.data, self.device = config, data, device
+        self.state_file = out.with_name(out.name + ".state.pt")
+        self.log_file = out.with_name(out.name + ".log.csv")
+        torch.manual_seed(config.seed)
+        self.model = _Model(config, data.classes).to(device)
+        if device.type == "cuda":
+            self.model.to(memory_format=torch.channels_last)
+        self.steps_per_epoch = len(data) // config.batch_size
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, _warmup_cosine(self.steps_per_epoch, config.epochs)
+        )
+        self.generator = torch.Generator().manual_seed(config.seed)  # draws every augmentation
+        self.class_weights = [
+            _class_weights(data.labels[data.where[:, 0] == i], len(c)).to(device)
+            for i, c in enumerate(data.classes)
+        ]
+        self.mean, self.std = _statistics(data, device)
+        self.augment = Augment()
+        self.log: list[dict] = []
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The epoch's shuffled image order (a function of seed and epoch, so a resumed run repeats it)."""
+        generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
+        return torch.randperm(len(self.data), generator=generator).numpy()
+
+    def step(self, indices: np.ndarray) -> dict[str, float]:
+        """One optimisation step on two augmented views of the given images; the losses."""
+        images = self.data.images(indices, self.device)
+        views = torch.cat([self.augment(images, self.generator), self.augment(images, self.generator)])
+        views = (views - self.mean) / self.std
+        if self.device.type == "cuda":
+            views = views.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            features = self.model.backbone(views).float()
+        ssl, sup = _losses(self.model, features, self.data, indices, self.class_weights, self.config)
+        loss = ssl + sup
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.schedule.step()
+        return {"loss": loss.item(), "ssl": ssl.item(), "supervised": sup.item()}
+
+    def save(self, epoch: int, step: int) -> None:
+        """Atomically write the resume point (next epoch and step) and the loss log."""
+        state = {
+            "config": asdict(self.config),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "generator": self.generator.get_state(),
+            "epoch": epoch,
+            "step": step,
+            "log": self.log,
+        }
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        atomic_write(self.state_file, lambda f: f.write(buffer.getvalue()))
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=list(self.log[0]) if self.log else ["epoch"])
+        writer.writeheader()
+        writer.writerows(self.log)
+        atomic_write(self.log_file, lambda f: f.write(text.getvalue().encode()))
+
+    def resume(self) -> tuple[int, int]:
+        """Load the saved state of the same configuration, if any; the epoch and step to go on from."""
+        if not self.state_file.is_file():
+            return 0, 0
+        try:
+            state = torch.load(self.state_file, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a damaged state file: say so rather than silently restarting
+            raise GalsearchError(
+                f"cannot read training state {self.state_file} ({exc}); use --restart"
+            ) from exc
+        if state["config"] != asdict(self.config):
+            raise GalsearchError(
+                f"{self.state_file} is from a run with other settings ({state['config']}); "
+                "use --restart to start again, or another --out"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.generator.set_state(state["generator"])
+        self.log = state["log"]
+        return state["epoch"], state["step"]
+
+    def encoder(self, spec: str) -> Encoder:
+        """The trained backbone as an :class:`Encoder` that normalises as training did."""
+        self.model.eval()
+        return Encoder(
+            model=self.model.backbone,
+            spec=spec,
+            architecture=self.config.architecture,
+            channels=3,
+            input_size=self.config.input_size,
+            mean=tuple(self.mean.flatten().tolist()),
+            std=tuple(self.std.flatten().tolist()),
+            interpolation="bilinear",
+            weights_sha256=weights_digest(self.model.backbone),
+        )
+
+
 def pretrain(
     collections: list[str | Path],
     out: str | Path,
@@ -182,94 +290,46 @@ def pretrain(
         lr,
         seed=seed,
     )
-    colls = [open_collection(c) for c in collections]
-    data = _Data(colls, config)
+    data = _Data([open_collection(c) for c in collections], config)
     if len(data) < 2 * batch_size:
         raise GalsearchError(
             f"{len(data)} images are too few for batches of {batch_size}; lower --batch-size"
         )
-    device = torch.device(device or default_device())
-    torch.manual_seed(seed)
-    model = _Model(config, data.classes).to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-    steps_per_epoch = len(data) // batch_size
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(steps_per_epoch, epochs))
-    state_file, log_file = out.with_name(out.name + ".state.pt"), out.with_name(out.name + ".log.csv")
-    generator = torch.Generator().manual_seed(seed)
-    state = _resume(state_file, config, model, optimizer, schedule, generator) if not restart else None
-    start_epoch, start_step, log = state or (0, 0, [])
-    class_weights = [
-        _class_weights(data.labels[data.where[:, 0] == i], len(c)).to(device)
-        for i, c in enumerate(data.classes)
-    ]
-    mean, std = _statistics(data, device)
-    augment = Augment()
-    started, trained = time.perf_counter(), 0
-    last_save = time.monotonic()
+    trainer = _Trainer(config, data, out, torch.device(device or default_device()))
+    start_epoch, start_step = (0, 0) if restart else trainer.resume()
+    per_epoch = trainer.steps_per_epoch
+    started, trained, last_save = time.perf_counter(), 0, time.monotonic()
     bar = tqdm(
-        total=epochs * steps_per_epoch,
-        initial=start_epoch * steps_per_epoch + start_step,
+        total=epochs * per_epoch,
+        initial=start_epoch * per_epoch + start_step,
         desc="pretrain",
         unit="step",
         disable=not progress,
     )
-    model.train()
+    trainer.model.train()
     for epoch in range(start_epoch, epochs):
-        order = torch.randperm(
-            len(data), generator=torch.Generator().manual_seed(seed * 100_003 + epoch)
-        ).numpy()
-        for step in range(start_step if epoch == start_epoch else 0, steps_per_epoch):
-            indices = order[step * batch_size : (step + 1) * batch_size]
-            images = data.images(indices, device)
-            views = torch.cat([augment(images, generator), augment(images, generator)])
-            views = (views - mean) / std
-            if device.type == "cuda":
-                views = views.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                features = model.backbone(views).float()
-            ssl, sup = _losses(model, features, data, indices, class_weights, config)
-            loss = ssl + sup
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            trained += len(indices)
+        order = trainer.order(epoch)
+        for step in range(start_step if epoch == start_epoch else 0, per_epoch):
+            losses = trainer.step(order[step * batch_size : (step + 1) * batch_size])
+            trained += batch_size
             bar.update()
-            bar.set_postfix(loss=f"{loss.item():.3f}", epoch=epoch + 1)
+            bar.set_postfix(loss=f"{losses['loss']:.3f}", epoch=epoch + 1)
             if step % LOG_EVERY == 0:
-                log.append(
-                    {
-                        "epoch": epoch,
-                        "step": step,
-                        "loss": loss.item(),
-                        "ssl": ssl.item(),
-                        "supervised": sup.item(),
-                        "lr": schedule.get_last_lr()[0],
+                trainer.log.append(
+                    {"epoch": epoch, "step": step}
+                    | losses
+                    | {
+                        "lr": trainer.schedule.get_last_lr()[0],
                         "images_per_s": trained / (time.perf_counter() - started),
                     }
                 )
             if time.monotonic() - last_save > CHECKPOINT_SECONDS:
-                _save_state(
-                    state_file, log_file, config, model, optimizer, schedule, generator, epoch, step + 1, log
-                )
+                trainer.save(epoch, step + 1)
                 last_save = time.monotonic()
-        _save_state(state_file, log_file, config, model, optimizer, schedule, generator, epoch + 1, 0, log)
+        trainer.save(epoch + 1, 0)
         last_save = time.monotonic()
     bar.close()
-    model.eval()
-    encoder = Encoder(
-        model=model.backbone,
-        spec=str(out),
-        architecture=architecture,
-        channels=3,
-        input_size=input_size,
-        mean=tuple(mean.flatten().tolist()),
-        std=tuple(std.flatten().tolist()),
-        interpolation="bilinear",
-        weights_sha256=weights_digest(model.backbone),
-    )
+    encoder = trainer.encoder(str(out))
     save_encoder(
         encoder,
         out,
@@ -277,17 +337,17 @@ def pretrain(
         | {"collections": [Path(c).name for c in config.collections]},
     )
     seconds = time.perf_counter() - started
-    losses = [entry["loss"] for entry in log] or [float("nan")]
+    losses = [entry["loss"] for entry in trainer.log] or [float("nan")]
     return PretrainReport(
         out,
-        epochs * steps_per_epoch,
+        epochs * per_epoch,
         epochs,
         seconds,
         trained / max(seconds, 1e-9),
         losses[0],
         float(np.mean(losses[-5:])),
         start_epoch,
-        log,
+        trainer.log,
         encoder,
     )
 
@@ -352,58 +412,3 @@ def _warmup_cosine(steps_per_epoch: int, epochs: int):
         return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
     return factor
-
-
-def _save_state(
-    state_file: Path,
-    log_file: Path,
-    config: PretrainConfig,
-    model: _Model,
-    optimizer,
-    schedule,
-    generator: torch.Generator,
-    epoch: int,
-    step: int,
-    log: list[dict],
-) -> None:
-    """Atomically write the training state (resume point) and the loss log."""
-    state = {
-        "config": asdict(config),
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "schedule": schedule.state_dict(),
-        "generator": generator.get_state(),
-        "epoch": epoch,
-        "step": step,
-        "log": log,
-    }
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    atomic_write(state_file, lambda f: f.write(buffer.getvalue()))
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(log[0]) if log else ["epoch"])
-    writer.writeheader()
-    writer.writerows(log)
-    atomic_write(log_file, lambda f: f.write(text.getvalue().encode()))
-
-
-def _resume(
-    state_file: Path, config: PretrainConfig, model: _Model, optimizer, schedule, generator: torch.Generator
-) -> tuple[int, int, list[dict]] | None:
-    """Load a saved training state for the same configuration; None when there is none."""
-    if not state_file.is_file():
-        return None
-    try:
-        state = torch.load(state_file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a damaged state file: say so rather than silently restarting
-        raise GalsearchError(f"cannot read training state {state_file} ({exc}); use --restart") from exc
-    if state["config"] != asdict(config):
-        raise GalsearchError(
-            f"{state_file} is from a run with other settings ({state['config']}); "
-            "use --restart to start again, or another --out"
-        )
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    schedule.load_state_dict(state["schedule"])
-    generator.set_state(state["generator"])
-    return state["epoch"], state["step"], state["log"]
