@@ -54,12 +54,15 @@ class IngestReport:
         return "\n".join(lines)
 
 
-def prepare_image(image: np.ndarray, size: int, channels: int, stretch: Stretch) -> np.ndarray:
+def prepare_image(
+    image: np.ndarray, size: int, channels: int, stretch: Stretch, crop: float = 1.0
+) -> np.ndarray:
     """A raw (H, W[, C]) image validated and made uint8 (size, size, channels); ValueError says why not.
 
     8-bit inputs are taken as already display-stretched; any other dtype is stretched with ``stretch``.
-    Non-square images are centre-cropped to a square before resizing. A few NaN/inf pixels (e.g. at a
-    survey edge) are filled with the median; an image with none finite, or constant, is refused.
+    Images are centre-cropped to a square, and to its central ``crop`` fraction, before resizing. A few
+    NaN/inf pixels (e.g. at a survey edge) are filled with the median; an image with none finite, or
+    constant, is refused.
     """
     image = np.asarray(image)
     if image.ndim == 2:
@@ -70,8 +73,10 @@ def prepare_image(image: np.ndarray, size: int, channels: int, stretch: Stretch)
         raise ValueError(
             f"has {image.shape[2]} channel(s) but the collection has {channels} (pick them with --bands)"
         )
-    if min(image.shape[:2]) < MIN_SIDE:
-        raise ValueError(f"too small: {image.shape[0]}x{image.shape[1]} pixels (minimum {MIN_SIDE})")
+    side = round(min(image.shape[:2]) * crop)
+    if side < MIN_SIDE:
+        kept = f"; the central {side} after cropping" if crop < 1 else ""
+        raise ValueError(f"too small: {image.shape[0]}x{image.shape[1]} pixels{kept} (minimum {MIN_SIDE})")
     if not np.issubdtype(image.dtype, np.number) or np.issubdtype(image.dtype, np.complexfloating):
         raise ValueError(f"pixels are not real numbers (dtype {image.dtype})")
     eight_bit = image.dtype == np.uint8
@@ -85,7 +90,6 @@ def prepare_image(image: np.ndarray, size: int, channels: int, stretch: Stretch)
         raise ValueError(f"blank image: every pixel equals {image.flat[0]:g}")
     scaled = image / 255.0 if eight_bit else stretch.apply(image)
     h, w = scaled.shape[:2]
-    side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
     scaled = scaled[top : top + side, left : left + side]
     if side != size:
@@ -100,6 +104,7 @@ def ingest(
     catalog: str | Path | None = None,
     size: int | None = None,
     stretch: Stretch | None = None,
+    crop: float | None = None,
     bands: list[int] | None = None,
     cutout_size: int = 64,
     commit_every: int = 2048,
@@ -110,9 +115,10 @@ def ingest(
     ``source`` is a folder of FITS/PNG/JPEG cutouts, an ``.npz``/HDF5 file with an ``images`` array, a
     large FITS image with WCS (give ``catalog``, a FITS/CSV source table with RA/Dec), or an iterable of
     :class:`Item`. A new collection takes its image size from ``size`` (default: the first valid image)
-    and its channels from the first valid image; ``stretch`` applies to non-8-bit pixels and is fixed
-    when the collection is created. Work is committed every ``commit_every`` galaxies, so an interrupted
-    run keeps what it stored and a re-run skips the ids already present.
+    and its channels from the first valid image; ``stretch`` applies to non-8-bit pixels, and ``crop``
+    keeps the central fraction of each image (for cutouts much wider than their galaxies); both are
+    fixed when the collection is created. Work is committed every ``commit_every`` galaxies, so an
+    interrupted run keeps what it stored and a re-run skips the ids already present.
     """
     collection = Path(collection)
     items = (
@@ -124,7 +130,16 @@ def ingest(
     coll = Collection(collection) if (collection / MANIFEST).exists() else None
     if coll is not None:
         stretch = Stretch(**coll.preprocessing["stretch"])
+        stored_crop = coll.preprocessing.get("crop", 1.0)
+        if crop is not None and crop != stored_crop:
+            raise IngestError(
+                f"{collection} keeps the central {stored_crop:.3g} of each image, not {crop:.3g}"
+            )
+        crop = stored_crop
     stretch = stretch or Stretch()
+    crop = 1.0 if crop is None else crop
+    if not 0 < crop <= 1:
+        raise IngestError(f"crop is the central fraction of each image to keep, in (0, 1]; got {crop:g}")
     seen: set[str] = set(coll.catalog["id"]) if coll is not None else set()
     existing = set(seen)
     buffer_images: list[np.ndarray] = []
@@ -151,13 +166,20 @@ def ingest(
                 report.skipped.append(Skipped(item.source, item.id, "duplicate id (an earlier item has it)"))
                 continue
             try:
-                side, channels = coll.image_shape[1:] if coll is not None else _new_shape(item.image, size)
-                stored = prepare_image(item.image, side, channels, stretch)
+                side, channels = (
+                    coll.image_shape[1:] if coll is not None else _new_shape(item.image, size, crop)
+                )
+                stored = prepare_image(item.image, side, channels, stretch, crop)
             except ValueError as exc:
                 report.skipped.append(Skipped(item.source, item.id, str(exc)))
                 continue
             if coll is None:
-                preprocessing = {"size": side, "channels": channels, "stretch": stretch.to_dict()}
+                preprocessing = {
+                    "size": side,
+                    "channels": channels,
+                    "stretch": stretch.to_dict(),
+                    "crop": crop,
+                }
                 coll = Collection.create(collection, (side, side, channels), preprocessing)
             seen.add(item.id)
             buffer_images.append(stored)
@@ -175,7 +197,7 @@ def ingest(
     return report
 
 
-def _new_shape(image: np.ndarray, size: int | None) -> tuple[int, int]:
+def _new_shape(image: np.ndarray, size: int | None, crop: float) -> tuple[int, int]:
     """Image side and channel count for a new collection whose first valid image is ``image``."""
     image = np.asarray(image)
     if image.ndim not in (2, 3):
@@ -183,4 +205,4 @@ def _new_shape(image: np.ndarray, size: int | None) -> tuple[int, int]:
     channels = image.shape[2] if image.ndim == 3 else 1
     if channels not in (1, 3):
         raise ValueError(f"has {channels} bands; choose 1 or 3 of them (bands=[...] / --bands)")
-    return size or min(image.shape[:2]), channels
+    return size or max(1, round(min(image.shape[:2]) * crop)), channels

@@ -54,6 +54,7 @@ class PretrainConfig:
     lr: float = 2e-3
     weight_decay: float = 0.05
     temperature: float = 0.2
+    drop_path: float = 0.0
     seed: int = 0
 
 
@@ -143,7 +144,8 @@ class _Model(torch.nn.Module):
 
     def __init__(self, config: PretrainConfig, classes: list[list]):
         super().__init__()
-        self.backbone = timm.create_model(config.architecture, pretrained=False, num_classes=0)
+        regularise = {"drop_path_rate": config.drop_path} if config.drop_path else {}
+        self.backbone = timm.create_model(config.architecture, pretrained=False, num_classes=0, **regularise)
         dim = self.backbone.num_features
         self.projection = torch.nn.Sequential(
             torch.nn.Linear(dim, 512), torch.nn.GELU(), torch.nn.Linear(512, 128)
@@ -270,12 +272,16 @@ def pretrain(
     epochs: int = 30,
     batch_size: int = 128,
     lr: float = 2e-3,
+    drop_path: float = 0.0,
     seed: int = 0,
     device: str | None = None,
     restart: bool = False,
     progress: bool = True,
 ) -> PretrainReport:
-    """Train an encoder on ``collections`` and write it to ``out`` (a .safetensors file)."""
+    """Train an encoder on ``collections`` and write it to ``out`` (a .safetensors file).
+
+    ``drop_path`` is the backbone's stochastic-depth rate, a regulariser against memorising small data.
+    """
     out = Path(out)
     if out.suffix != ".safetensors":
         raise GalsearchError(f"--out must end in .safetensors, got {out}")
@@ -288,6 +294,7 @@ def pretrain(
         epochs,
         batch_size,
         lr,
+        drop_path=drop_path,
         seed=seed,
     )
     data = _Data([open_collection(c) for c in collections], config)

@@ -519,11 +519,28 @@ def test_two_sizes_become_one_and_collection_remembers_preprocessing(tmp_path):
     assert manifest["preprocessing"] == {
         "size": 32,
         "channels": 3,
+        "crop": 1.0,
         "stretch": {"kind": "sqrt", "lower_percentile": 1, "upper_percentile": 99, "a": 0.1, "joint": True},
     }
     assert manifest["sources"][0]["stored"] == 3
     run(folder, tmp_path / "coll", stretch=Stretch("linear"))  # a later ingest keeps the first stretch
     assert open_collection(tmp_path / "coll").preprocessing["stretch"]["kind"] == "sqrt"
+
+
+def test_crop_keeps_the_centre_at_full_resolution_and_is_remembered(tmp_path):
+    images = np.stack([rgb((96, 96)) for _ in range(3)])
+    np.savez(tmp_path / "wide.npz", images=images, ids=np.array(["a", "b", "c"]))
+    run(tmp_path / "wide.npz", tmp_path / "coll", crop=2 / 3)
+    coll = open_collection(tmp_path / "coll")
+    np.testing.assert_array_equal(coll.images, images[:, 16:80, 16:80])  # the central 64 px, unresampled
+    assert coll.preprocessing["crop"] == pytest.approx(2 / 3)
+    with pytest.raises(IngestError, match=r"keeps the central 0\.667"):
+        run(tmp_path / "wide.npz", tmp_path / "coll", crop=0.5)
+    with pytest.raises(IngestError, match=r"in \(0, 1\]"):
+        run(tmp_path / "wide.npz", tmp_path / "other", crop=1.5)
+    np.savez(tmp_path / "small.npz", images=np.stack([rgb((12, 12))]), ids=np.array(["d"]))
+    with pytest.raises(IngestError, match="central 6 after cropping"):
+        run(tmp_path / "small.npz", tmp_path / "tiny", crop=0.5)
 
 
 # ---- crash safety of the collection ---------------------------------------------------------------------

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 from astropy.io import fits
 from astropy.table import Table
-from conftest import TINY_ENCODER
+from conftest import TINY_ENCODER, write_blob_npz
 from skimage.io import imsave
 
-from embedder import CollectionError, IngestError, build_demo, embed, open_collection
+from embedder import CollectionError, IngestError, build_demo, embed, ingest, open_collection
 from index import QueryError, StaleIndexError, has_index, search, write_results
 from index.query import _index_of
 from ui.cli import main
@@ -76,6 +76,17 @@ def test_image_file_of_a_galaxy_finds_that_galaxy_first(demo, tmp_path):
         found = search(demo, image=tmp_path / file, k=3, device="cpu")
         assert found["id"].iloc[0] == galaxy
         assert found["similarity"].iloc[0] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_image_file_is_cropped_as_the_collection_was(tmp_path):
+    source = write_blob_npz(tmp_path / "wide.npz", 40, size=64)
+    ingest(source, tmp_path / "c", crop=0.5, progress=False)
+    embed(tmp_path / "c", TINY_ENCODER, device="cpu", progress=False)
+    coll = open_collection(tmp_path / "c")
+    data = np.load(source)
+    fits.PrimaryHDU(np.moveaxis(data["images"][7], -1, 0)).writeto(tmp_path / "whole.fits")  # uncropped
+    found = search(coll, image=tmp_path / "whole.fits", k=1, device="cpu")
+    assert found["id"].iloc[0] == data["ids"][7] and found["similarity"].iloc[0] > 0.999
 
 
 def test_ids_and_an_image_combine(demo, tmp_path):

@@ -42,6 +42,7 @@ def cmd_ingest(args: argparse.Namespace) -> None:
         catalog=args.catalog,
         size=args.size,
         stretch=stretch,
+        crop=args.crop,
         bands=args.bands,
         cutout_size=args.cutout_size,
         progress=not args.quiet,
@@ -77,6 +78,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
+        drop_path=args.drop_path,
         seed=args.seed,
         device=args.device,
         restart=args.restart,
@@ -138,7 +140,9 @@ def cmd_info(args: argparse.Namespace) -> None:
     h, w, c = coll.image_shape
     print(f"collection  {coll.path} ({coll.manifest['name']})")
     stretch = Stretch(**coll.preprocessing["stretch"])
-    print(f"galaxies    {len(coll)} images of {h}x{w} px, {c} channel(s); {stretch}")
+    crop = coll.preprocessing.get("crop", 1.0)
+    cropped = f"central {crop:.3g} of each cutout, " if crop < 1 else ""
+    print(f"galaxies    {len(coll)} images of {h}x{w} px, {c} channel(s); {cropped}{stretch}")
     encoder = coll.encoder
     print(f"embedded    {coll.counts['embedded']} with {describe(encoder) if encoder else '-'}")
     print(f"columns     {', '.join(map(str, coll.catalog.columns))}")
@@ -387,6 +391,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--size", type=int, help="stored image side in pixels (default: the first image's)")
     p.add_argument(
+        "--crop",
+        type=float,
+        help="keep the central fraction of each image, for cutouts much wider than their galaxies "
+        "(e.g. 0.67; default 1: all of it)",
+    )
+    p.add_argument(
         "--stretch",
         choices=["asinh", "linear", "log", "sqrt"],
         default="asinh",
@@ -439,6 +449,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument(
+        "--drop-path",
+        type=float,
+        default=0.0,
+        help="stochastic depth, against memorising (e.g. 0.1; default 0)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--restart", action="store_true", help="ignore a saved training state and start again")
