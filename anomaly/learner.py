@@ -30,6 +30,8 @@ from sklearn.utils.validation import check_array
 
 from embedder import GalsearchError
 
+from .ratings import MAX_RATING, MIN_RATING
+
 CHUNK = 65_536
 JITTER = 1e-5
 NEAR_DUPLICATE = 0.95  # cosine similarity of two galaxies' GP features above which a batch keeps one
@@ -111,10 +113,14 @@ class ActiveLearner:
         return out
 
     def predict(self, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Posterior mean and std of the rating at ``rows`` (default: every candidate), in rating units."""
+        """Posterior mean and std of the rating at ``rows`` (default: every candidate), in rating units.
+
+        Ratings are standardised by their own mean and spread, so until they differ the mean carries the
+        prior's order but not yet a scale; it is kept within the 0-5 rating scale.
+        """
         rows = np.arange(len(self)) if rows is None else np.asarray(rows, dtype=np.int64)
         mean = self.offset_ + self.scale_ * self.mean_[rows].astype(np.float64)
-        return mean, self.scale_ * self._std(rows)
+        return np.clip(mean, MIN_RATING, MAX_RATING), self.scale_ * self._std(rows)
 
     def ranking(self, top: int = 50) -> pd.DataFrame:
         """The ``top`` candidates by posterior mean (rated ones included): row, mean, std, rated."""

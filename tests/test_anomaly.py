@@ -89,6 +89,14 @@ def test_fit_predict_ranking_and_suggestions_are_consistent():
         learner.fit([0, 999], [1.0, 2.0])
 
 
+def test_predicted_ratings_stay_on_the_rating_scale():
+    features, _ = blobs([200, 200])
+    learner = ActiveLearner(features, prior=anomaly_scores(features, "knn"), n_inducing=64)
+    for rows, ratings in (([], []), ([0], [5.0]), ([0, 300], [5.0, 0.0])):
+        mean, _ = learner.fit(rows, ratings).predict()
+        assert mean.min() >= 0 and mean.max() <= 5
+
+
 def test_a_batch_skips_near_duplicates():
     features, _ = blobs([100, 100])
     features = np.vstack([features, features])  # every galaxy twice
