@@ -44,7 +44,6 @@ def build(state: AppState) -> None:
                 datatype=["str", "str"],
                 row_count=4,
                 column_count=2,
-                column_limits=(2, 2),
                 label="…or type labels here",
                 interactive=True,
             )
