@@ -14,6 +14,7 @@ from embedder import GalsearchError
 from .state import AppState, stamp
 
 RANKED = 12
+RATE_SIDE = 320  # pixels of the galaxy being rated
 EXPORTS = {"CSV": ".csv", "FITS": ".fits", "VOTable": ".xml"}
 DEFAULT_SESSION = "interesting"
 
@@ -45,7 +46,7 @@ def build(state: AppState) -> None:
         start = gr.Button("Show next galaxy", variant="primary", scale=1, elem_id="discover-start")
     with gr.Row():
         with gr.Column(scale=2):
-            current = gr.Image(label="Rate this galaxy", interactive=False, height=320)
+            current = gr.Image(label="Rate this galaxy", interactive=False, height=RATE_SIDE)
             info = gr.Markdown()
         with gr.Column(scale=1):
             gr.Markdown("Rate 0 (boring) to 5 (most interesting) — or press the keys **0-5**, **u** to undo.")
@@ -84,7 +85,7 @@ def build(state: AppState) -> None:
         stored = state.collection().images[int(nxt["row"])]
         summary = f"{note}{len(hunt.ratings)} rated in session **{name}**"
         table = ranking[columns].round({"interest": 2, "uncertainty": 2})
-        return stamp(stored), text, str(nxt["id"]), state.gallery(rows, extras), table, summary
+        return stamp(stored, RATE_SIDE), text, str(nxt["id"]), state.gallery(rows, extras), table, summary
 
     outputs = [current, info, galaxy, ranked, table, status]
 

@@ -12,6 +12,7 @@ from index import render_map
 from .state import AppState, stamp
 
 SELECTED = 48
+CLICKED_SIDE = 200  # pixels of the clicked galaxy
 RATING_PREFIX = "rating: "
 SKIPPED_COLUMNS = {"id", "source", "ra", "dec"}
 
@@ -61,7 +62,7 @@ def build(state: AppState, tab: gr.Tab) -> None:
     with gr.Row():
         picture = gr.Image(label="UMAP of the embeddings", interactive=False, elem_id="map-image", scale=3)
         with gr.Column(scale=1):
-            clicked = gr.Image(label="Clicked galaxy", interactive=False, height=200)
+            clicked = gr.Image(label="Clicked galaxy", interactive=False, height=CLICKED_SIDE)
             info = gr.Markdown(elem_id="map-info")
     corner = gr.State(None)
     selection = gr.Gallery(
@@ -81,7 +82,7 @@ def build(state: AppState, tab: gr.Tab) -> None:
         current = _picture(state, colour_name, with_thumbnails)
         x, y = evt.index
         row = current.nearest(x, y)
-        image = stamp(state.collection().images[row])
+        image = stamp(state.collection().images[row], CLICKED_SIDE)
         if first is None:
             return (
                 image,

@@ -15,6 +15,7 @@ from index import search, write_results
 from .state import AppState, stamp
 
 SAMPLE_SIZE = 48
+QUERY_SIDE = 220  # pixels of the query galaxy
 UPLOAD_TYPES = [".fits", ".fit", ".fts", ".fz", ".png", ".jpg", ".jpeg"]
 DOWNLOADS = {"CSV": ("csv", ".csv"), "FITS": ("fits", ".fits"), "VOTable": ("votable", ".xml")}
 SHOWN_COLUMNS = 8  # catalog columns in the results table besides rank, id and score
@@ -64,7 +65,7 @@ def build(state: AppState) -> None:
                 add_positive = gr.Button("+ add query")
                 add_negative = gr.Button("- add query")
     with gr.Row():
-        query = gr.Image(label="Query", interactive=False, height=220, scale=1)
+        query = gr.Image(label="Query", interactive=False, height=QUERY_SIDE, scale=1)
         neighbours = gr.Gallery(label="Most similar", columns=6, height="auto", scale=5, elem_id="neighbours")
     table = gr.Dataframe(label="Results", interactive=False, wrap=True)
     with gr.Row():
@@ -121,7 +122,7 @@ def _results(state: AppState, found: pd.DataFrame, ids: list[str], fmt_name: str
     gallery = state.gallery(rows, [f" · {s:.3f}" for s in found[score]])
     matched = found.attrs.get("matched")
     anchor = ids[0] if ids else matched["id"] if matched else None
-    query = stamp(coll.images[int(coll.rows_of(anchor)[0])]) if anchor else None
+    query = stamp(coll.images[int(coll.rows_of(anchor)[0])], QUERY_SIDE) if anchor else None
     folder = Path(tempfile.mkdtemp(prefix="galsearch-results-"))
     fmt, suffix = DOWNLOADS[fmt_name]
     path = folder / f"neighbours{suffix}"

@@ -14,9 +14,10 @@ from embedder.collection import MANIFEST
 DISPLAY_SIDE = 160  # stamps are enlarged by whole pixels to about this side, so structure is visible
 
 
-def stamp(image: np.ndarray) -> np.ndarray:
-    """A stored uint8 stamp (already stretched at ingest) enlarged by pixel repetition, as RGB."""
-    factor = max(1, DISPLAY_SIDE // image.shape[0])
+def stamp(image: np.ndarray, side: int = DISPLAY_SIDE) -> np.ndarray:
+    """A stored uint8 stamp (already stretched at ingest) enlarged by pixel repetition to about ``side``,
+    as RGB."""
+    factor = max(1, side // image.shape[0])
     image = image.repeat(factor, axis=0).repeat(factor, axis=1)
     return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
 
