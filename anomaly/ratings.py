@@ -129,12 +129,16 @@ class RatingsStore:
         statements, does not wait for locks: when other processes are opening the new store at the same
         moment, try again until they let go."""
         deadline = time.monotonic() + BUSY_TIMEOUT_S
-        while db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        mode = db.execute("PRAGMA journal_mode").fetchone()[0]
+        while mode != "wal":
             try:
-                db.execute("PRAGMA journal_mode = WAL")
+                mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
+                if "locked" not in str(exc):
                     raise
+            if mode != "wal":
+                if time.monotonic() > deadline:
+                    raise RatingsError(f"cannot put the ratings database {self.path} in WAL mode")
                 time.sleep(0.02)
 
     @contextmanager
