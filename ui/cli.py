@@ -393,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--crop",
         type=float,
+        metavar="F",
         help="keep the central fraction of each image, for cutouts much wider than their galaxies "
         "(e.g. 0.67; default 1: all of it)",
     )
@@ -452,6 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--drop-path",
         type=float,
+        metavar="RATE",
         default=0.0,
         help="stochastic depth, against memorising (e.g. 0.1; default 0)",
     )
