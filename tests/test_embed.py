@@ -99,34 +99,32 @@ def test_interrupted_embed_resumes_where_it_stopped(tmp_path, monkeypatch):
     _assert_rows_match_a_fresh_run(open_collection(tmp_path / "c"), slice(max(done - 8, 0), done + 8))
 
 
+# The CLI in a child process that commits after every batch, so that a kill lands mid-run however fast
+# the machine is (with the 2 s default a fast CPU finished 800 galaxies before the first commit).
+EVERY_BATCH_CLI = (
+    "import sys, embedder.embed, ui.cli; embedder.embed.COMMIT_SECONDS = 0.0; sys.exit(ui.cli.main())"
+)
+
+
 @pytest.mark.slow
 def test_killed_embed_process_resumes(tmp_path):
-    ingest(write_blob_npz(tmp_path / "c.npz", 800, size=64), tmp_path / "c", progress=False)
-    command = [
-        sys.executable,
-        "-m",
-        "ui.cli",
-        "embed",
-        str(tmp_path / "c"),
-        "--encoder",
-        SLOW_ENCODER,
-        "--device",
-        "cpu",
-        "--batch-size",
-        "16",
-        "--quiet",
-    ]
-    process = subprocess.Popen(command)
+    n = 1600
+    ingest(write_blob_npz(tmp_path / "c.npz", n, size=64), tmp_path / "c", progress=False)
+    arguments = ["embed", str(tmp_path / "c"), "--encoder", SLOW_ENCODER, "--device", "cpu"]
+    process = subprocess.Popen(
+        [sys.executable, "-c", EVERY_BATCH_CLI, *arguments, "--batch-size", "16", "--quiet"]
+    )
     deadline = time.monotonic() + 120
     while open_collection(tmp_path / "c").counts["embedded"] == 0 and time.monotonic() < deadline:
-        time.sleep(0.1)
+        time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
     done = open_collection(tmp_path / "c").counts["embedded"]
-    assert 0 < done < 800, "the process was killed after committing some rows and before the end"
-    assert subprocess.run(command, timeout=300).returncode == 0
+    assert 0 < done < n, "the process was killed after committing some rows and before the end"
+    resumed = [sys.executable, "-m", "ui.cli", *arguments, "--batch-size", "16", "--quiet"]
+    assert subprocess.run(resumed, timeout=300).returncode == 0
     coll = open_collection(tmp_path / "c")
-    assert coll.counts["embedded"] == 800
+    assert coll.counts["embedded"] == n
     _assert_rows_match_a_fresh_run(coll, slice(done - 8, done + 8))
 
 
