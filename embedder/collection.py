@@ -176,8 +176,13 @@ class Collection:
 
     @property
     def preprocessing(self) -> dict:
-        """How raw pixels became stored images (stretch, size, channels)."""
+        """How raw pixels became stored images (stretch, size, channels, crop)."""
         return self.manifest["preprocessing"]
+
+    @property
+    def crop(self) -> float:
+        """The central fraction of each cutout kept at ingest (1: all of it, as before crops existed)."""
+        return self.preprocessing.get("crop", 1.0)
 
     @property
     def encoder(self) -> dict | None:

@@ -73,7 +73,7 @@ def prepare_image(
         raise ValueError(
             f"has {image.shape[2]} channel(s) but the collection has {channels} (pick them with --bands)"
         )
-    side = round(min(image.shape[:2]) * crop)
+    side = _cropped_side(image, crop)
     if side < MIN_SIDE:
         kept = f"; the central {side} after cropping" if crop < 1 else ""
         raise ValueError(f"too small: {image.shape[0]}x{image.shape[1]} pixels{kept} (minimum {MIN_SIDE})")
@@ -130,12 +130,9 @@ def ingest(
     coll = Collection(collection) if (collection / MANIFEST).exists() else None
     if coll is not None:
         stretch = Stretch(**coll.preprocessing["stretch"])
-        stored_crop = coll.preprocessing.get("crop", 1.0)
-        if crop is not None and crop != stored_crop:
-            raise IngestError(
-                f"{collection} keeps the central {stored_crop:.3g} of each image, not {crop:.3g}"
-            )
-        crop = stored_crop
+        if crop is not None and crop != coll.crop:
+            raise IngestError(f"{collection} keeps the central {coll.crop:.3g} of each image, not {crop:.3g}")
+        crop = coll.crop
     stretch = stretch or Stretch()
     crop = 1.0 if crop is None else crop
     if not 0 < crop <= 1:
@@ -205,4 +202,9 @@ def _new_shape(image: np.ndarray, size: int | None, crop: float) -> tuple[int, i
     channels = image.shape[2] if image.ndim == 3 else 1
     if channels not in (1, 3):
         raise ValueError(f"has {channels} bands; choose 1 or 3 of them (bands=[...] / --bands)")
-    return size or max(1, round(min(image.shape[:2]) * crop)), channels
+    return size or _cropped_side(image, crop), channels
+
+
+def _cropped_side(image: np.ndarray, crop: float) -> int:
+    """Side of the central square of ``image`` that a ``crop`` keeps."""
+    return round(min(image.shape[:2]) * crop)

@@ -172,7 +172,7 @@ def embed_image_file(collection: Collection, path: str | Path, device: str | Non
     side, _, channels = collection.image_shape
     stretch = Stretch(**collection.preprocessing["stretch"])
     try:
-        stored = prepare_image(item.image, side, channels, stretch, collection.preprocessing.get("crop", 1.0))
+        stored = prepare_image(item.image, side, channels, stretch, collection.crop)
     except ValueError as exc:
         raise QueryError(f"cannot use {path} as a query image: {exc}") from exc
     encoder = encoder_of(collection, device)

@@ -140,8 +140,7 @@ def cmd_info(args: argparse.Namespace) -> None:
     h, w, c = coll.image_shape
     print(f"collection  {coll.path} ({coll.manifest['name']})")
     stretch = Stretch(**coll.preprocessing["stretch"])
-    crop = coll.preprocessing.get("crop", 1.0)
-    cropped = f"central {crop:.3g} of each cutout, " if crop < 1 else ""
+    cropped = f"central {coll.crop:.3g} of each cutout, " if coll.crop < 1 else ""
     print(f"galaxies    {len(coll)} images of {h}x{w} px, {c} channel(s); {cropped}{stretch}")
     encoder = coll.encoder
     print(f"embedded    {coll.counts['embedded']} with {describe(encoder) if encoder else '-'}")
