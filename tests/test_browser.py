@@ -88,6 +88,28 @@ def expect_gallery(page, selector: str, ids: list[str]) -> None:
     expect(page.locator(f"{selector} .caption-label")).to_have_text(captions, timeout=WAIT_MS)
 
 
+def choose_file(page, elem_id: str, path: Path, tries: int = 3) -> None:
+    """Choose a file in the gr.File `elem_id` and wait until the page shows it uploaded.
+
+    Gradio's drop zone replaces its hidden <input type=file> whenever its settings are re-evaluated, and a
+    file given to an input just replaced is never sent (seen once in CI: nothing uploaded in 60 s). Only
+    then is the choice made again, as a user would after seeing nothing happen.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    def is_upload(request) -> bool:
+        return request.method == "POST" and "/upload" in request.url
+
+    for _ in range(tries):
+        try:
+            with page.expect_request(is_upload, timeout=WAIT_MS // tries):
+                page.locator(f"#{elem_id} input[type=file]").set_input_files(path)
+            break
+        except PlaywrightTimeout:
+            continue
+    page.locator(f"#{elem_id}").get_by_text(path.name).wait_for()
+
+
 def test_search_by_id_click_and_upload(page, collection, tmp_path):
     expected = similar(open_collection(collection), "blob-0-0005", 12)["id"].tolist()
     page.get_by_label("Galaxy id").fill("blob-0-0005")
@@ -98,8 +120,7 @@ def test_search_by_id_click_and_upload(page, collection, tmp_path):
     image = tmp_path / "query.png"
     Image.fromarray(np.asarray(open_collection(collection).images[9])).save(image)
     page.get_by_label("Galaxy id").fill("")
-    page.locator("#query-file input[type=file]").set_input_files(image)
-    page.locator("#query-file").get_by_text("query.png").wait_for()
+    choose_file(page, "query-file", image)
     page.locator("#search-button").click()
     found = similar(open_collection(collection), "blob-0-0009", 11)["id"].tolist()
     expect_gallery(page, "#neighbours", ["blob-0-0009", *found])  # its own picture finds it first
@@ -128,8 +149,7 @@ def test_finetune_from_the_page_produces_predictions(page, collection, tmp_path)
     labels = tmp_path / "shapes.csv"
     pd.DataFrame({"id": catalog["id"], "label": catalog["class_name"]}).to_csv(labels, index=False)
     page.get_by_role("tab", name="Fine-tune").click()
-    page.locator("#labels-file input[type=file]").set_input_files(labels)
-    page.locator("#labels-file").get_by_text("shapes.csv").wait_for()  # uploaded
+    choose_file(page, "labels-file", labels)
     page.get_by_label("Head name").fill("shapes")
     page.locator("#train-button").click()
     page.locator("#finetune-metrics").get_by_text("balanced_accuracy").wait_for()
