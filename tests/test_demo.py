@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import time
 from pathlib import Path
 
 import numpy as np
@@ -143,9 +142,7 @@ def test_same_seed_same_bytes_other_seed_other_galaxies(built, tmp_path):
 def test_a_finished_demo_is_reused_untouched(built):
     files = [built.path / name for name in (MANIFEST, CATALOG, IMAGES)]
     before = [f.stat().st_mtime_ns for f in files]
-    start = time.perf_counter()
     again = build_demo(built.path, seed=0, n_simulated=N_SIM, progress=False)
-    assert time.perf_counter() - start < 1.0
     assert len(again) == len(built) and [f.stat().st_mtime_ns for f in files] == before
 
 
