@@ -88,26 +88,15 @@ def expect_gallery(page, selector: str, ids: list[str]) -> None:
     expect(page.locator(f"{selector} .caption-label")).to_have_text(captions, timeout=WAIT_MS)
 
 
-def choose_file(page, elem_id: str, path: Path, tries: int = 3) -> None:
-    """Choose a file in the gr.File `elem_id` and wait until the page shows it uploaded.
+def choose_file(page, elem_id: str, path: Path) -> None:
+    """Choose a file in the gr.File `elem_id` and wait until it is uploaded.
 
-    Gradio's drop zone replaces its hidden <input type=file> whenever its settings are re-evaluated, and a
-    file given to an input just replaced is never sent (seen once in CI: nothing uploaded in 60 s). Only
-    then is the choice made again, as a user would after seeing nothing happen.
+    Uploaded means the server's copy is linked for download. The name alone is no sign: Gradio shows it,
+    whole, only while the file uploads (after, as stem and extension apart), so a wait for it can miss a
+    fast upload, which failed this test in CI.
     """
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
-    def is_upload(request) -> bool:
-        return request.method == "POST" and "/upload" in request.url
-
-    for _ in range(tries):
-        try:
-            with page.expect_request(is_upload, timeout=WAIT_MS // tries):
-                page.locator(f"#{elem_id} input[type=file]").set_input_files(path)
-            break
-        except PlaywrightTimeout:
-            continue
-    page.locator(f"#{elem_id}").get_by_text(path.name).wait_for()
+    page.locator(f"#{elem_id} input[type=file]").set_input_files(path)
+    page.locator(f'#{elem_id} [data-testid="download-link"][download="{path.name}"]').wait_for()
 
 
 def test_search_by_id_click_and_upload(page, collection, tmp_path):
