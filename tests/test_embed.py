@@ -110,10 +110,9 @@ EVERY_BATCH_CLI = (
 def test_killed_embed_process_resumes(tmp_path):
     n = 1600
     ingest(write_blob_npz(tmp_path / "c.npz", n, size=64), tmp_path / "c", progress=False)
-    arguments = ["embed", str(tmp_path / "c"), "--encoder", SLOW_ENCODER, "--device", "cpu"]
-    process = subprocess.Popen(
-        [sys.executable, "-c", EVERY_BATCH_CLI, *arguments, "--batch-size", "16", "--quiet"]
-    )
+    arguments = ["embed", str(tmp_path / "c"), "--encoder", SLOW_ENCODER]
+    arguments += ["--device", "cpu", "--batch-size", "16", "--quiet"]
+    process = subprocess.Popen([sys.executable, "-c", EVERY_BATCH_CLI, *arguments])
     deadline = time.monotonic() + 120
     while open_collection(tmp_path / "c").counts["embedded"] == 0 and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -121,7 +120,7 @@ def test_killed_embed_process_resumes(tmp_path):
     process.wait()
     done = open_collection(tmp_path / "c").counts["embedded"]
     assert 0 < done < n, "the process was killed after committing some rows and before the end"
-    resumed = [sys.executable, "-m", "ui.cli", *arguments, "--batch-size", "16", "--quiet"]
+    resumed = [sys.executable, "-m", "ui.cli", *arguments]
     assert subprocess.run(resumed, timeout=300).returncode == 0
     coll = open_collection(tmp_path / "c")
     assert coll.counts["embedded"] == n
