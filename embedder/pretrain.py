@@ -5,7 +5,10 @@ chosen over BYOL/DINO because it trains one network with no momentum teacher —
 which matters on a CPU — and is stable at the batch sizes (128 to 512) that fit here; its negatives also
 keep rare morphologies from collapsing onto the common ones. When the collections carry labels, a
 linear head per collection adds class-weighted cross-entropy on the same features (``supervised``
-trains with that alone, ``both`` sums the two losses).
+trains with that alone, ``both`` sums the two losses). Galaxy Zoo vote fractions (``vote_columns``) add
+a head that learns each fraction as a soft binary target (cross-entropy against the fraction of
+volunteers who gave that answer): zoobot's Dirichlet-multinomial loss needs the vote counts, which
+catalogues that publish fractions alone do not give.
 
 Training checkpoints at every epoch end (and every few minutes within an epoch) to ``OUT.state.pt``;
 a re-run resumes there, bit-for-bit on the CPU, since data order and augmentations are drawn from
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 import timm
 import torch
 import torch.nn.functional as F
@@ -49,6 +53,7 @@ class PretrainConfig:
     input_size: int = 64
     method: Method = "both"
     label_column: str = "label"
+    vote_columns: list[str] = field(default_factory=list)
     epochs: int = 30
     batch_size: int = 128
     lr: float = 2e-3
@@ -100,10 +105,15 @@ class _Data:
             self.classes.append(classes)
             labels.append(values)
         self.labels = np.concatenate(labels)
-        if config.method != "ssl" and not any(self.classes):
+        self.votes = (
+            np.concatenate([_votes(c, config.vote_columns) for c in collections])
+            if config.vote_columns
+            else None
+        )
+        if config.method != "ssl" and not any(self.classes) and self.votes is None:
             raise GalsearchError(
                 f"method {config.method!r} needs labels, but no collection has a usable "
-                f"{config.label_column!r} column; use --method ssl or --labels COLUMN"
+                f"{config.label_column!r} column; use --method ssl, --labels COLUMN or --votes COLUMN..."
             )
 
     def __len__(self) -> int:
@@ -123,6 +133,26 @@ class _Data:
                 x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True)
             out[torch.from_numpy(np.flatnonzero(mask)).to(device)] = x
         return out
+
+
+def _votes(collection: Collection, columns: list[str]) -> np.ndarray:
+    """(N, len(columns)) vote fractions of a collection, NaN where it lacks a column or a value."""
+    out = np.full((len(collection), len(columns)), np.nan, np.float32)
+    for k, name in enumerate(columns):
+        if name not in collection.catalog:
+            continue
+        column = collection.catalog[name]
+        if not pd.api.types.is_numeric_dtype(column):
+            raise GalsearchError(f"{collection.path}: vote column {name!r} is not numeric ({column.dtype})")
+        values = column.to_numpy(dtype=np.float32, na_value=np.nan)
+        bad = np.flatnonzero((values < 0) | (values > 1))
+        if len(bad):
+            raise GalsearchError(
+                f"{collection.path}: vote fractions must lie in [0, 1], but {name!r} has "
+                f"{values[bad[0]]} in row {bad[0]} ({len(bad)} rows out of range)"
+            )
+        out[:, k] = values
+    return out
 
 
 def _labels(column, n: int) -> tuple[np.ndarray, list]:
@@ -151,6 +181,7 @@ class _Model(torch.nn.Module):
             torch.nn.Linear(dim, 512), torch.nn.GELU(), torch.nn.Linear(512, 128)
         )
         self.heads = torch.nn.ModuleList(torch.nn.Linear(dim, max(len(c), 1)) for c in classes)
+        self.vote_head = torch.nn.Linear(dim, len(config.vote_columns)) if config.vote_columns else None
 
 
 class _Trainer:
@@ -269,6 +300,7 @@ def pretrain(
     input_size: int = 64,
     method: Method = "both",
     label_column: str = "label",
+    vote_columns: list[str] | None = None,
     epochs: int = 30,
     batch_size: int = 128,
     lr: float = 2e-3,
@@ -280,17 +312,22 @@ def pretrain(
 ) -> PretrainReport:
     """Train an encoder on ``collections`` and write it to ``out`` (a .safetensors file).
 
-    ``drop_path`` is the backbone's stochastic-depth rate, a regulariser against memorising small data.
+    ``vote_columns`` names catalog columns of vote fractions in [0, 1] to learn besides the labels (with
+    ``method`` ``supervised`` or ``both``); ``drop_path`` is the backbone's stochastic-depth rate, a
+    regulariser against memorising small data.
     """
     out = Path(out)
     if out.suffix != ".safetensors":
         raise GalsearchError(f"--out must end in .safetensors, got {out}")
+    if vote_columns and method == "ssl":
+        raise GalsearchError("vote fractions are learnt with --method supervised or both, not ssl")
     config = PretrainConfig(
         [str(Path(c).resolve()) for c in collections],
         architecture,
         input_size,
         method,
         label_column,
+        list(vote_columns or []),
         epochs,
         batch_size,
         lr,
@@ -298,6 +335,13 @@ def pretrain(
         seed=seed,
     )
     data = _Data([open_collection(c) for c in collections], config)
+    if data.votes is not None and np.isnan(data.votes).all():
+        catalogs = [c.catalog for c in data.collections]
+        numeric = {n for cat in catalogs for n, v in cat.items() if pd.api.types.is_numeric_dtype(v)}
+        raise GalsearchError(
+            f"no collection has any of the vote columns {', '.join(vote_columns or [])}; "
+            f"numeric columns: {', '.join(sorted(numeric))}"
+        )
     if len(data) < 2 * batch_size:
         raise GalsearchError(
             f"{len(data)} images are too few for batches of {batch_size}; lower --batch-size"
@@ -379,6 +423,14 @@ def _losses(
             if data.classes[i] and mask.any():
                 sup = sup + F.cross_entropy(head(features[mask]), labels[mask], weight=class_weights[i]) * (
                     mask.sum() / mask.numel()
+                )
+        if model.vote_head is not None:
+            votes = torch.from_numpy(np.tile(data.votes[indices], (2, 1))).to(features.device)
+            known = ~votes.isnan()
+            if known.any():
+                logits = model.vote_head(features)
+                sup = sup + F.binary_cross_entropy_with_logits(logits[known], votes[known]) * (
+                    known.any(dim=1).float().mean()
                 )
     return ssl, sup
 

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import write_blob_npz
+from conftest import blob_images, write_blob_npz
 from safetensors import safe_open
 
 from embedder import GalsearchError, ingest, load_encoder, open_collection
@@ -67,6 +67,53 @@ def test_supervised_training_separates_the_classes(tmp_path, collection):
     similarity = unit @ unit.T
     np.fill_diagonal(similarity, -np.inf)
     assert (labels[similarity.argmax(axis=1)] == labels).mean() > 0.9
+
+
+def write_votes_npz(path, n: int):
+    """Blob galaxies with no labels, only a vote fraction: ~0.8 'extended' for elongated blobs, ~0.2 else."""
+    images, labels = blob_images(n)
+    rng = np.random.default_rng(1)
+    fraction = np.clip(np.where(labels == 1, 0.8, 0.2) + rng.normal(0, 0.05, n), 0, 1)
+    np.savez(
+        path,
+        images=images,
+        ids=np.array([f"v{i}" for i in range(n)]),
+        vote_fractions=fraction[:, None].astype(np.float32),
+        vote_fraction_names=np.array(["extended_fraction"]),
+    )
+    return path
+
+
+def test_vote_fractions_alone_teach_the_morphology(tmp_path):
+    ingest(write_votes_npz(tmp_path / "v.npz", 128), tmp_path / "v", progress=False)
+    coll = open_collection(tmp_path / "v")
+    assert "label" not in coll.catalog
+    out = tmp_path / "enc.safetensors"
+    report = pretrain(
+        [coll.path], out, method="supervised", vote_columns=["extended_fraction"], epochs=6, **TINY
+    )
+    # Soft-target cross-entropy is log 2 = 0.69 for a head that predicts the mean fraction (0.5) for every
+    # galaxy, and the mean entropy of the fractions (0.50) for one that predicts each galaxy's own.
+    fraction = coll.catalog["extended_fraction"].to_numpy()
+    floor = -np.mean(fraction * np.log(fraction) + (1 - fraction) * np.log(1 - fraction))
+    assert report.log[-1]["loss"] < floor + 0.05 < np.log(2)
+    with safe_open(str(out), framework="pt") as f:
+        assert '"vote_columns": ["extended_fraction"]' in f.metadata()["galsearch"]
+
+
+def test_bad_vote_columns_are_refused(tmp_path, collection):
+    with pytest.raises(GalsearchError, match="no collection has any of the vote columns"):
+        pretrain([collection], tmp_path / "e.safetensors", vote_columns=["smooth"], **TINY)
+    with pytest.raises(GalsearchError, match="not ssl"):
+        pretrain([collection], tmp_path / "e.safetensors", method="ssl", vote_columns=["label"], **TINY)
+    with pytest.raises(GalsearchError, match="'class_name' is not numeric"):
+        pretrain([collection], tmp_path / "e.safetensors", vote_columns=["class_name"], **TINY)
+    source = dict(np.load(write_votes_npz(tmp_path / "v.npz", 64)))
+    source["vote_fractions"] = source["vote_fractions"] * 100  # percentages, not fractions
+    np.savez(tmp_path / "pc.npz", **source)
+    ingest(tmp_path / "pc.npz", tmp_path / "pc", progress=False)
+    with pytest.raises(GalsearchError, match=r"'extended_fraction' has 2\d\.\d+ in row 0"):
+        pretrain([tmp_path / "pc"], tmp_path / "e.safetensors", vote_columns=["extended_fraction"], **TINY)
 
 
 def test_bad_requests_are_refused(tmp_path, collection):

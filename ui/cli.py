@@ -75,6 +75,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
         input_size=args.input_size,
         method=args.method,
         label_column=args.labels,
+        vote_columns=args.votes,
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -446,6 +447,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="SimCLR, cross-entropy on labels, or both summed (default)",
     )
     p.add_argument("--labels", default="label", help="catalog column with class labels (default: label)")
+    p.add_argument(
+        "--votes",
+        nargs="+",
+        metavar="COLUMN",
+        help="catalog columns of Galaxy Zoo vote fractions (0-1) to learn as well, e.g. smooth_fraction",
+    )
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3)
