@@ -202,17 +202,17 @@ def _resolve(spec: str) -> tuple[torch.nn.Module, str, dict]:
     if spec.startswith(RANDOM_PREFIX):
         architecture = spec.removeprefix(RANDOM_PREFIX)
         torch.manual_seed(0)
-        return _create(architecture, pretrained=False), architecture, {}
+        return create_backbone(architecture), architecture, {}
     if Path(spec).exists():
         return _from_path(Path(spec))
     if "@" in spec:
         architecture, path = spec.split("@", 1)
         state_dict, meta = _read_checkpoint(Path(path))
-        model = _create(architecture, pretrained=False)
+        model = create_backbone(architecture, input_size=meta.get("input_size"))
         _load_state_dict(model, state_dict, path)
         return model, architecture, meta
     if spec in timm.list_models():
-        return _create(spec, pretrained=True), spec, {}
+        return create_backbone(spec, pretrained=True), spec, {}
     close = difflib.get_close_matches(spec, timm.list_models(), n=3)
     raise EncoderError(
         f"unknown encoder {spec!r}: not an existing file or folder, a timm model name, "
@@ -230,9 +230,22 @@ def weights_digest(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _create(architecture: str, pretrained: bool, **kwargs) -> torch.nn.Module:
+def create_backbone(
+    architecture: str, pretrained: bool = False, input_size: int | None = None, drop_path: float = 0.0
+) -> torch.nn.Module:
+    """A timm model without its classifier, with stochastic depth ``drop_path``.
+
+    Transformers (ViT, Swin...) are built for ``input_size`` px inputs, since their position embeddings
+    depend on it; CNNs take any size and have no such argument.
+    """
+    options = {"drop_path_rate": drop_path} if drop_path else {}
+    sized = {"img_size": input_size} if input_size else {}
     try:
-        return timm.create_model(architecture, pretrained=pretrained, num_classes=0, **kwargs)
+        return timm.create_model(architecture, pretrained=pretrained, num_classes=0, **options, **sized)
+    except TypeError as exc:  # a CNN: no img_size argument
+        if sized and "img_size" in str(exc):
+            return create_backbone(architecture, pretrained, None, drop_path)
+        raise
     except (LocalEntryNotFoundError, OSError) as exc:
         raise EncoderError(
             f"the pretrained weights of {architecture!r} are not in the local Hugging Face cache and the "
@@ -278,7 +291,7 @@ def _from_path(path: Path) -> tuple[torch.nn.Module, str, dict]:
             f"{path} does not say which architecture it holds; "
             f"name it as ARCH@{path}, e.g. convnext_nano@{path}"
         )
-    model = _create(architecture, pretrained=False)
+    model = create_backbone(architecture, input_size=meta.get("input_size"))
     _load_state_dict(model, state_dict, path)
     return model, architecture, meta
 

@@ -28,14 +28,13 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-import timm
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .augment import Augment
 from .collection import Collection, open_collection, read_rows
-from .encoders import Encoder, default_device, save_encoder, weights_digest
+from .encoders import Encoder, create_backbone, default_device, save_encoder, weights_digest
 from .errors import GalsearchError
 from .storage import atomic_write
 
@@ -174,8 +173,9 @@ class _Model(torch.nn.Module):
 
     def __init__(self, config: PretrainConfig, classes: list[list]):
         super().__init__()
-        regularise = {"drop_path_rate": config.drop_path} if config.drop_path else {}
-        self.backbone = timm.create_model(config.architecture, pretrained=False, num_classes=0, **regularise)
+        self.backbone = create_backbone(
+            config.architecture, input_size=config.input_size, drop_path=config.drop_path
+        )
         dim = self.backbone.num_features
         self.projection = torch.nn.Sequential(
             torch.nn.Linear(dim, 512), torch.nn.GELU(), torch.nn.Linear(512, 128)

@@ -58,6 +58,16 @@ def test_loss_falls_and_checkpoint_reloads_identically(tmp_path, collection, met
     assert (tmp_path / "enc.safetensors.log.csv").read_text().startswith("epoch,step,loss")
 
 
+def test_a_vision_transformer_trains_at_the_input_size_and_reloads(tmp_path, collection):
+    out = tmp_path / "vit.safetensors"  # vit_tiny is made for 224 px; here it learns and loads at 32
+    options = TINY | {"architecture": "vit_tiny_patch16_224"}
+    report = pretrain([collection], out, method="supervised", epochs=1, **options)
+    encoder = load_encoder(str(out), "cpu")
+    assert (encoder.architecture, encoder.input_size) == ("vit_tiny_patch16_224", 32)
+    images = open_collection(collection).images[:8]
+    np.testing.assert_array_equal(encoder.embed(images), report.encoder.embed(images))
+
+
 def test_supervised_training_separates_the_classes(tmp_path, collection):
     report = pretrain([collection], tmp_path / "enc.safetensors", method="supervised", epochs=6, **TINY)
     coll = open_collection(collection)
