@@ -35,6 +35,7 @@ lint: setup
 bench: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/embed.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/encoder_quality.py --work $(WORK)
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/label_ceiling.py --work $(WORK)
 	$(BIN)/python benchmarks/search.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/discovery.py --work $(WORK)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/finetune.py --work $(WORK)
