@@ -169,7 +169,7 @@ def _labels(column, n: int) -> tuple[np.ndarray, list]:
 
 
 class _Model(torch.nn.Module):
-    """Backbone + SimCLR projection head + one linear classifier per labelled collection."""
+    """Backbone + SimCLR projection head + one linear classifier per labelled collection + vote head."""
 
     def __init__(self, config: PretrainConfig, classes: list[list]):
         super().__init__()
