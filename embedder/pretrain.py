@@ -109,6 +109,13 @@ class _Data:
             if config.vote_columns
             else None
         )
+        if self.votes is not None and np.isnan(self.votes).all():
+            catalogs = [c.catalog for c in collections]
+            numeric = {n for cat in catalogs for n, v in cat.items() if pd.api.types.is_numeric_dtype(v)}
+            raise GalsearchError(
+                f"no collection has any of the vote columns {', '.join(config.vote_columns)}; "
+                f"numeric columns: {', '.join(sorted(numeric))}"
+            )
         if config.method != "ssl" and not any(self.classes) and self.votes is None:
             raise GalsearchError(
                 f"method {config.method!r} needs labels, but no collection has a usable "
@@ -335,13 +342,6 @@ def pretrain(
         seed=seed,
     )
     data = _Data([open_collection(c) for c in collections], config)
-    if data.votes is not None and np.isnan(data.votes).all():
-        catalogs = [c.catalog for c in data.collections]
-        numeric = {n for cat in catalogs for n, v in cat.items() if pd.api.types.is_numeric_dtype(v)}
-        raise GalsearchError(
-            f"no collection has any of the vote columns {', '.join(vote_columns or [])}; "
-            f"numeric columns: {', '.join(sorted(numeric))}"
-        )
     if len(data) < 2 * batch_size:
         raise GalsearchError(
             f"{len(data)} images are too few for batches of {batch_size}; lower --batch-size"
