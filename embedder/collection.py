@@ -28,6 +28,7 @@ import pandas as pd
 
 from .errors import CollectionError
 from .storage import append_records, atomic_write, atomic_write_json, exclusive_lock, utc_now
+from .stretch import Stretch
 
 FORMAT = "galsearch-collection"
 FORMAT_VERSION = 1
@@ -178,6 +179,11 @@ class Collection:
     def preprocessing(self) -> dict:
         """How raw pixels became stored images (stretch, size, channels, crop)."""
         return self.manifest["preprocessing"]
+
+    @property
+    def stretch(self) -> Stretch:
+        """The stretch that turned raw pixels into the stored 8-bit images."""
+        return Stretch(**self.preprocessing["stretch"])
 
     @property
     def crop(self) -> float:

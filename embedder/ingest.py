@@ -129,7 +129,7 @@ def ingest(
     report = IngestReport(collection)
     coll = Collection(collection) if (collection / MANIFEST).exists() else None
     if coll is not None:
-        stretch = Stretch(**coll.preprocessing["stretch"])
+        stretch = coll.stretch
         if crop is not None and crop != coll.crop:
             raise IngestError(f"{collection} keeps the central {coll.crop:.3g} of each image, not {crop:.3g}")
         crop = coll.crop

@@ -22,7 +22,6 @@ from embedder.embed import encoder_of
 from embedder.errors import CollectionError, GalsearchError
 from embedder.ingest import prepare_image
 from embedder.sources import read_image_file
-from embedder.stretch import Stretch
 
 from .store import INDEX_DIR, INFO_FILE, VectorIndex, build_index, has_index, load_index, normalized
 
@@ -170,9 +169,8 @@ def embed_image_file(collection: Collection, path: str | Path, device: str | Non
     """The embedding of a FITS/PNG/JPEG file, preprocessed and encoded as the collection's images were."""
     item = read_image_file(path)
     side, _, channels = collection.image_shape
-    stretch = Stretch(**collection.preprocessing["stretch"])
     try:
-        stored = prepare_image(item.image, side, channels, stretch, collection.crop)
+        stored = prepare_image(item.image, side, channels, collection.stretch, collection.crop)
     except ValueError as exc:
         raise QueryError(f"cannot use {path} as a query image: {exc}") from exc
     encoder = encoder_of(collection, device)

@@ -135,14 +135,13 @@ def cmd_search(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    from embedder import Stretch, describe, open_collection
+    from embedder import describe, open_collection
 
     coll = open_collection(args.collection)
     h, w, c = coll.image_shape
     print(f"collection  {coll.path} ({coll.manifest['name']})")
-    stretch = Stretch(**coll.preprocessing["stretch"])
     cropped = f"central {coll.crop:.3g} of each cutout, " if coll.crop < 1 else ""
-    print(f"galaxies    {len(coll)} images of {h}x{w} px, {c} channel(s); {cropped}{stretch}")
+    print(f"galaxies    {len(coll)} images of {h}x{w} px, {c} channel(s); {cropped}{coll.stretch}")
     encoder = coll.encoder
     print(f"embedded    {coll.counts['embedded']} with {describe(encoder) if encoder else '-'}")
     print(f"columns     {', '.join(map(str, coll.catalog.columns))}")
