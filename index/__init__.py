@@ -1,12 +1,12 @@
 """Vector indexes over a collection's embeddings and similarity queries on them."""
 
+from .filters import FilterError, filter_rows, parse_filter
 from .projection import MapPicture, render_map, save_map_png, umap_coordinates
 from .query import (
     FORMATS,
     Match,
     QueryError,
     embed_image_file,
-    filter_rows,
     match_position,
     query_vector,
     search,
@@ -29,6 +29,7 @@ from .store import (
 
 __all__ = [
     "FORMATS",
+    "FilterError",
     "IndexInfo",
     "IndexSettingError",
     "MapPicture",
@@ -44,6 +45,7 @@ __all__ = [
     "load_index",
     "match_position",
     "normalized",
+    "parse_filter",
     "query_vector",
     "read_info",
     "render_map",

@@ -23,6 +23,7 @@ from embedder.errors import CollectionError, GalsearchError
 from embedder.ingest import prepare_image
 from embedder.sources import read_image_file
 
+from .filters import filter_rows
 from .store import INDEX_DIR, INFO_FILE, VectorIndex, build_index, has_index, load_index, normalized
 
 NEGATIVE_WEIGHT = 0.75
@@ -39,7 +40,7 @@ SUFFIX_FORMATS = {
 
 
 class QueryError(GalsearchError):
-    """A search cannot be run as asked: no query, a bad filter, no galaxy at a position, a bad format."""
+    """A search cannot be run as asked: no query, no galaxy at a position, a bad format."""
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,9 @@ def search(
     collection's encoder) and the galaxy nearest (``ra``, ``dec``) within ``radius_arcsec`` — moved away
     from the mean of ``negative_ids``. Positive and negative galaxies are left out of the results; an
     image is not (a galaxy's own file finds that galaxy first). ``where`` is a condition on catalog
-    columns (``"mag < 20 and class_name != 'hdf'"``) that every result satisfies. The score is
-    ``similarity`` (cosine) or ``distance`` (l2 index); a matched position is in ``result.attrs["matched"]``.
+    columns (``"mag < 20 and class_name != 'hdf'"``, see :mod:`index.filters`) that every result
+    satisfies. The score is ``similarity`` (cosine) or ``distance`` (l2 index); a matched position is in
+    ``result.attrs["matched"]``.
     """
     coll = collection if isinstance(collection, Collection) else open_collection(collection)
     positive_ids, negative_ids = _id_list(ids), _id_list(negative_ids)
@@ -175,24 +177,6 @@ def embed_image_file(collection: Collection, path: str | Path, device: str | Non
         raise QueryError(f"cannot use {path} as a query image: {exc}") from exc
     encoder = encoder_of(collection, device)
     return encoder.embed(stored[None], tta=bool(collection.encoder.get("tta")))[0]
-
-
-def filter_rows(catalog: pd.DataFrame, where: str) -> np.ndarray:
-    """Sorted catalog rows satisfying ``where``, a ``DataFrame.eval`` condition on the catalog columns."""
-    columns = ", ".join(map(str, catalog.columns))
-    try:
-        selected = catalog.eval(where, engine="python")
-    except (SyntaxError, NameError, KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise QueryError(f"cannot filter with {where!r}: {exc}. The catalog columns are: {columns}") from exc
-    if not isinstance(selected, pd.Series) or not pd.api.types.is_bool_dtype(selected):
-        raise QueryError(
-            f"the filter {where!r} is not a true/false condition, such as "
-            f"\"mag < 20 and class_name != 'hdf'\". The catalog columns are: {columns}"
-        )
-    rows = np.flatnonzero(selected.fillna(False).to_numpy(bool))
-    if not len(rows):
-        raise QueryError(f"no galaxy satisfies the filter {where!r}")
-    return rows
 
 
 def match_position(
