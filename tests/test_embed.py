@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 from conftest import TINY_ENCODER, blob_images, write_blob_npz
 
 from embedder import EncoderError, embed, encoder_of, ingest, load_encoder, open_collection
-
-SLOW_ENCODER = "random:convnext_nano"  # slow enough on CPU to interrupt mid-run
 
 
 def test_embed_stores_vectors_and_fingerprint(blob_collection):
@@ -69,57 +65,62 @@ def test_tta_embeddings_ignore_rotation(tmp_path):
 
 
 def _assert_rows_match_a_fresh_run(coll, rows: slice) -> None:
-    reference = load_encoder(SLOW_ENCODER, "cpu").embed(coll.images[rows])
+    reference = load_encoder(TINY_ENCODER, "cpu").embed(coll.images[rows])
     np.testing.assert_allclose(coll.embeddings[rows], reference, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.slow
 def test_interrupted_embed_resumes_where_it_stopped(tmp_path, monkeypatch):
-    # commit after every batch, so that the Ctrl-C below lands mid-run however fast this machine is
-    monkeypatch.setattr(sys.modules["embedder.embed"], "COMMIT_SECONDS", 0.0)
-    ingest(write_blob_npz(tmp_path / "c.npz", 400, size=64), tmp_path / "c", progress=False)
-    encoder = load_encoder(SLOW_ENCODER, "cpu")
+    monkeypatch.setattr(sys.modules["embedder.embed"], "COMMIT_SECONDS", 0.0)  # commit every batch
+    ingest(write_blob_npz(tmp_path / "c.npz", 160, size=64), tmp_path / "c", progress=False)
+    encoder = load_encoder(TINY_ENCODER, "cpu")
+    batches = []
 
-    def interrupt(*_):  # Ctrl-C as soon as some batches are committed
-        if json.loads((tmp_path / "c" / "manifest.json").read_text())["counts"]["embedded"] > 0:
+    def embed_until_ctrl_c(images, tta=False):  # Ctrl-C while the fourth batch is being embedded
+        batches.append(len(images))
+        if len(batches) == 4:
             raise KeyboardInterrupt
+        return type(encoder).embed(encoder, images, tta=tta)
 
-    previous = signal.signal(signal.SIGALRM, interrupt)
-    signal.setitimer(signal.ITIMER_REAL, 0.05, 0.05)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            embed(tmp_path / "c", encoder, batch_size=16, progress=False)
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+    monkeypatch.setattr(encoder, "embed", embed_until_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        embed(tmp_path / "c", encoder, batch_size=16, progress=False)
+    monkeypatch.undo()
     done = open_collection(tmp_path / "c").counts["embedded"]
-    assert 0 < done < 400  # the batches finished before Ctrl-C were kept
+    assert done == 3 * 16  # the batches finished before Ctrl-C were kept
     report = embed(tmp_path / "c", encoder, batch_size=16, progress=False)
-    assert report.resumed_from == done and report.embedded == 400 - done
-    _assert_rows_match_a_fresh_run(open_collection(tmp_path / "c"), slice(max(done - 8, 0), done + 8))
+    assert report.resumed_from == done and report.embedded == 160 - done
+    _assert_rows_match_a_fresh_run(open_collection(tmp_path / "c"), slice(done - 8, done + 8))
 
 
-# The CLI in a child process that commits after every batch, so that a kill lands mid-run however fast
-# the machine is (with the 2 s default a fast CPU finished 800 galaxies before the first commit).
-EVERY_BATCH_CLI = (
-    "import sys, embedder.embed, ui.cli; embedder.embed.COMMIT_SECONDS = 0.0; sys.exit(ui.cli.main())"
-)
+# The CLI in a child process that commits after every batch and kills itself (SIGKILL: no cleanup runs)
+# right after its third commit: a hard kill at the same point however fast or busy the machine is.
+KILLED_AFTER_THREE_COMMITS = """
+import os, signal, sys
+import embedder.embed, ui.cli
+from embedder.collection import Collection
+sys.modules["embedder.embed"].COMMIT_SECONDS = 0.0  # the module: embedder.embed names the function
+append, commits = Collection.append_embeddings, []
+def append_then_die(self, rows):
+    append(self, rows)
+    commits.append(len(rows))
+    if len(commits) == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+Collection.append_embeddings = append_then_die
+sys.exit(ui.cli.main())
+"""
 
 
 @pytest.mark.slow
 def test_killed_embed_process_resumes(tmp_path):
-    n = 1600
+    n, batch = 160, 16
     ingest(write_blob_npz(tmp_path / "c.npz", n, size=64), tmp_path / "c", progress=False)
-    arguments = ["embed", str(tmp_path / "c"), "--encoder", SLOW_ENCODER]
-    arguments += ["--device", "cpu", "--batch-size", "16", "--quiet"]
-    process = subprocess.Popen([sys.executable, "-c", EVERY_BATCH_CLI, *arguments])
-    deadline = time.monotonic() + 120
-    while open_collection(tmp_path / "c").counts["embedded"] == 0 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    arguments = ["embed", str(tmp_path / "c"), "--encoder", TINY_ENCODER]
+    arguments += ["--device", "cpu", "--batch-size", str(batch), "--quiet"]
+    killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_THREE_COMMITS, *arguments], timeout=300)
+    assert killed.returncode == -signal.SIGKILL
     done = open_collection(tmp_path / "c").counts["embedded"]
-    assert 0 < done < n, "the process was killed after committing some rows and before the end"
+    assert done == 3 * batch  # what was committed before the kill, and nothing half-written
     resumed = [sys.executable, "-m", "ui.cli", *arguments]
     assert subprocess.run(resumed, timeout=300).returncode == 0
     coll = open_collection(tmp_path / "c")

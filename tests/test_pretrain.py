@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -137,40 +136,34 @@ def test_bad_requests_are_refused(tmp_path, collection):
     assert pretrain([collection], tmp_path / "e.safetensors", epochs=2, restart=True, **TINY).steps == 8
 
 
+# The CLI in a child process that kills itself (SIGKILL: no cleanup runs) right after saving its state at
+# its third epoch: a hard kill at the same point however fast or busy the machine is.
+KILLED_AFTER_EPOCH_THREE = """
+import os, signal, sys
+import ui.cli
+from embedder.pretrain import _Trainer
+save = _Trainer.save
+def save_then_die(self, epoch, step):
+    save(self, epoch, step)
+    if (epoch, step) == (3, 0):
+        os.kill(os.getpid(), signal.SIGKILL)
+_Trainer.save = save_then_die
+sys.exit(ui.cli.main())
+"""
+
+
 @pytest.mark.slow
 def test_killed_training_resumes_to_the_same_weights(tmp_path, collection):
     out = tmp_path / "killed.safetensors"
-    command = [
-        sys.executable,
-        "-m",
-        "ui.cli",
-        "pretrain",
-        str(collection),
-        "--out",
-        str(out),
-        "--arch",
-        "test_convnext",
-        "--input-size",
-        "32",
-        "--batch-size",
-        "32",
-        "--epochs",
-        "20",
-        "--device",
-        "cpu",
-        "--quiet",
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    state = out.with_name(out.name + ".state.pt")
-    deadline = time.monotonic() + 120
-    while not state.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not out.exists(), "killed before the end"
-    resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    arguments = ["pretrain", str(collection), "--out", str(out), "--arch", "test_convnext"]
+    arguments += ["--input-size", "32", "--batch-size", "32", "--epochs", "20", "--device", "cpu", "--quiet"]
+    killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_EPOCH_THREE, *arguments], timeout=300)
+    assert killed.returncode == -signal.SIGKILL and not out.exists(), "killed before the end"
+    resumed = subprocess.run(
+        [sys.executable, "-m", "ui.cli", *arguments], capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr
-    assert "resumed at epoch" in resumed.stdout
+    assert "resumed at epoch 3" in resumed.stdout
     reference = pretrain([collection], tmp_path / "straight.safetensors", epochs=20, **TINY)
     images = open_collection(collection).images[:16]
     np.testing.assert_allclose(
