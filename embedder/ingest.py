@@ -129,6 +129,11 @@ def ingest(
     report = IngestReport(collection)
     coll = Collection(collection) if (collection / MANIFEST).exists() else None
     if coll is not None:
+        if stretch is not None and stretch != coll.stretch:
+            raise IngestError(
+                f"{collection} stretches its images with a {coll.stretch}, not a {stretch}: a collection "
+                "keeps one stretch (leave out the stretch options, or ingest into a new collection)"
+            )
         stretch = coll.stretch
         if crop is not None and crop != coll.crop:
             raise IngestError(f"{collection} keeps the central {coll.crop:.3g} of each image, not {crop:.3g}")

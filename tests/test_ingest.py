@@ -12,12 +12,14 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
+from conftest import write_blob_npz
 from PIL import Image
 
 from embedder.collection import IMAGES, MANIFEST, CollectionError, open_collection
 from embedder.errors import IngestError
 from embedder.ingest import IngestReport, ingest
 from embedder.stretch import Stretch
+from ui.cli import main
 
 REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gz_decals_rings_dev.npz"
 RNG = np.random.default_rng(0)
@@ -523,8 +525,25 @@ def test_two_sizes_become_one_and_collection_remembers_preprocessing(tmp_path):
         "stretch": {"kind": "sqrt", "lower_percentile": 1, "upper_percentile": 99, "a": 0.1, "joint": True},
     }
     assert manifest["sources"][0]["stored"] == 3
-    run(folder, tmp_path / "coll", stretch=Stretch("linear"))  # a later ingest keeps the first stretch
+    run(folder, tmp_path / "coll")  # a later ingest without a stretch uses the stored one
+    run(folder, tmp_path / "coll", stretch=Stretch("sqrt", 1, 99))  # or names it again
+    with pytest.raises(IngestError, match=r"stretches its images with a sqrt.*not a linear"):
+        run(folder, tmp_path / "coll", stretch=Stretch("linear"))
     assert open_collection(tmp_path / "coll").preprocessing["stretch"]["kind"] == "sqrt"
+
+
+def test_cli_refuses_another_stretch_for_an_existing_collection(tmp_path):
+    write_blob_npz(tmp_path / "blobs.npz", 4)
+    assert (
+        main(["ingest", str(tmp_path / "blobs.npz"), str(tmp_path / "c"), "--quiet", "--stretch", "sqrt"])
+        == 0
+    )
+    again = ["ingest", str(tmp_path / "blobs.npz"), str(tmp_path / "c"), "--quiet"]
+    assert main(again) == 0  # no stretch option: the stored one
+    assert main([*again, "--percentiles", "1", "99"]) == 1  # sqrt with another clip is another stretch
+    assert main([*again, "--stretch", "sqrt"]) == 0
+    with pytest.raises(SystemExit):
+        main([*again, "--percentiles", "90", "10"])  # a usage error, not a traceback
 
 
 def test_crop_keeps_the_centre_at_full_resolution_and_is_remembered(tmp_path):

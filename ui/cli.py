@@ -32,10 +32,18 @@ def _bands(text: str) -> list[int]:
 
 
 def cmd_ingest(args: argparse.Namespace) -> None:
+    from dataclasses import replace
+
     from embedder import Stretch, ingest
 
-    lower, upper = args.percentiles
-    stretch = Stretch(args.stretch, lower, upper, args.softening, joint=not args.per_channel)
+    given = {"kind": args.stretch, "a": args.softening, "joint": False if args.per_channel else None}
+    if args.percentiles:
+        given |= dict(zip(("lower_percentile", "upper_percentile"), args.percentiles, strict=True))
+    given = {name: value for name, value in given.items() if value is not None}
+    try:
+        stretch = replace(Stretch(), **given) if given else None  # None: the collection's, or the default
+    except ValueError as exc:
+        args.usage_error(str(exc))
     report = ingest(
         args.source,
         args.collection,
@@ -399,23 +407,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--stretch",
         choices=["asinh", "linear", "log", "sqrt"],
-        default="asinh",
-        help="stretch for non-8-bit pixels (default asinh)",
+        help="stretch for non-8-bit pixels (default asinh); fixed when the collection is created",
     )
     p.add_argument(
         "--percentiles",
         type=float,
         nargs=2,
-        default=(0.5, 99.5),
         metavar=("LO", "HI"),
         help="per-channel clip percentiles before the stretch (default 0.5 99.5)",
     )
-    p.add_argument(
-        "--softening", type=float, default=0.1, help="asinh/log softening parameter a (default 0.1)"
-    )
+    p.add_argument("--softening", type=float, help="asinh/log softening parameter a (default 0.1)")
     p.add_argument(
         "--per-channel",
         action="store_true",
+        default=None,
         help="clip each channel on its own (default: one interval for all, which keeps colours)",
     )
     p.add_argument("--bands", type=_bands, help="channels to keep, in R,G,B order, e.g. 3,2,1")
