@@ -85,12 +85,18 @@ class FinetuneResult:
     folder: Path | None
     seconds: float
     trials: pd.DataFrame | None = None  # --auto: every trial
+    budget_s: float | None = None  # --auto: the time budget
 
     def summary(self) -> str:
         lines = []
         if self.trials is not None:
             lines += ["auto: every trial (cross-validated score: balanced accuracy, or minus RMSE)"]
             lines += [self.trials.to_string(index=False, float_format=lambda v: f"{v:.3g}"), ""]
+        if self.budget_s is not None and self.seconds > self.budget_s:
+            lines += [
+                f"the time budget of {self.budget_s:g} s was exceeded: the first, cheapest trial always runs "
+                "to the end; give --time-budget more seconds to compare settings"
+            ]
         lines += [f"trained a {describe_config(self.head.training['config'])} head in {self.seconds:.1f} s"]
         lines += [f"metrics on {self.metrics['n']} held-out labels:"]
         lines += [f"  {k}: {_fmt(v)}" for k, v in self.metrics.items() if k != "confusion_matrix"]
@@ -376,7 +382,7 @@ def finetune(
 
             plot_confusion(head.metrics["confusion_matrix"], head.classes, folder / "confusion.png")
             plot_roc(scores, test.targets, head.classes, folder / "roc.png")
-    return FinetuneResult(head, head.metrics, folder, time.monotonic() - start, trials)
+    return FinetuneResult(head, head.metrics, folder, time.monotonic() - start, trials, auto_budget_s)
 
 
 def _train_test(
@@ -450,7 +456,8 @@ AUTO_UNFROZEN = {"unfreeze": (1, 2, 4), "lr": (1e-4, 3e-4), "weight_decay": (1e-
 
 
 def auto_configs(seed: int) -> list[FinetuneConfig]:
-    """The search space of ``--auto``: every frozen-head setting first (cheap), then unfrozen ones."""
+    """The search space of ``--auto``: the cheapest setting (the default frozen linear head), the other
+    frozen-head settings, then unfrozen ones."""
     frozen = [
         FinetuneConfig(head=h, lr=lr, weight_decay=wd, seed=seed)
         for h in AUTO_FROZEN["head"]
@@ -463,8 +470,10 @@ def auto_configs(seed: int) -> list[FinetuneConfig]:
         for lr in AUTO_UNFROZEN["lr"]
         for wd in AUTO_UNFROZEN["weight_decay"]
     ]
+    cheapest = replace(FinetuneConfig(seed=seed), lr=FinetuneConfig().resolved().lr)  # the defaults
+    frozen.remove(cheapest)
     rng = np.random.default_rng(seed)
-    return [frozen[i] for i in rng.permutation(len(frozen))] + [
+    return [cheapest, *(frozen[i] for i in rng.permutation(len(frozen)))] + [
         unfrozen[i] for i in rng.permutation(len(unfrozen))
     ]
 
@@ -482,7 +491,8 @@ def auto_tune(
     """Cross-validate settings from :func:`auto_configs` until ``budget_s`` is spent; best config and trials.
 
     Leaves a quarter of the budget for training the chosen head; a trial whose folds would run past the
-    budget is stopped and marked ``cut short``.
+    budget is stopped and marked ``cut short``. The first, cheapest trial always runs to the end, so that
+    a budget too small for this machine still gives a head (and the result says the budget was exceeded).
     """
     start = time.monotonic()
     search_end = start + 0.75 * budget_s
@@ -494,7 +504,8 @@ def auto_tune(
     trials = []
     bar = tqdm(auto_configs(seed), desc="auto", unit="trial", disable=not progress)
     for config in bar:
-        if time.monotonic() > search_end:
+        first = not trials
+        if not first and time.monotonic() > search_end:
             break
         config = replace(config, device=device)
         trial_start, scores, cut = time.monotonic(), [], False
@@ -520,8 +531,6 @@ def auto_tune(
         )
     table = pd.DataFrame(trials)
     done = table[table["status"] == "done"]
-    if done.empty:
-        raise GalsearchError(f"no trial finished within {budget_s:g} s: give --time-budget more seconds")
     best = done.loc[done["cv_score"].idxmax()]
     config = FinetuneConfig(
         head=best["head"],

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import TINY_ENCODER
 
 from embedder import GalsearchError, embed, open_collection
-from embedder.finetune import FinetuneConfig, auto_tune, finetune, learning_curve, predict
+from embedder.finetune import FinetuneConfig, finetune, learning_curve, predict
 from embedder.heads import load_head
 from embedder.labels import LabelError, read_labels
 from ui.cli import main
@@ -88,17 +86,23 @@ def test_predict_writes_class_columns_for_every_galaxy(blobs):
     assert (catalog["shape"] == catalog["class_name"]).mean() > 0.9
 
 
-def test_auto_respects_its_time_box_and_reports_every_trial(blobs):
+def test_auto_reports_every_trial(blobs):
     coll, table = blobs
     labels = read_labels(table, coll)
-    start = time.monotonic()
     result = finetune(coll, labels, FinetuneConfig(device="cpu"), auto_budget_s=8, name="auto")
-    assert time.monotonic() - start < 8 + 2  # one epoch of overshoot at most, plus evaluation
     trials = result.trials
-    assert len(trials) >= 2 and set(trials["status"]) <= {"done", "cut short"}
-    assert (result.folder / "trials.csv").is_file()
-    config, _ = auto_tune(coll, labels, budget_s=5, device="cpu")
-    assert config.head in ("linear", "mlp")
+    assert len(trials) >= 1 and set(trials["status"]) <= {"done", "cut short"}
+    assert pd.read_csv(result.folder / "trials.csv").shape[0] == len(trials)
+
+
+def test_auto_with_too_small_a_budget_finishes_the_cheapest_trial_and_says_so(blobs):
+    coll, table = blobs
+    labels = read_labels(table, coll)
+    result = finetune(coll, labels, FinetuneConfig(device="cpu"), auto_budget_s=1e-6)
+    assert result.trials["status"].tolist() == ["done"]  # however fast or busy the machine is
+    assert (result.trials[["head", "unfreeze"]].iloc[0] == ["linear", 0]).all()
+    assert "time budget of 1e-06 s was exceeded" in result.summary()
+    assert result.metrics["balanced_accuracy"] > 0.8
 
 
 def test_learning_curve_repeats_draws_per_label_count(blobs):
