@@ -6,6 +6,7 @@ that ingest reports it and goes on. A source that cannot be read at all raises :
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +27,10 @@ from PIL import Image, UnidentifiedImageError
 from .errors import IngestError
 
 ARRAY_SUFFIXES = {".npz", ".h5", ".hdf5", ".hdf"}
+# Pixels (all bands) one cutout file may declare, checked before any pixel is decoded: 16 bands of
+# 1,768 x 1,768 px, far beyond a galaxy cutout, and 200 MB as float32. Larger images are mosaics (cut
+# them with a source table) or decompression bombs (a few kB of PNG or FITS declaring gigabytes).
+MAX_CUTOUT_PIXELS = 50_000_000
 
 
 @dataclass
@@ -221,7 +226,8 @@ def _read_picture(path: Path) -> np.ndarray:
     """Pixels of a PNG/JPEG: greyscale (H, W) or RGB (H, W, 3), alpha dropped, 16-bit kept."""
     kind = "PNG" if path.suffix.lower() == ".png" else "JPEG"
     try:
-        with Image.open(path) as picture:
+        with Image.open(path) as picture:  # reads the header only
+            _check_cutout_pixels(math.prod(picture.size) * len(picture.getbands()), picture.size)
             picture.load()
             if picture.mode in ("1", "LA", "La"):
                 picture = picture.convert("L")
@@ -241,7 +247,11 @@ def _read_fits(path: Path, bands: list[int] | None) -> tuple[np.ndarray, dict[st
     image HDUs of the same shape (one per band) are added as channels in HDU order.
     """
     with _fits_read_errors(), fits.open(path, memmap=False) as hdul:
-        hdus = [(hdu.header, np.asarray(hdu.data)) for hdu in hdul if _is_band_hdu(hdu)]
+        planes = [hdu for hdu in hdul if _is_band_hdu(hdu)]  # headers only: no pixel is read yet
+        if planes:
+            largest = max((hdu.shape for hdu in planes), key=math.prod)
+            _check_cutout_pixels(sum(math.prod(hdu.shape) for hdu in planes), largest[::-1])
+        hdus = [(hdu.header, np.asarray(hdu.data)) for hdu in planes]
     if not hdus:
         raise ValueError("no image data in any HDU")
     header, data = hdus[0]
@@ -275,6 +285,8 @@ def _fits_read_errors() -> Iterator[None]:
         warnings.simplefilter("always", AstropyUserWarning)
         try:
             yield
+        except TooLargeError:
+            raise
         except (OSError, EOFError, ValueError, TypeError) as exc:  # astropy's errors for damaged files
             raise ValueError(_truncation(caught) or f"not a readable FITS file: {exc}") from exc
     if truncation := _truncation(caught):
@@ -289,9 +301,23 @@ def _truncation(caught: list[warnings.WarningMessage]) -> str | None:
 
 
 def _is_band_hdu(hdu: Any) -> bool:
-    """Whether an HDU holds image pixels (not a table, an empty primary or a mask/variance plane)."""
+    """Whether an HDU holds image pixels (not a table, an empty primary or a mask/variance plane), from
+    its header alone."""
     extname = str(hdu.header.get("EXTNAME", "")).strip().upper()
-    return hdu.is_image and extname not in AUX_EXTNAMES and hdu.data is not None and hdu.data.size > 0
+    return hdu.is_image and extname not in AUX_EXTNAMES and len(hdu.shape) > 0 and math.prod(hdu.shape) > 0
+
+
+class TooLargeError(ValueError):
+    """A cutout file declares more pixels than MAX_CUTOUT_PIXELS."""
+
+
+def _check_cutout_pixels(pixels: int, size: tuple[int, ...]) -> None:
+    """Refuse a cutout that declares more than MAX_CUTOUT_PIXELS before its pixels are decoded."""
+    if pixels > MAX_CUTOUT_PIXELS:
+        raise TooLargeError(
+            f"the image declares {' x '.join(map(str, size))} pixels ({pixels:,} in all bands), more than "
+            f"the {MAX_CUTOUT_PIXELS:,} a cutout may have; cut a large image with a source table (--catalog)"
+        )
 
 
 def _band_names(headers: list[Any], channels: int) -> list[str] | None:
