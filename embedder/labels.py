@@ -14,6 +14,8 @@ from .errors import GalsearchError
 
 TASKS = ("classify", "binary", "regress")
 SHOWN = 10  # offending rows listed in an error message
+MAX_FILE_BYTES = 256 * 2**20  # about ten million "id,label" lines; a larger file is refused unread
+MAX_CLASSES = 100  # more distinct labels than this is a wrong column (ids, magnitudes), not classes
 
 
 class LabelError(GalsearchError):
@@ -49,12 +51,22 @@ def _table(source: str | Path | pd.DataFrame) -> pd.DataFrame:
     path = Path(source)
     if not path.is_file():
         raise LabelError(f"label file {path} does not exist")
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise LabelError(
+            f"the label file {path} holds {path.stat().st_size / 2**20:,.0f} MiB; a label file may hold "
+            f"{MAX_FILE_BYTES // 2**20} MiB (keep the id and label columns only)"
+        )
     try:
-        fmt = "ascii.csv" if path.suffix.lower() in (".csv", ".txt") else None
-        table = Table.read(path, format=fmt) if fmt else Table.read(path)
-    except Exception as exc:  # astropy raises many types for unreadable files
+        if path.suffix.lower() in (".csv", ".txt"):
+            table = Table.read(path, format="ascii.csv")
+        elif path.suffix.lower() in (".fits", ".fit", ".fts"):
+            table = Table.read(path, memmap=True)  # a header declaring more rows than the file holds fails
+        else:
+            table = Table.read(path)
+        table.convert_bytestring_to_unicode()  # FITS text columns are bytes
+        return table.to_pandas()
+    except Exception as exc:  # astropy raises many types for unreadable files and odd columns
         raise LabelError(f"cannot read the label file {path}: {exc}") from exc
-    return table.to_pandas()
 
 
 def _offending(frame: pd.DataFrame, mask: np.ndarray, what: str) -> str:
@@ -104,6 +116,9 @@ def read_labels(
     if duplicated.any():
         problems.append(_offending(frame, duplicated, "with an id given more than once"))
     values = frame[columns]
+    shaped = values.map(lambda v: np.ndim(v) > 0).to_numpy().any(axis=1)  # FITS vector columns
+    if shaped.any():
+        problems.append(_offending(frame, shaped, "with an array, not one value, as the target"))
     if task == "regress":
         numbers = values.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
         missing = np.isnan(numbers).any(axis=1)
@@ -125,6 +140,11 @@ def read_labels(
 def _classes(task: str, rows: np.ndarray, values: pd.Series, column: str, positive: str | None) -> Labels:
     names = values.map(_label_text)
     classes = sorted(names.unique(), key=_sort_key)
+    if len(classes) > MAX_CLASSES:
+        raise LabelError(
+            f"column {column!r} has {len(classes)} different labels; a classifier takes at most "
+            f"{MAX_CLASSES} classes (is it an id or a measurement? fractions go with --task regress)"
+        )
     if len(classes) < 2:
         raise LabelError(
             f"column {column!r} has only one class ({classes[0]}): a classifier needs two or more"

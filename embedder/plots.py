@@ -16,6 +16,11 @@ def _figure(width: float, height: float) -> tuple[Figure, object]:
     return figure, figure.add_subplot()
 
 
+def _plain(text: str) -> str:
+    """A label drawn as typed: '$' would start matplotlib's mathtext, which fails on '$x^{$'."""
+    return str(text).replace("$", r"\$")
+
+
 def _save(figure: Figure, path: Path) -> Path:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
@@ -25,7 +30,8 @@ def _save(figure: Figure, path: Path) -> Path:
 def plot_confusion(matrix: list[list[int]], classes: list[str], path: Path) -> Path:
     """The confusion matrix (rows: true class, columns: predicted)."""
     figure, axes = _figure(1.2 * len(classes) + 3, 1.2 * len(classes) + 2.5)
-    ConfusionMatrixDisplay(np.array(matrix), display_labels=classes).plot(ax=axes, colorbar=False)
+    display = ConfusionMatrixDisplay(np.array(matrix), display_labels=[_plain(c) for c in classes])
+    display.plot(ax=axes, colorbar=False)
     axes.tick_params(axis="x", labelrotation=45)
     return _save(figure, path)
 
@@ -36,7 +42,7 @@ def plot_roc(scores: np.ndarray, truth: np.ndarray, classes: list[str], path: Pa
     positives = [1] if len(classes) == 2 else range(len(classes))
     for c in positives:
         if 0 < (truth == c).sum() < len(truth):
-            RocCurveDisplay.from_predictions(truth == c, scores[:, c], name=classes[c], ax=axes)
+            RocCurveDisplay.from_predictions(truth == c, scores[:, c], name=_plain(classes[c]), ax=axes)
     axes.plot([0, 1], [0, 1], ls=":", color="grey")
     return _save(figure, path)
 
