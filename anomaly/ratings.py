@@ -28,6 +28,7 @@ APPLICATION_ID = 0x47534C52  # "GSLR": marks the file as a galsearch ratings dat
 SCHEMA_VERSION = 1
 MIN_RATING, MAX_RATING = 0.0, 5.0
 BUSY_TIMEOUT_S = 30  # how long a write waits for other writers
+MAX_SESSION_NAME = 100  # characters; a name is stored and shown, never used as a path
 EXPORT_FORMATS = {".csv": "csv", ".fits": "fits", ".fit": "fits", ".xml": "votable", ".vot": "votable"}
 
 SCHEMA = f"""
@@ -237,6 +238,11 @@ class RatingsStore:
 def _check_session_name(name: str) -> None:
     if not name or not name.strip():
         raise RatingsError("a session needs a name, e.g. 'mergers'")
+    if len(name) > MAX_SESSION_NAME or not name.isprintable():
+        raise RatingsError(
+            f"a session name is at most {MAX_SESSION_NAME} printable characters, "
+            f"got {name[:MAX_SESSION_NAME]!r}"
+        )
 
 
 def ratings_store(collection_path: str | Path) -> RatingsStore:

@@ -36,7 +36,7 @@ from .collection import Collection, read_rows
 from .embed import encoder_of
 from .encoders import Encoder, default_device
 from .errors import GalsearchError
-from .heads import HEADS_DIR, Head, HeadNet, head_path, load_head, output_count
+from .heads import Head, HeadNet, head_folder, head_path, load_head, output_count
 from .labels import Labels
 
 MIN_LABELS = 10
@@ -362,6 +362,7 @@ def finetune(
     matrix, ROC) and, for ``--auto``, every trial (``trials.csv``).
     """
     start = time.monotonic()
+    folder = None if name is None else head_folder(collection, name)  # a bad name fails before training
     train, test = _train_test(labels, test_labels, test_fraction, config.seed)
     trials, deadline = None, None
     if auto_budget_s:
@@ -372,9 +373,8 @@ def finetune(
     head = fit_head(collection, train, config, deadline=deadline, progress=progress)
     scores = head_scores(head, collection, test.rows)
     head.metrics = metrics(head, scores, test)
-    folder = None
-    if name:
-        folder = head.save(collection.path / HEADS_DIR / name)
+    if folder is not None:
+        head.save(folder)
         if trials is not None:
             trials.to_csv(folder / "trials.csv", index=False)
         if plots and head.task != "regress":
@@ -510,10 +510,11 @@ def auto_tune(
         config = replace(config, device=device)
         trial_start, scores, cut = time.monotonic(), [], False
         for train, test in split:
-            if time.monotonic() > search_end:
+            if not first and time.monotonic() > search_end:
                 cut = True
                 break
-            head = fit_head(collection, labels.subset(train), config, deadline=search_end)
+            deadline = None if first else search_end
+            head = fit_head(collection, labels.subset(train), config, deadline=deadline)
             held = labels.subset(test)
             scores.append(
                 main_score(labels.task, metrics(head, head_scores(head, collection, held.rows), held))
@@ -549,7 +550,10 @@ def auto_tune(
 def predict(
     collection: Collection, head: str | Path, device: str | None = None, progress: bool = False
 ) -> list[str]:
-    """Write the head's predictions for every galaxy as catalog columns; returns the column names."""
+    """Write the head's predictions for every galaxy as catalog columns; returns the column names.
+
+    ``head`` is the name of a head saved in the collection, or a ``Path`` to a head folder.
+    """
     folder = head_path(collection, head)
     name = folder.name
     loaded = load_head(folder, device)

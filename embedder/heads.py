@@ -8,6 +8,7 @@ metadata) and, for a partly unfrozen encoder, ``encoder.safetensors`` (a galsear
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from .errors import GalsearchError
 HEAD_FILE = "head.safetensors"
 ENCODER_FILE = "encoder.safetensors"
 HEADS_DIR = "heads"
+HEAD_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")  # a folder name, and a prefix of catalog columns
 KINDS = ("linear", "mlp")
 MLP_HIDDEN = 256
 PREDICT_BATCH = 256  # images per forward pass of a fine-tuned encoder
@@ -138,10 +140,23 @@ def output_count(task: str, classes: list[str], columns: list[str]) -> int:
     return len(columns) if task == "regress" else len(classes)
 
 
-def head_path(collection: Collection, name_or_path: str | Path) -> Path:
-    """A head folder: a path as given, or the name of a head saved in ``collection``."""
-    path = Path(name_or_path)
-    return path if (path / HEAD_FILE).is_file() else collection.path / HEADS_DIR / str(name_or_path)
+def head_folder(collection: Collection, name: str) -> Path:
+    """COLLECTION/heads/NAME; refuses a name, or a link, that would lead out of the heads folder."""
+    if not HEAD_NAME.fullmatch(name) or ".." in name:
+        raise GalsearchError(
+            f"a head name is 1-100 letters, digits, '_', '-' or '.' (starting with a letter, digit or '_', "
+            f"no '..'), e.g. rings; got {name[:100]!r}"
+        )
+    heads = collection.path / HEADS_DIR
+    folder = heads / name
+    if folder.is_symlink() or not folder.resolve().is_relative_to(heads.resolve()):
+        raise GalsearchError(f"{folder} is a link; a head must be a folder inside {heads}")
+    return folder
+
+
+def head_path(collection: Collection, head: str | Path) -> Path:
+    """A head folder: a ``Path`` as given, or the name of a head saved in ``collection``."""
+    return head if isinstance(head, Path) else head_folder(collection, head)
 
 
 def load_head(folder: str | Path, device: str | None = None) -> Head:

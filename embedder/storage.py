@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -17,6 +18,13 @@ from .errors import CollectionError
 def utc_now() -> str:
     """The current UTC time as an ISO 8601 string, to the second (for manifests and index records)."""
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def safe_name(text: str, fallback: str) -> str:
+    """``text`` made safe as a file name: runs of other characters than letters, digits, '_', '-' and
+    '.' become '_', and leading or trailing dots, dashes and underscores go (``fallback`` if nothing
+    is left)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._-")[:100] or fallback
 
 
 def _fsync_dir(directory: Path) -> None:

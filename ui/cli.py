@@ -257,9 +257,10 @@ def _sizes(text: str) -> list[int]:
 def cmd_finetune(args: argparse.Namespace) -> None:
     from embedder import open_collection
     from embedder.finetune import FinetuneConfig, finetune, learning_curve, summarize_curve
-    from embedder.heads import HEADS_DIR
+    from embedder.heads import head_folder
     from embedder.labels import read_labels
     from embedder.plots import plot_learning_curve
+    from embedder.storage import safe_name
 
     coll = open_collection(args.collection)
     labels = read_labels(args.labels, coll, args.task, args.columns, args.positive)
@@ -274,7 +275,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         seed=args.seed,
         device=args.device,
     )
-    name = args.name or Path(args.labels).stem
+    name = args.name or safe_name(Path(args.labels).stem, "labels")
     if args.curve:
         curve = learning_curve(
             coll,
@@ -285,7 +286,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
             test_labels=test or None,
             progress=not args.quiet,
         )
-        folder = coll.path / HEADS_DIR / name
+        folder = head_folder(coll, name)
         folder.mkdir(parents=True, exist_ok=True)
         curve.to_csv(folder / "learning_curve.csv", index=False)
         metric = "rmse" if args.task == "regress" else "balanced_accuracy"
@@ -310,9 +311,11 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 def cmd_predict(args: argparse.Namespace) -> None:
     from embedder import open_collection
     from embedder.finetune import predict
+    from embedder.heads import HEAD_FILE
 
     coll = open_collection(args.collection)
-    columns = predict(coll, args.head, device=args.device, progress=not args.quiet)
+    head = Path(args.head) if Path(args.head, HEAD_FILE).is_file() else args.head  # a folder, or a name
+    columns = predict(coll, head, device=args.device, progress=not args.quiet)
     print(f"wrote columns {', '.join(columns)} for {len(coll)} galaxies to the catalog of {coll.path}")
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
-
 import gradio as gr
 import numpy as np
 import pandas as pd
 
 from embedder import GalsearchError
 from embedder.finetune import FinetuneConfig, finetune, learning_curve, predict, summarize_curve
+from embedder.heads import head_folder
 from embedder.labels import read_labels
 from embedder.plots import plot_learning_curve
 
@@ -72,12 +71,15 @@ def build(state: AppState) -> None:
     predictions = gr.Gallery(columns=8, height="auto", allow_preview=False, label="Predictions")
 
     def run(file, table, task_name, kind, groups, head_name, progress=TRACK_TQDM):
-        head_name = _name(head_name)
         coll = state.collection()
         try:
             labels = read_labels(_labels_table(file, table), coll, task_name)
             result = finetune(
-                coll, labels, FinetuneConfig(head=kind, unfreeze=int(groups)), name=head_name, progress=True
+                coll,
+                labels,
+                FinetuneConfig(head=kind, unfreeze=int(groups)),
+                name=(head_name or "").strip(),
+                progress=True,
             )
         except GalsearchError as exc:
             raise gr.Error(str(exc)) from None
@@ -94,16 +96,17 @@ def build(state: AppState) -> None:
         coll = state.collection()
         try:
             counts = [int(v) for v in label_counts.split(",")]
+        except ValueError:
+            raise gr.Error("Label counts are comma-separated numbers, e.g. 10,30,100.") from None
+        try:
+            folder = head_folder(coll, (head_name or "").strip())
             labels = read_labels(_labels_table(file, table), coll, task_name)
             config = FinetuneConfig(head=kind, unfreeze=int(groups))
             summary = summarize_curve(
                 learning_curve(coll, labels, counts, config, draws=3, progress=True), task_name
             )
-        except ValueError:
-            raise gr.Error("Label counts are comma-separated numbers, e.g. 10,30,100.") from None
         except GalsearchError as exc:
             raise gr.Error(str(exc)) from None
-        folder = coll.path / "heads" / _name(head_name)
         folder.mkdir(parents=True, exist_ok=True)
         metric = "rmse" if task_name == "regress" else "balanced_accuracy"
         return str(plot_learning_curve(summary, metric, folder / "learning_curve.png")), summary
@@ -116,9 +119,8 @@ def build(state: AppState) -> None:
     )
 
     def apply_head(head_name: str, wanted: str):
-        head_name = _name(head_name)
         try:
-            columns = predict(state.collection(), head_name)
+            columns = predict(state.collection(), (head_name or "").strip())
         except GalsearchError as exc:
             raise gr.Error(str(exc)) from None
         note = f"wrote columns {', '.join(columns)} for every galaxy"
@@ -126,7 +128,7 @@ def build(state: AppState) -> None:
 
     def browse(head_name: str, wanted: str):
         catalog = state.collection().catalog
-        head_name = _name(head_name)
+        head_name = (head_name or "").strip()
         column = f"{head_name}_prob_{wanted.strip()}" if wanted and wanted.strip() else f"{head_name}_prob"
         if column not in catalog:
             raise gr.Error(f"no column {column}: apply the head first, and name one of its classes")
@@ -135,10 +137,3 @@ def build(state: AppState) -> None:
 
     apply.click(apply_head, [name, browse_class], [applied, predictions], api_name="apply_head")
     browse_class.submit(browse, [name, browse_class], predictions)
-
-
-def _name(text: str) -> str:
-    name = (text or "").strip()
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name.startswith("."):
-        raise gr.Error("A head name is letters, digits, '_', '-' or '.', e.g. rings")
-    return name
