@@ -229,7 +229,9 @@ class Collection:
         rows = lookup.get_indexer(ids)
         missing = [i for i, r in zip(ids, rows, strict=True) if r < 0]
         if missing:
-            raise CollectionError(f"id(s) not in collection {self.path.name}: {missing[:10]}")
+            shown = [m if len(m) <= 80 else m[:77] + "..." for m in missing[:10]]
+            more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+            raise CollectionError(f"id(s) not in collection {self.path.name}: {shown}{more}")
         return rows
 
     # ---- writing -----------------------------------------------------------------------------

@@ -82,6 +82,7 @@ def search(
         raise QueryError("nothing to search for: give galaxy ids, an image file or ra/dec")
     if k < 1:
         raise QueryError(f"k must be at least 1, got {k}")
+    k = min(k, len(coll))  # a larger k asks for nothing more, and would only size FAISS's result arrays
     _require_embedded(coll)
     allowed = None if where is None else filter_rows(coll.catalog, where)
     matched = None if ra is None and dec is None else match_position(coll, ra, dec, radius_arcsec)

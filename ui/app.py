@@ -13,10 +13,12 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported: n
 from pathlib import Path
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from embedder import describe
 
 from . import discover_tab, finetune_tab, map_tab, search_tab
+from .access import LoginRequired
 from .state import AppState
 
 MAX_UPLOAD = "50mb"  # uploaded images and label files; larger ones are refused before reaching galsearch
@@ -27,7 +29,8 @@ def build_app(collection: str | Path) -> gr.Blocks:
     state = AppState(collection)
     coll = state.collection()
     encoder = describe(coll.encoder) if coll.encoder else "no encoder yet"
-    with gr.Blocks(title=f"galsearch · {coll.manifest['name']}") as app:
+    # delete_cache: Gradio's copies of results and uploads are deleted after an hour, checked every 10 min
+    with gr.Blocks(title=f"galsearch · {coll.manifest['name']}", delete_cache=(600, 3600)) as app:
         gr.Markdown(
             f"## galsearch · {coll.manifest['name']}\n{len(coll)} galaxies · "
             f"{coll.counts['embedded']} embedded with {encoder}"
@@ -50,7 +53,13 @@ def launch(
     auth: tuple[str, str] | None = None,
     block: bool = True,
 ) -> gr.Blocks:
-    """Start serving the app for ``collection``; with ``block`` (default) until interrupted."""
+    """Start serving the app for ``collection``; with ``block`` (default) until interrupted.
+
+    Bound to ``host`` (this machine only by default). With ``auth``, every route but the login page
+    refuses a request without a login (see :mod:`ui.access`). Features that would expose more are off
+    whatever the environment says: server-side rendering (a Node server), the MCP server, the traffic
+    monitor, the FastAPI schema page.
+    """
     app = build_app(collection)
     app.queue(default_concurrency_limit=4)  # several users at once; long jobs don't block quick ones
     app.launch(
@@ -61,5 +70,15 @@ def launch(
         head=discover_tab.KEYS_JS,
         prevent_thread_lock=not block,
         quiet=not block,
+        ssr_mode=False,
+        mcp_server=False,
+        enable_monitoring=False,
+        pwa=False,
+        app_kwargs={
+            "openapi_url": None,
+            "docs_url": None,
+            "redoc_url": None,
+            "middleware": [Middleware(LoginRequired)] if auth else [],
+        },
     )
     return app

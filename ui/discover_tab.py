@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import re
-import tempfile
-from pathlib import Path
-
 import gradio as gr
 
 from anomaly import ratings_store
 from embedder import GalsearchError
+from embedder.storage import safe_name
 
 from .state import AppState, stamp
 
@@ -130,8 +127,7 @@ def build(state: AppState) -> None:
     )
 
     def export_ratings(name: str, fmt_name: str) -> str:
-        safe = re.sub(r"[^\w.-]+", "_", name).strip(".") or "session"
-        path = Path(tempfile.mkdtemp(prefix="galsearch-ratings-")) / f"ratings-{safe}{EXPORTS[fmt_name]}"
+        path = state.download(f"ratings-{safe_name(name, 'session')}{EXPORTS[fmt_name]}")
         ratings_store(state.path).export(path, session=name)
         return str(path)
 

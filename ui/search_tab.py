@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import gradio as gr
 import numpy as np
 import pandas as pd
@@ -123,9 +120,8 @@ def _results(state: AppState, found: pd.DataFrame, ids: list[str], fmt_name: str
     matched = found.attrs.get("matched")
     anchor = ids[0] if ids else matched["id"] if matched else None
     query = stamp(coll.images[int(coll.rows_of(anchor)[0])], QUERY_SIDE) if anchor else None
-    folder = Path(tempfile.mkdtemp(prefix="galsearch-results-"))
     fmt, suffix = DOWNLOADS[fmt_name]
-    path = folder / f"neighbours{suffix}"
+    path = state.download(f"neighbours{suffix}")
     write_results(found, path, fmt)
     shown = [c for c in found.columns if c not in ("rank", "id", score)][:SHOWN_COLUMNS]
     return query, gallery, found[["rank", "id", score, *shown]], str(path)

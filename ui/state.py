@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
+import time
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +16,8 @@ from embedder import Collection, open_collection
 from embedder.collection import MANIFEST
 
 DISPLAY_SIDE = 160  # stamps are enlarged by whole pixels to about this side, so structure is visible
+MAX_LOOPS = 16  # discovery loops kept in memory (each holds features of every galaxy); older ones reload
+DOWNLOAD_AGE_S = 3600  # result files older than this are deleted (Gradio serves its own copy)
 
 
 def stamp(image: np.ndarray, side: int = DISPLAY_SIDE) -> np.ndarray:
@@ -30,8 +36,9 @@ class AppState:
         self._lock = threading.Lock()
         self._collection: Collection | None = None
         self._version: int | None = None
-        self._hunts: dict[tuple[str, str], tuple[Discovery, threading.Lock]] = {}
+        self._hunts: OrderedDict[tuple[str, str], tuple[Discovery, threading.Lock]] = OrderedDict()
         self.maps: dict[tuple, object] = {}
+        self._downloads = Path(tempfile.mkdtemp(prefix="galsearch-downloads-"))
         self.collection()
 
     def collection(self) -> Collection:
@@ -55,7 +62,8 @@ class AppState:
         return [(stamp(images[r]), self.caption(int(r), e)) for r, e in zip(rows, extras, strict=True)]
 
     def discovery(self, session: str, user: str) -> tuple[Discovery, threading.Lock]:
-        """The active-learning loop of ``session`` for ``user`` (built once), with a lock to use it under."""
+        """The active-learning loop of ``session`` for ``user`` with a lock to use it under; the last
+        MAX_LOOPS used are kept, so that strangers naming new sessions cannot fill the memory."""
         key = (session, user)
         with self._lock:
             found = self._hunts.get(key)
@@ -63,4 +71,17 @@ class AppState:
             built = (Discovery(self.path, session, user=user), threading.Lock())
             with self._lock:
                 found = self._hunts.setdefault(key, built)
+        with self._lock:
+            self._hunts.move_to_end(key)
+            while len(self._hunts) > MAX_LOOPS:
+                self._hunts.popitem(last=False)  # its ratings are in the store; it reloads when used
         return found
+
+    def download(self, name: str) -> Path:
+        """A path ``name`` in a new folder for a file the page offers for download; folders older than
+        DOWNLOAD_AGE_S are deleted first, so that repeated requests cannot fill the disk."""
+        cutoff = time.time() - DOWNLOAD_AGE_S
+        for old in self._downloads.iterdir():
+            if old.stat().st_mtime < cutoff:
+                shutil.rmtree(old, ignore_errors=True)
+        return Path(tempfile.mkdtemp(dir=self._downloads)) / name
