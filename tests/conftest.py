@@ -7,6 +7,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -48,3 +49,10 @@ def blob_collection(tmp_path: Path) -> Collection:
     """A fresh 64-galaxy collection of two learnable classes (not embedded)."""
     ingest(write_blob_npz(tmp_path / "blobs.npz", 64), tmp_path / "blobs", progress=False)
     return open_collection(tmp_path / "blobs")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from astropy.table import Table
-from conftest import TINY_ENCODER
+from conftest import TINY_ENCODER, free_port
 from gradio_client import Client, handle_file
 from PIL import Image
 
@@ -19,12 +18,6 @@ from anomaly import ratings_store
 from embedder import embed, open_collection
 from index import build_index, similar
 from ui.app import launch
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -111,7 +104,7 @@ def test_rating_through_the_api_from_several_clients_loses_nothing(served):
     assert len(Table.read(exported)) == 23
     ratings_store(path).rate("../odd/name", "blob-0-0001", 1)
     odd = Client(url, verbose=False).predict("../odd/name", "CSV", api_name="/export_ratings")
-    assert Path(odd).name == "ratings-_odd_name.csv" and len(pd.read_csv(odd)) == 1
+    assert Path(odd).name == "ratings-odd_name.csv" and len(pd.read_csv(odd)) == 1
 
 
 def test_finetune_apply_and_map_through_the_api(served, tmp_path):

@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY_ENCODER, write_blob_npz
+from conftest import TINY_ENCODER, free_port, write_blob_npz
 from PIL import Image
-from test_app import free_port
 
 from anomaly import ratings_store
 from embedder import embed, ingest, open_collection
@@ -158,3 +157,23 @@ def test_map_renders_and_a_box_fills_the_gallery(page):
     page.mouse.click(box["x"] + box["width"] - 2, box["y"] + box["height"] - 2)
     page.locator("#map-info").get_by_text("galaxies in the box").wait_for()
     assert page.locator("#map-selection img").count() > 0
+
+
+def test_with_auth_the_login_page_loads_and_lets_the_user_search(browser, collection):
+    port = free_port()
+    app = launch(collection, port=port, auth=("ann", "secret"), block=False)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(WAIT_MS)
+    try:
+        page.goto(f"http://127.0.0.1:{port}/")  # served through ui.access.LoginRequired
+        page.get_by_label("username").fill("ann")
+        page.get_by_label("password").fill("secret")
+        page.get_by_role("button", name="Login").click()
+        page.get_by_label("Galaxy id").fill("blob-0-0005")
+        page.locator("#search-button").click()
+        expect_gallery(
+            page, "#neighbours", similar(open_collection(collection), "blob-0-0005", 12)["id"].tolist()
+        )
+    finally:
+        page.close()
+        app.close()
