@@ -36,10 +36,10 @@ import math
 import os
 import random
 import tempfile
-import time
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -136,7 +136,7 @@ class CutoutRequest:
             )
         if layer is not None and spec.layer is None:
             raise FetchError(f"{survey} has no layers; --layer is for legacy (e.g. ls-dr10, ls-dr9)")
-        if bands is not None and not spec.all_bands:
+        if bands and not spec.all_bands:
             raise FetchError(f"{survey} serves gri colour JPEGs only; it takes no bands")
         bands = _check_bands(spec, spec.bands if bands is None else bands, format)
         return cls(survey, format, int(size), float(pixscale), bands, layer or spec.layer)
@@ -193,7 +193,8 @@ class Downloader:
 
     5xx, 429 and 408 answers, timeouts, dropped connections and bodies shorter than announced are retried
     up to ``retries`` times after ``backoff * 2**attempt`` seconds (times a random factor in [0.5, 1],
-    at most 60 s, or the server's Retry-After); any other 4xx fails at once.
+    at most 60 s, or the server's Retry-After); any other 4xx fails at once. After :meth:`stop` no new
+    attempt starts, so an interrupted run ends within one request's timeout.
     """
 
     def __init__(self, concurrency: int = 4, retries: int = 3, timeout: float = 60.0, backoff: float = 1.0):
@@ -203,12 +204,16 @@ class Downloader:
                 f"{retries}, {timeout}, {backoff}"
             )
         self.concurrency, self.retries, self.backoff = concurrency, retries, backoff
+        self.stopped = threading.Event()
         self.client = httpx.Client(
             timeout=timeout,
             limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
             headers={"User-Agent": USER_AGENT},
             follow_redirects=True,
         )
+
+    def stop(self) -> None:
+        self.stopped.set()
 
     def close(self) -> None:
         self.client.close()
@@ -241,6 +246,8 @@ class Downloader:
         tries = 0
         while True:
             tries += 1
+            if self.stopped.is_set():
+                raise CutoutFailure("interrupted", "the run stopped before this cutout came", False)
             try:
                 return attempt()
             except CutoutFailure as failure:
@@ -248,7 +255,7 @@ class Downloader:
                     failure.detail += f" (after {tries} attempts)" if tries > 1 else ""
                     raise
                 delay = min(60.0, self.backoff * 2 ** (tries - 1)) * random.uniform(0.5, 1.0)
-                time.sleep(delay if failure.retry_after is None else failure.retry_after)
+                self.stopped.wait(delay if failure.retry_after is None else failure.retry_after)
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -463,9 +470,10 @@ def _as_rgb(item: Item) -> tuple[np.ndarray, dict[str, Any]]:
 
 @dataclass
 class Failure:
-    """A galaxy whose cutout could not be had, and why."""
+    """A galaxy (``row`` of the catalogue, from 0) whose cutout could not be had, and why."""
 
     id: str
+    row: int
     ra: float
     dec: float
     reason: str
@@ -553,14 +561,12 @@ class _Cutouts:
                         submit()
                         yield from self._items(key, future)
                         bar.update(len(self.jobs[key]))
-                        bar.set_postfix(
-                            fetched=self.report.fetched,
-                            cached=self.report.cached,
-                            failed=len(self.report.failed),
-                        )
+                        counts = self.report.fetched, self.report.cached, len(self.report.failed)
+                        bar.set_postfix(dict(zip(("fetched", "cached", "failed"), counts, strict=True)))
             finally:
+                self.fetcher.downloader.stop()  # when interrupted: running requests end, no new one starts
                 for future in running:
-                    future.cancel()  # those not started; the running ones end within the timeout
+                    future.cancel()
                 bar.close()
 
     def _items(self, key: tuple[float, float], future: Future) -> Iterator[Item]:
@@ -571,7 +577,7 @@ class _Cutouts:
         except CutoutFailure as failure:
             url = cutout_url(self.fetcher.request, *key, self.fetcher.base_url)
             self.report.failed += [
-                Failure(galaxy, *key, failure.reason, failure.detail, url) for _, galaxy in rows
+                Failure(galaxy, row, *key, failure.reason, failure.detail, url) for row, galaxy in rows
             ]
             return
         if how == "cached":
@@ -631,7 +637,7 @@ def fetch(
             report.already_present += 1
         elif not valid:
             report.failed.append(
-                Failure(galaxy, ra, dec, "invalid position", "RA/Dec missing or out of range", "")
+                Failure(galaxy, i, ra, dec, "invalid position", "RA/Dec missing or out of range", "")
             )
         else:
             jobs.setdefault(_key(ra, dec), []).append((i, galaxy))
@@ -648,6 +654,7 @@ def fetch(
                 raise  # cutouts were had but ingest refused them all: its reasons say why
     finally:
         downloader.close()
+        report.failed.sort(key=lambda f: f.row)
         _write_failures(collection / FAILURES_FILE, report.failed)
     if report.ingest is None and not existing:
         reasons = "; ".join(sorted({f"{f.reason}: {f.detail}" for f in report.failed})[:5])
@@ -663,13 +670,13 @@ def _key(ra: float, dec: float) -> tuple[float, float]:
 
 
 def _write_failures(path: Path, failures: list[Failure]) -> None:
-    """The run's failures as CSV (id, ra, dec, reason, detail, url); no file when there are none."""
+    """The run's failures as CSV (id, row, ra, dec, reason, detail, url); no file when there are none."""
     if not failures:
         path.unlink(missing_ok=True)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=["id", "ra", "dec", "reason", "detail", "url"])
+    writer = csv.DictWriter(text, fieldnames=[f.name for f in fields(Failure)])
     writer.writeheader()
     writer.writerows(asdict(f) for f in failures)
     atomic_write(path, lambda f: f.write(text.getvalue().encode()))

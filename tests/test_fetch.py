@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -29,7 +30,7 @@ from conftest import TINY_ENCODER
 from PIL import Image
 
 from embedder import FetchError, embed, open_collection
-from embedder.fetch import FAILURES_FILE, SURVEYS, Downloader, fetch, iau_name
+from embedder.fetch import FAILURES_FILE, SURVEYS, CutoutRequest, Downloader, fetch, iau_name
 from index import QueryError, search
 from ui import cli
 
@@ -311,6 +312,12 @@ def test_bad_requests_are_refused_before_any_download(server, tmp_path):
     assert server.requests == []
 
 
+@pytest.mark.parametrize("survey", SURVEYS)
+def test_a_request_saved_with_a_collection_is_made_again_the_same(survey):
+    request = CutoutRequest.make(survey)
+    assert CutoutRequest.make(**asdict(request)) == request
+
+
 def test_iau_names_are_truncated_not_rounded():
     assert iau_name(0, 0) == "J000000.00+000000.0"
     assert iau_name(15 * (1 + 2 / 60 + 3.456 / 3600), -(4 + 5 / 60 + 6.78 / 3600)) == "J010203.45-040506.7"
@@ -361,6 +368,8 @@ def test_failures_are_listed_with_reasons_and_transient_ones_retried(server, tmp
     counts = server.per_seed()
     assert [counts[s] for s in seeds[:8]] == [3, 2, 3, 3, 1, 1, 1, 3]  # no retry of a 404 or a blank
     listed = pd.read_csv(tmp_path / "coll" / FAILURES_FILE).set_index("id")
+    assert list(listed.index) == ["gal03", "gal04", "gal05", "gal06", "gal07", "gal09"]  # catalogue order
+    assert list(listed["row"]) == [3, 4, 5, 6, 7, 9]
     assert (
         listed.loc["gal05", "reason"] == "blank cutout"
         and "cutout.fits?ra=150.05" in listed.loc["gal05", "url"]
