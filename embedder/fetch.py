@@ -6,7 +6,7 @@ Three services, each called with the URL parameters its documentation gives:
   ``ra``, ``dec``, ``layer``, ``pixscale``, ``size``, ``bands`` (https://www.legacysurvey.org/viewer/urls,
   https://www.legacysurvey.org/svtips/ and the "image stamps" section of
   https://www.legacysurvey.org/dr10/description/). A FITS answer is a (bands, H, W) cube in nanomaggies
-  with ``BAND0``, ``BAND1`` ... naming the bands; outside the footprint the service answers zeros.
+  with ``BAND0``, ``BAND1`` ... naming the bands; outside the footprint it is expected to answer zeros.
 - ``sdss``: SkyServer's image cutout service, ``{base}/getjpeg`` with ``ra``, ``dec``, ``scale`` (arcsec
   per pixel), ``width``, ``height``: gri colour JPEGs only
   (https://skyserver.sdss.org/dr17/en/help/docs/api.aspx, the ImgCutout service).
@@ -61,7 +61,7 @@ FAILURES_FILE = "fetch_failures.csv"
 REQUEST_FILE = "request.json"
 USER_AGENT = "galsearch/0.1 (galaxy similarity search; survey cutout fetcher)"
 WAVELENGTH_ORDER = "ugrizy"
-MOSTLY_EMPTY = 0.5
+MOSTLY_EMPTY = 0.5  # a FITS cutout with more of its pixels without data (0 or NaN) is refused
 
 
 @dataclass(frozen=True)

@@ -393,7 +393,7 @@ def test_slow_answers_time_out_and_are_retried(server, tmp_path):
     server.faults = {seed_of(ra[0]): ["slow"]}
     server.always = {seed_of(ra[1]): "slow"}
     catalog = write_catalog(tmp_path / "cat.csv", 2)
-    report = fetch(catalog, tmp_path / "coll", **quick(retries=1, timeout=2.0))
+    report = fetch(catalog, tmp_path / "coll", **quick(retries=1, timeout=4.0))
     assert report.fetched == 1
     [failure] = report.failed
     assert (failure.id, failure.reason) == ("gal01", "timeout") and "after 2 attempts" in failure.detail
