@@ -5,6 +5,7 @@ from .demo import build_demo, default_demo_path
 from .embed import DEFAULT_ENCODER, EmbedReport, describe, embed, encoder_of
 from .encoders import Encoder, load_encoder, save_encoder
 from .errors import CollectionError, EncoderError, GalsearchError, IngestError
+from .fetch import FetchError, FetchReport, fetch
 from .ingest import IngestReport, ingest, prepare_image
 from .sources import Item
 from .stretch import Stretch
@@ -16,6 +17,8 @@ __all__ = [
     "EmbedReport",
     "Encoder",
     "EncoderError",
+    "FetchError",
+    "FetchReport",
     "GalsearchError",
     "IngestError",
     "IngestReport",
@@ -26,6 +29,7 @@ __all__ = [
     "describe",
     "embed",
     "encoder_of",
+    "fetch",
     "ingest",
     "load_encoder",
     "open_collection",

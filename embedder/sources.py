@@ -373,23 +373,15 @@ def read_image_with_table(
     The image is a 2-D image or a (C, H, W) cube with a celestial WCS; every other table column is carried.
     A row whose position is off the image, or whose cutout is mostly off it, is reported.
     """
-    catalog = _read_table(table)
-    ra_name, dec_name = _radec_columns(catalog, table)
-    ra, dec = _degrees(catalog, ra_name, dec_name, table)
-    id_name = _find_column(catalog, ID_NAMES)
-    columns = {
-        f"table_{name}" if name.lower() in RESERVED_COLUMNS else name: [_scalar(v) for v in catalog[name]]
-        for name in catalog.colnames
-        if name not in (ra_name, dec_name, id_name) and catalog[name].ndim == 1
-    }
+    positions = read_positions(table)
+    ra, dec = positions.ra, positions.dec
     planes, wcs = _load_wide_image(image)
     planes = _select_planes(planes, bands, image)
     x, y = _pixel_positions(wcs, ra, dec)
-    for i in range(len(catalog)):
-        raw_id = _scalar(catalog[id_name][i]) if id_name else None
-        item_id = f"{table.stem}-{i}" if raw_id is None else str(raw_id).strip()
+    for i in range(len(positions)):
+        item_id = positions.ids[i] or f"{table.stem}-{i}"
         source = f"{table.name}[{i}]"
-        if not _valid_radec(ra[i], dec[i]):
+        if not valid_radec(ra[i], dec[i]):
             yield Item(item_id, source, error=f"invalid position ra={ra[i]}, dec={dec[i]}")
             continue
         try:
@@ -397,8 +389,45 @@ def read_image_with_table(
         except ValueError as exc:
             yield Item(item_id, source, error=str(exc))
             continue
-        row = {"ra": float(ra[i]), "dec": float(dec[i])} | {k: v[i] for k, v in columns.items()}
-        yield Item(item_id, source, stamp, row)
+        yield Item(item_id, source, stamp, positions.row(i))
+
+
+@dataclass
+class Positions:
+    """The rows of a source table: RA/Dec (degrees, NaN where masked), ids and the other columns."""
+
+    ra: np.ndarray
+    dec: np.ndarray
+    ids: list[str | None]
+    columns: dict[str, list[Any]]
+
+    def __len__(self) -> int:
+        return len(self.ra)
+
+    def row(self, i: int) -> dict[str, Any]:
+        """Catalog columns of row ``i``: ra, dec, then every other column of the table."""
+        position = {"ra": float(self.ra[i]), "dec": float(self.dec[i])}
+        return position | {name: values[i] for name, values in self.columns.items()}
+
+
+def read_positions(table: Path) -> Positions:
+    """RA/Dec, ids (None where the table has no id column or the cell is empty) and other columns of a table.
+
+    The table is anything astropy reads (FITS, CSV, ECSV, VOTable ...). Columns named like catalog
+    columns galsearch keeps itself (id, source, ra, dec) are carried as ``table_<name>``.
+    """
+    catalog = _read_table(table)
+    ra_name, dec_name = _radec_columns(catalog, table)
+    ra, dec = _degrees(catalog, ra_name, dec_name, table)
+    id_name = _find_column(catalog, ID_NAMES)
+    raw_ids = [_scalar(v) for v in catalog[id_name]] if id_name else [None] * len(catalog)
+    columns = {
+        f"table_{name}" if name.lower() in RESERVED_COLUMNS else name: [_scalar(v) for v in catalog[name]]
+        for name in catalog.colnames
+        if name not in (ra_name, dec_name, id_name) and catalog[name].ndim == 1
+    }
+    ids = [None if v is None or str(v).strip() == "" else str(v).strip() for v in raw_ids]
+    return Positions(ra, dec, ids, columns)
 
 
 def _read_table(table: Path) -> Table:
@@ -475,14 +504,14 @@ def _select_planes(planes: list[np.ndarray], bands: list[int] | None, image: Pat
     return [planes[b] for b in bands]
 
 
-def _valid_radec(ra: Any, dec: Any) -> Any:
+def valid_radec(ra: Any, dec: Any) -> Any:
     """Whether RA/Dec (scalars or arrays, degrees) are finite with |Dec| <= 90."""
     return np.isfinite(ra) & np.isfinite(dec) & (np.abs(dec) <= 90)
 
 
 def _pixel_positions(wcs: WCS, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """0-based pixel x, y of each RA/Dec (NaN for invalid coordinates or ones the projection cannot place)."""
-    valid = _valid_radec(ra, dec)
+    valid = valid_radec(ra, dec)
     x, y = np.full(len(ra), np.nan), np.full(len(ra), np.nan)
     if valid.any():
         x[valid], y[valid] = wcs.world_to_pixel(SkyCoord(ra[valid], dec[valid], unit="deg"))

@@ -65,6 +65,7 @@ def search(
     k: int = 10,
     negative_weight: float = NEGATIVE_WEIGHT,
     device: str | None = None,
+    fetch: str | None = None,
 ) -> pd.DataFrame:
     """The ``k`` galaxies most like the query, best first: catalog rows with ``rank`` and a score column.
 
@@ -74,7 +75,9 @@ def search(
     image is not (a galaxy's own file finds that galaxy first). ``where`` is a condition on catalog
     columns (``"mag < 20 and class_name != 'hdf'"``, see :mod:`index.filters`) that every result
     satisfies. The score is ``similarity`` (cosine) or ``distance`` (l2 index); a matched position is in
-    ``result.attrs["matched"]``.
+    ``result.attrs["matched"]``. With ``fetch`` (a survey: legacy, sdss, panstarrs), a position with no
+    galaxy within the radius is searched by its cutout, downloaded from that survey (network!) and
+    embedded like an image; its cache file is in ``result.attrs["fetched"]``.
     """
     coll = collection if isinstance(collection, Collection) else open_collection(collection)
     positive_ids, negative_ids = _id_list(ids), _id_list(negative_ids)
@@ -85,7 +88,7 @@ def search(
     k = min(k, len(coll))  # a larger k asks for nothing more, and would only size FAISS's result arrays
     _require_embedded(coll)
     allowed = None if where is None else filter_rows(coll.catalog, where)
-    matched = None if ra is None and dec is None else match_position(coll, ra, dec, radius_arcsec)
+    matched, fetched = _position(coll, ra, dec, radius_arcsec, fetch)
     positives = _rows(coll, positive_ids + ([matched.id] if matched else []))
     negatives = _rows(coll, negative_ids)
     if both := set(coll.catalog["id"].iloc[np.intersect1d(positives, negatives)]):
@@ -93,13 +96,33 @@ def search(
     vectors = coll.embeddings[positives]
     if image is not None:
         vectors = np.vstack([vectors, embed_image_file(coll, image, device)])
+    if fetched is not None:
+        vectors = np.vstack([vectors, embed_image(coll, fetched[0], device, f"the {fetch} cutout")])
     vector_index = _index_of(coll, device)
     query = query_vector(vectors, coll.embeddings[negatives], vector_index.metric, negative_weight)
     scores, rows = _search_excluding(vector_index, query, k, np.union1d(positives, negatives), allowed)
     result = _results(coll.catalog, rows, scores, vector_index.metric)
     if matched is not None:
         result.attrs["matched"] = {"id": matched.id, "separation_arcsec": matched.separation_arcsec}
+    if fetched is not None:
+        result.attrs["fetched"] = {"survey": fetch, "cutout": str(fetched[1])}
     return result
+
+
+def _position(
+    coll: Collection, ra: float | None, dec: float | None, radius_arcsec: float, fetch: str | None
+) -> tuple[Match | None, tuple[np.ndarray, Path] | None]:
+    """The galaxy matched at a position, or else (with ``fetch``) the pixels and file of its cutout."""
+    if ra is None and dec is None:
+        return None, None
+    try:
+        return match_position(coll, ra, dec, radius_arcsec), None
+    except QueryError:
+        if fetch is None or ra is None or dec is None:
+            raise
+    from embedder.fetch import fetch_position
+
+    return None, fetch_position(coll, fetch, ra, dec)
 
 
 def similar(collection: str | Path | Collection, ids: str | Iterable[str], k: int = 10) -> pd.DataFrame:
@@ -170,12 +193,18 @@ def query_vector(
 
 def embed_image_file(collection: Collection, path: str | Path, device: str | None = None) -> np.ndarray:
     """The embedding of a FITS/PNG/JPEG file, preprocessed and encoded as the collection's images were."""
-    item = read_image_file(path)
+    return embed_image(collection, read_image_file(path).image, device, str(path))
+
+
+def embed_image(
+    collection: Collection, image: np.ndarray, device: str | None = None, name: str = "the image"
+) -> np.ndarray:
+    """The embedding of raw pixels (H, W[, C]), preprocessed and encoded as the collection's images were."""
     side, _, channels = collection.image_shape
     try:
-        stored = prepare_image(item.image, side, channels, collection.stretch, collection.crop)
+        stored = prepare_image(image, side, channels, collection.stretch, collection.crop)
     except ValueError as exc:
-        raise QueryError(f"cannot use {path} as a query image: {exc}") from exc
+        raise QueryError(f"cannot use {name} as a query image: {exc}") from exc
     encoder = encoder_of(collection, device)
     return encoder.embed(stored[None], tta=bool(collection.encoder.get("tta")))[0]
 

@@ -15,6 +15,7 @@ from ui.cli import main
 
 COMMANDS = [
     "ingest",
+    "fetch",
     "embed",
     "pretrain",
     "index",

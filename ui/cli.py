@@ -18,8 +18,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from anomaly import Discovery
+    from embedder import Stretch
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+SURVEYS = ("legacy", "sdss", "panstarrs")  # embedder.fetch.SURVEYS, named here so that --help stays fast
 
 
 def _bands(text: str) -> list[int]:
@@ -31,28 +33,57 @@ def _bands(text: str) -> list[int]:
         ) from None
 
 
-def cmd_ingest(args: argparse.Namespace) -> None:
+def _stretch(args: argparse.Namespace) -> Stretch | None:
+    """The stretch the ingest options (--stretch, --percentiles, --softening, --per-channel) describe, the
+    defaults filling in; None without any, which means the collection's own (or the default)."""
     from dataclasses import replace
 
-    from embedder import Stretch, ingest
+    from embedder import Stretch
 
     given = {"kind": args.stretch, "a": args.softening, "joint": False if args.per_channel else None}
     if args.percentiles:
         given |= dict(zip(("lower_percentile", "upper_percentile"), args.percentiles, strict=True))
     given = {name: value for name, value in given.items() if value is not None}
     try:
-        stretch = replace(Stretch(), **given) if given else None  # None: the collection's, or the default
+        return replace(Stretch(), **given) if given else None
     except ValueError as exc:
         args.usage_error(str(exc))
+
+
+def cmd_ingest(args: argparse.Namespace) -> None:
+    from embedder import ingest
+
     report = ingest(
         args.source,
         args.collection,
         catalog=args.catalog,
         size=args.size,
-        stretch=stretch,
+        stretch=_stretch(args),
         crop=args.crop,
         bands=args.bands,
         cutout_size=args.cutout_size,
+        progress=not args.quiet,
+    )
+    print(report.summary())
+
+
+def cmd_fetch(args: argparse.Namespace) -> None:
+    from embedder import fetch
+
+    report = fetch(
+        args.catalog,
+        args.collection,
+        args.survey,
+        format=args.format,
+        size=args.size,
+        pixscale=args.pixscale,
+        bands=args.bands,
+        layer=args.layer,
+        concurrency=args.concurrency,
+        retries=args.retries,
+        timeout=args.timeout,
+        retry_failed=args.retry_failed,
+        stretch=_stretch(args),
         progress=not args.quiet,
     )
     print(report.summary())
@@ -119,6 +150,8 @@ def cmd_search(args: argparse.Namespace) -> None:
         args.usage_error("give what to search for: --id ID, --image PATH or --ra DEG --dec DEG")
     if (args.ra is None) != (args.dec is None):
         args.usage_error("--ra and --dec go together")
+    if args.fetch and args.ra is None:
+        args.usage_error("--fetch is for a position: give --ra and --dec")
     from index import search, write_results
 
     found = search(
@@ -132,10 +165,17 @@ def cmd_search(args: argparse.Namespace) -> None:
         where=args.where,
         k=args.k,
         device=args.device,
+        fetch=args.fetch,
     )
     if matched := found.attrs.get("matched"):
         print(
             f"position matched {matched['id']} at {matched['separation_arcsec']:.2f} arcsec", file=sys.stderr
+        )
+    if fetched := found.attrs.get("fetched"):
+        print(
+            f"no galaxy within {args.radius:g} arcsec: searched with the {fetched['survey']} cutout there "
+            f"({fetched['cutout']})",
+            file=sys.stderr,
         )
     write_results(found, args.output, args.format)
     if args.output is not None:
@@ -362,6 +402,28 @@ def _credentials(text: str) -> tuple[str, str]:
     return user, password
 
 
+def _add_stretch_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--stretch",
+        choices=["asinh", "linear", "log", "sqrt"],
+        help="stretch for non-8-bit pixels (default asinh); fixed when the collection is created",
+    )
+    parser.add_argument(
+        "--percentiles",
+        type=float,
+        nargs=2,
+        metavar=("LO", "HI"),
+        help="per-channel clip percentiles before the stretch (default 0.5 99.5)",
+    )
+    parser.add_argument("--softening", type=float, help="asinh/log softening parameter a (default 0.1)")
+    parser.add_argument(
+        "--per-channel",
+        action="store_true",
+        default=None,
+        help="clip each channel on its own (default: one interval for all, which keeps colours)",
+    )
+
+
 def _add_server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)"
@@ -407,26 +469,51 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the central fraction of each image, for cutouts much wider than their galaxies "
         "(e.g. 0.67; default 1: all of it)",
     )
-    p.add_argument(
-        "--stretch",
-        choices=["asinh", "linear", "log", "sqrt"],
-        help="stretch for non-8-bit pixels (default asinh); fixed when the collection is created",
-    )
-    p.add_argument(
-        "--percentiles",
-        type=float,
-        nargs=2,
-        metavar=("LO", "HI"),
-        help="per-channel clip percentiles before the stretch (default 0.5 99.5)",
-    )
-    p.add_argument("--softening", type=float, help="asinh/log softening parameter a (default 0.1)")
-    p.add_argument(
-        "--per-channel",
-        action="store_true",
-        default=None,
-        help="clip each channel on its own (default: one interval for all, which keeps colours)",
-    )
+    _add_stretch_options(p)
     p.add_argument("--bands", type=_bands, help="channels to keep, in R,G,B order, e.g. 3,2,1")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = command(
+        "fetch",
+        cmd_fetch,
+        "download the survey cutouts of a catalogue's galaxies into a collection (network)",
+    )
+    p.add_argument(
+        "catalog", type=Path, help="FITS/CSV/VOTable table with RA/Dec columns; other columns are kept"
+    )
+    p.add_argument("collection", type=Path, help="collection directory (created if absent)")
+    p.add_argument("--survey", choices=SURVEYS, default="legacy", help="cutout service (default legacy)")
+    p.add_argument(
+        "--format", choices=["fits", "jpeg"], help="default fits (flux); sdss serves colour JPEGs only"
+    )
+    p.add_argument("--size", type=int, metavar="PX", help="cutout side in pixels (default 128)")
+    p.add_argument(
+        "--pixscale",
+        type=float,
+        metavar="ARCSEC",
+        help="arcsec per pixel (default: the survey's own, legacy 0.262, sdss 0.396, panstarrs 0.25)",
+    )
+    p.add_argument(
+        "--bands", metavar="LETTERS", help="1 or 3 bands for FITS (default legacy grz, panstarrs gri)"
+    )
+    p.add_argument("--layer", help="Legacy Surveys viewer layer (default ls-dr10)")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=4,
+        metavar="N",
+        help="requests at once (default 4: the services are shared, keep it polite)",
+    )
+    p.add_argument(
+        "--retries", type=int, default=3, help="retries of a 5xx, timeout or truncated answer (default 3)"
+    )
+    p.add_argument("--timeout", type=float, default=60, metavar="S", help="per request (default 60 s)")
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="ask again for cutouts an earlier run found blank, outside the footprint or refused (4xx)",
+    )
+    _add_stretch_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = command("embed", cmd_embed, "embed every galaxy of a collection with an image encoder")
@@ -501,6 +588,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--where", metavar="EXPR", help="catalog condition, e.g. \"mag < 20 and class_name != 'hdf'\""
+    )
+    p.add_argument(
+        "--fetch",
+        choices=SURVEYS,
+        metavar="SURVEY",
+        help="with --ra/--dec: if no galaxy is within the radius, download the cutout there from this "
+        "survey (legacy, sdss, panstarrs), embed it and search with it (network)",
     )
     p.add_argument("-k", type=int, default=10, help="number of results (default 10)")
     p.add_argument("--output", type=Path, metavar="FILE", help="write the results here (default: stdout)")
