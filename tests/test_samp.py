@@ -11,6 +11,7 @@ import queue
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -58,10 +59,13 @@ def collection(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def home(tmp_path, monkeypatch) -> Path:
-    """A HOME of this test's own, no SAMP_HUB, and pyvo kept off the internet."""
+    """A HOME and temporary folder (where the tables sent are written) of this test's own, no SAMP_HUB, and
+    pyvo kept off the internet."""
     folder = tmp_path / "home"
     folder.mkdir()
     monkeypatch.setenv("HOME", str(folder))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.delenv("SAMP_HUB", raising=False)
     with samp.conf.set_temp("use_internet", False):
         yield folder
@@ -181,6 +185,7 @@ def test_a_hub_without_a_table_tool_says_what_to_start(collection, hub):
         galsamp.SampError, match="no tool connected to the SAMP hub loads tables: start TOPCAT"
     ):
         galsamp.send_table(search(collection, ids="sky-001", k=2), "nobody")
+    assert not list(Path(tempfile.gettempdir()).glob("galsearch-samp-*"))  # a table not sent is not kept
     with pytest.raises(galsamp.SampError, match="not a sky position"):
         galsamp.point_at(float("nan"), 2.0)
 
