@@ -258,7 +258,7 @@ def test_web_app_sends_results_positions_and_the_ranking(collection, hub, served
         assert note == "sent 5 rows to SAMP clients (TOPCAT)"
         table, params = listening.table()
         expected = search(collection, ids="sky-007", k=5)
-        assert ids(table) == expected["id"].tolist() and params["name"] == "galsearch: like " + ids(table)[0]
+        assert ids(table) == expected["id"].tolist() and params["name"] == "galsearch search of sky"
         assert np.allclose(table["dec"], expected["dec"]) and "label" in table.colnames
         served.predict("sky-007", "", "", shown, api_name="/samp_point_at")
         ra, dec = open_collection(collection).catalog.set_index("id").loc["sky-007", ["ra", "dec"]]

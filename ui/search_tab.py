@@ -124,9 +124,7 @@ def build(state: AppState) -> gr.Row:
         if found_table is None or "id" not in found_table or found_table.empty:
             raise gr.Error("Search first: the results table is what is sent.")
         try:
-            return send_table(
-                _full_results(state, found_table), f"galsearch: like {found_table['id'].iloc[0]}"
-            )
+            return send_table(_full_results(state, found_table), f"galsearch search of {state.path.name}")
         except GalsearchError as exc:
             raise gr.Error(str(exc)) from None
 
