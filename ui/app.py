@@ -19,6 +19,7 @@ from embedder import describe
 
 from . import discover_tab, finetune_tab, map_tab, search_tab
 from .access import LoginRequired
+from .samp import hub_available
 from .state import AppState
 
 MAX_UPLOAD = "50mb"  # uploaded images and label files; larger ones are refused before reaching galsearch
@@ -36,13 +37,18 @@ def build_app(collection: str | Path) -> gr.Blocks:
             f"{coll.counts['embedded']} embedded with {encoder}"
         )
         with gr.Tab("Search", id="search"):
-            search_tab.build(state)
+            samp_rows = [search_tab.build(state)]
         with gr.Tab("Discover", id="discover"):
-            discover_tab.build(state)
+            samp_rows.append(discover_tab.build(state))
         with gr.Tab("Fine-tune", id="finetune"):
             finetune_tab.build(state)
         with gr.Tab("Map", id="map") as tab:
             map_tab.build(state, tab)
+
+        def show_samp() -> list[dict]:  # at each page load: TOPCAT may have started since the last one
+            return [gr.update(visible=hub_available())] * len(samp_rows)
+
+        app.load(show_samp, None, samp_rows, api_name=False, queue=False)
     return app
 
 

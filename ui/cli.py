@@ -180,6 +180,8 @@ def cmd_search(args: argparse.Namespace) -> None:
     write_results(found, args.output, args.format)
     if args.output is not None:
         print(f"wrote {len(found)} results to {args.output}")
+    if args.samp:
+        _send(found, f"galsearch search of {Path(args.collection).name}")
 
 
 def cmd_info(args: argparse.Namespace) -> None:
@@ -212,6 +214,15 @@ def cmd_anomalies(args: argparse.Namespace) -> None:
     table = coll.catalog.loc[top].copy()
     table.insert(1, "anomaly", table.pop(scores.name))
     _print_table(table)
+    if args.samp:
+        _send(table, f"galsearch anomalies of {coll.path.name}")
+
+
+def _send(table: pd.DataFrame, name: str) -> None:
+    """Broadcast ``table`` to the tools on this machine's SAMP hub (TOPCAT, ...) and say so on stderr."""
+    from ui.samp import send_table
+
+    print(send_table(table, name), file=sys.stderr)
 
 
 def _rating(text: str) -> tuple[str, float]:
@@ -225,6 +236,8 @@ def _rating(text: str) -> tuple[str, float]:
 
 
 def cmd_discover(args: argparse.Namespace) -> None:
+    if args.samp and not (args.next or args.ranking):
+        args.usage_error("--samp sends the --next or --ranking table: give one of them")
     from anomaly import Discovery
 
     hunt = Discovery(args.collection, args.session, user=args.user, anomaly_method=args.anomaly)
@@ -236,9 +249,15 @@ def cmd_discover(args: argparse.Namespace) -> None:
         undone = hunt.undo()
         print(f"undid {undone.galaxy} = {undone.rating:g}" if undone else "nothing to undo")
     if args.next:
-        _print_table(hunt.suggest(args.next))
+        suggested = hunt.suggest(args.next)
+        _print_table(suggested)
+        if args.samp:
+            _send(suggested, f"galsearch {args.session}: next to rate")
     if args.ranking:
-        _print_table(hunt.ranking(args.ranking))
+        ranked = hunt.ranking(args.ranking)
+        _print_table(ranked)
+        if args.samp:
+            _send(ranked, f"galsearch {args.session}: ranking")
     if args.export:
         rows = hunt.store.export(args.export, args.session)
         print(f"wrote {rows} ratings of session {args.session!r} to {args.export}")
@@ -604,12 +623,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="default: from --output's suffix, else text",
     )
     p.add_argument("--device", help="cpu, cuda or cuda:N")
+    p.add_argument(
+        "--samp",
+        action="store_true",
+        help="also send the results to TOPCAT (or any SAMP tool) via this machine's SAMP hub",
+    )
 
     p = command("anomalies", cmd_anomalies, "score how unusual each galaxy is and list the most anomalous")
     p.add_argument("collection", type=Path)
     p.add_argument("--method", choices=["knn", "iforest", "lof"], default="knn", help="scorer (default knn)")
     p.add_argument("--dim", type=int, default=16, help="PCA dimensions scored (default 16)")
     p.add_argument("--top", type=int, default=20, help="how many to list (default 20)")
+    p.add_argument(
+        "--samp",
+        action="store_true",
+        help="also send the list to TOPCAT (or any SAMP tool) via this machine's SAMP hub",
+    )
 
     p = command(
         "discover", cmd_discover, "rate galaxies while a Gaussian process learns what you find interesting"
@@ -628,6 +657,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--anomaly", choices=["knn", "iforest", "lof"], default="knn", help="anomaly score used as the prior"
+    )
+    p.add_argument(
+        "--samp",
+        action="store_true",
+        help="also send the --next/--ranking table to TOPCAT (or any SAMP tool) via this machine's SAMP hub",
     )
 
     p = command("clusters", cmd_clusters, "group galaxies into morphology clusters without labels")

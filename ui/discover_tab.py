@@ -8,9 +8,11 @@ from anomaly import ratings_store
 from embedder import GalsearchError
 from embedder.storage import safe_name
 
+from .samp import SERVER_SIDE, send_table
 from .state import AppState, stamp
 
 RANKED = 12
+SENT_RANKED = 100  # the ranking sent to TOPCAT goes deeper than the one shown
 RATE_SIDE = 320  # pixels of the galaxy being rated
 EXPORTS = {"CSV": ".csv", "FITS": ".fits", "VOTable": ".xml"}
 DEFAULT_SESSION = "interesting"
@@ -35,8 +37,8 @@ def _user(request: gr.Request | None) -> str:
     return (request.username if request is not None else None) or "web"
 
 
-def build(state: AppState) -> None:
-    """The Discover tab's components and wiring (inside a gr.Blocks context)."""
+def build(state: AppState) -> gr.Row:
+    """The Discover tab's components and wiring (inside a gr.Blocks context); returns its SAMP row."""
     sessions = ratings_store(state.path).sessions()["session"].tolist() or [DEFAULT_SESSION]
     with gr.Row():
         session = gr.Dropdown(sessions, value=sessions[0], label="Session", allow_custom_value=True, scale=2)
@@ -62,6 +64,10 @@ def build(state: AppState) -> None:
         fmt = gr.Radio(list(EXPORTS), value="CSV", label="Export the session's ratings as")
         export = gr.Button("Export")
         exported = gr.File(label="Ratings file", interactive=False)
+    with gr.Row(visible=False) as samp_row:  # shown by the app when a SAMP hub answers
+        to_topcat = gr.Button(f"Send the top {SENT_RANKED} to TOPCAT", elem_id="samp-send-ranking", scale=0)
+        samp_status = gr.Markdown(elem_id="samp-discover-status")
+        gr.Markdown(SERVER_SIDE)
 
     def show(name: str, skip_ids: list[str], note: str, request: gr.Request, fresh: bool = False):
         hunt, lock = _hunt(state, name, request)
@@ -132,6 +138,19 @@ def build(state: AppState) -> None:
         return str(path)
 
     export.click(export_ratings, [session, fmt], exported, api_name="export_ratings")
+
+    def send_ranking(name: str, request: gr.Request) -> str:
+        hunt, lock = _hunt(state, name, request)
+        with lock:
+            hunt.refresh()
+            ranking = hunt.ranking(SENT_RANKED)
+        try:
+            return send_table(ranking, f"galsearch {name}: ranking")
+        except GalsearchError as exc:
+            raise gr.Error(str(exc)) from None
+
+    to_topcat.click(send_ranking, session, samp_status, api_name="samp_send_ranking", queue=False)
+    return samp_row
 
 
 def _hunt(state: AppState, name: str, request: gr.Request | None):

@@ -9,6 +9,7 @@ import pandas as pd
 from embedder import GalsearchError
 from index import search, write_results
 
+from .samp import SERVER_SIDE, point_at, send_table
 from .state import AppState, stamp
 
 SAMPLE_SIZE = 48
@@ -31,8 +32,8 @@ def _degrees(text: str | float | None, name: str) -> float | None:
         raise gr.Error(f"{name} is a number of degrees, got {text!r}") from None
 
 
-def build(state: AppState) -> None:
-    """The Search tab's components and wiring (inside a gr.Blocks context)."""
+def build(state: AppState) -> gr.Row:
+    """The Search tab's components and wiring (inside a gr.Blocks context); returns its SAMP row."""
     coll = state.collection()
     rng = np.random.default_rng(0)
     sample = np.sort(rng.choice(len(coll), size=min(SAMPLE_SIZE, len(coll)), replace=False))
@@ -68,6 +69,11 @@ def build(state: AppState) -> None:
     with gr.Row():
         fmt = gr.Radio(list(DOWNLOADS), value="CSV", label="Download as")
         download = gr.File(label="Results file", interactive=False)
+    with gr.Row(visible=False) as samp_row:  # shown by the app when a SAMP hub answers
+        to_topcat = gr.Button("Send to TOPCAT", elem_id="samp-send-results", scale=0)
+        to_aladin = gr.Button("Show in Aladin", elem_id="samp-point-at", scale=0)
+        samp_status = gr.Markdown(elem_id="samp-search-status")
+        gr.Markdown(SERVER_SIDE)
 
     def run(galaxy, ra_deg, dec_deg, radius_arcsec, image, plus, minus, condition, count, fmt_name):
         ids = _ids(galaxy) + _ids(plus)
@@ -110,6 +116,50 @@ def build(state: AppState) -> None:
     add_negative.click(
         lambda g, n: ", ".join(dict.fromkeys(_ids(n) + _ids(g))), [galaxy_id, negatives], negatives
     )
+
+    def send_results(found_table: pd.DataFrame | None) -> str:
+        if found_table is None or "id" not in found_table or found_table.empty:
+            raise gr.Error("Search first: the results table is what is sent.")
+        try:
+            return send_table(_full_results(state, found_table), f"galsearch search of {state.path.name}")
+        except GalsearchError as exc:
+            raise gr.Error(str(exc)) from None
+
+    def show_in_aladin(galaxy: str, ra_deg: str, dec_deg: str, found_table: pd.DataFrame | None) -> str:
+        ra_deg, dec_deg = _degrees(ra_deg, "RA"), _degrees(dec_deg, "Dec")
+        try:
+            if not _ids(galaxy) and ra_deg is not None and dec_deg is not None:
+                return point_at(ra_deg, dec_deg)
+            ids = _ids(galaxy) or (found_table["id"].head(1).tolist() if found_table is not None else [])
+            if not ids:
+                raise gr.Error("Choose a galaxy first: click one, type its id, or give RA and Dec.")
+            return point_at(*_position(state, str(ids[0])))
+        except GalsearchError as exc:
+            raise gr.Error(str(exc)) from None
+
+    to_topcat.click(send_results, table, samp_status, api_name="samp_send_results", queue=False)
+    to_aladin.click(
+        show_in_aladin, [galaxy_id, ra, dec, table], samp_status, api_name="samp_point_at", queue=False
+    )
+    return samp_row
+
+
+def _full_results(state: AppState, shown: pd.DataFrame) -> pd.DataFrame:
+    """The shown results (rank, id, score, some columns) with every catalog column, for export."""
+    catalog = state.collection().catalog
+    own = [c for c in shown.columns if c == "id" or c not in catalog.columns]
+    return shown[own].astype({"id": str}).join(catalog.set_index("id"), on="id")
+
+
+def _position(state: AppState, galaxy: str) -> tuple[float, float]:
+    """The catalogued (ra, dec) of ``galaxy``."""
+    coll = state.collection()
+    if not {"ra", "dec"} <= set(coll.catalog.columns):
+        raise gr.Error(
+            f"The catalog of {coll.path} has no ra/dec columns: its galaxies have no place on the sky."
+        )
+    record = coll.catalog.iloc[int(coll.rows_of(galaxy)[0])]
+    return float(record["ra"]), float(record["dec"])
 
 
 def _results(state: AppState, found: pd.DataFrame, ids: list[str], fmt_name: str):
