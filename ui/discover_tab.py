@@ -145,7 +145,7 @@ def build(state: AppState) -> gr.Row:
             hunt.refresh()
             ranking = hunt.ranking(SENT_RANKED)
         try:
-            return send_table(ranking, f"galsearch {name}: ranking")
+            return send_table(ranking, f"galsearch {name}: ranking", state.download("ranking.xml"))
         except GalsearchError as exc:
             raise gr.Error(str(exc)) from None
 

@@ -50,11 +50,14 @@ class SampError(GalsearchError):
     """No SAMP hub answers, or no tool connected to it takes the message."""
 
 
-def send_table(table: pd.DataFrame, name: str) -> str:
-    """Broadcast ``table`` as a VOTable (``table.load.votable``); returns what was sent to whom."""
-    with tempfile.NamedTemporaryFile(prefix="galsearch-samp-", suffix=".xml", delete=False) as file:
-        path = Path(file.name)
-    write_results(table, path, "votable")  # kept: a tool may read it again later
+def send_table(table: pd.DataFrame, name: str, path: Path | None = None) -> str:
+    """Broadcast ``table`` as a VOTable (``table.load.votable``), written to ``path`` (default: a new file in
+    the temporary folder) and kept there, since a tool may read it again later; returns what was sent to
+    whom."""
+    if path is None:
+        with tempfile.NamedTemporaryFile(prefix="galsearch-samp-", suffix=".xml", delete=False) as file:
+            path = Path(file.name)
+    write_results(table, path, "votable")
     params = {"url": path.as_uri(), "table-id": f"galsearch-{uuid.uuid4().hex}", "name": name}
     try:
         who = _broadcast(TABLE_MTYPE, params, "no tool connected to the SAMP hub loads tables: start TOPCAT")

@@ -121,7 +121,8 @@ def build(state: AppState) -> gr.Row:
         if found_table is None or "id" not in found_table or found_table.empty:
             raise gr.Error("Search first: the results table is what is sent.")
         try:
-            return send_table(_full_results(state, found_table), f"galsearch search of {state.path.name}")
+            results, name = _full_results(state, found_table), f"galsearch search of {state.path.name}"
+            return send_table(results, name, state.download("neighbours.xml"))
         except GalsearchError as exc:
             raise gr.Error(str(exc)) from None
 
