@@ -109,10 +109,12 @@ def parse_filter(text: str, columns: Iterable[str]) -> Filter:
     """Parse and check ``text`` against the grammar and the catalog ``columns``; FilterError if it fails."""
     columns = [str(c) for c in columns]
     if len(text) > MAX_LENGTH:
-        raise _error(f"{text[:40]}...", f"it is {len(text):,} characters long; the limit is {MAX_LENGTH:,}")
+        problem = f"it is {len(text):,} characters long; the limit is {MAX_LENGTH:,}"
+        raise _error(f"{text[:40]}...", problem, columns)
     if "@" in _outside_strings(text):
-        raise _error(text, "'@' (a variable of the caller's, in pandas) is not part of the filter language")
-    source, quoted = _python_source(text)
+        problem = "'@' (a variable of the caller's, in pandas) is not part of the filter language"
+        raise _error(text, problem, columns)
+    source, quoted = _python_source(text, columns)
     try:
         tree = ast.parse(source, mode="eval")
     except SyntaxError as exc:
@@ -173,7 +175,7 @@ def _outside_strings(text: str) -> str:
     return "".join(char for char, quoted in _scan(text) if not quoted)
 
 
-def _python_source(text: str) -> tuple[str, dict[str, str]]:
+def _python_source(text: str, columns: list[str]) -> tuple[str, dict[str, str]]:
     """``text`` as one line of Python source: `back-quoted` names become identifiers (returned with their
     column names), and ``&``/``|`` become ``and``/``or`` so that they bind as loosely as in pandas."""
     prefix = "_q"
@@ -198,7 +200,7 @@ def _python_source(text: str) -> tuple[str, dict[str, str]]:
         else:
             out.append({"&": " and ", "|": " or ", "\n": " ", "\r": " ", "\t": " "}.get(char, char))
     if name is not None:
-        raise _error(text, "a back-quoted column name is not closed with `")
+        raise _error(text, "a back-quoted column name is not closed with `", columns)
     return "".join(out).strip(), quoted
 
 
@@ -214,7 +216,7 @@ def _check(text: str, tree: ast.Expression, columns: list[str], quoted: dict[str
         count += 1
         if count > MAX_NODES or depth > MAX_DEPTH:
             limit = f"{MAX_NODES:,} terms" if count > MAX_NODES else f"{MAX_DEPTH} levels of nesting"
-            raise _error(text, f"it is too large (more than {limit})")
+            raise _error(text, f"it is too large (more than {limit})", columns)
         problem = _problem(node)
         if problem is not None:
             raise _error(text, _restore(problem, quoted), columns)
