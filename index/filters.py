@@ -100,9 +100,9 @@ class Filter:
             raise self.error(f"it gives {_describe(result)} per galaxy, not true/false")
         return np.broadcast_to(np.asarray(result, dtype=bool), (n,))
 
-    def error(self, problem: str, columns: Iterable[str] | None = None) -> FilterError:
-        """A FilterError that quotes the filter, says what is wrong, shows the grammar and the columns."""
-        return _error(self.text, problem, columns)
+    def error(self, problem: str) -> FilterError:
+        """A FilterError that quotes the filter, says what is wrong and shows the grammar."""
+        return _error(self.text, problem)
 
 
 def parse_filter(text: str, columns: Iterable[str]) -> Filter:
