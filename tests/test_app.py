@@ -44,11 +44,24 @@ def search_args(galaxy="", image=None, where="", k=5, fmt="CSV", plus="", minus=
 
 def test_search_by_id_image_and_filters_with_downloads(served, tmp_path):
     url, path = served
+    coll = open_collection(path)
+    ra, dec, mag = np.random.default_rng(0).uniform((0, -90, 15), (360, 90, 25), (64, 3)).T
+    with coll.writing():
+        coll.set_columns({"ra": ra, "dec": dec, "mag": mag})
     client = Client(url, verbose=False)
-    query, gallery, _, download = client.predict(*search_args("blob-0-0003"), api_name="/search")
+    query, gallery, table, download = client.predict(*search_args("blob-0-0003"), api_name="/search")
     assert query.endswith((".webp", ".png"))
-    assert captions(gallery) == similar(open_collection(path), "blob-0-0003", 5)["id"].tolist()
+    expected = similar(open_collection(path), "blob-0-0003", 5)
+    assert captions(gallery) == expected["id"].tolist()
     assert pd.read_csv(download)["id"].tolist() == captions(gallery)
+    shown = dict(zip(table["headers"], zip(*table["metadata"]["display_value"], strict=True), strict=True))
+    assert list(shown["similarity"]) == [f"{s:.3f}" for s in expected["similarity"]]
+    assert list(shown["ra"]) == [f"{v:.5f}" for v in expected["ra"]]
+    assert list(shown["mag"]) == [f"{v:.3f}" for v in expected["mag"]]
+    assert list(shown["label"]) == [str(v) for v in expected["label"]]
+    values = dict(zip(table["headers"], zip(*table["data"], strict=True), strict=True))
+    assert np.allclose(values["similarity"], expected["similarity"], rtol=0, atol=1e-12)  # kept whole
+    assert np.allclose(pd.read_csv(download)["similarity"], expected["similarity"], rtol=0, atol=1e-6)
     _, _, _, fits = client.predict(*search_args("blob-0-0003", fmt="FITS"), api_name="/search")
     assert len(Table.read(fits)) == 5
     _, gallery, _, _ = client.predict(*search_args("blob-0-0003", where="label == 1"), api_name="/search")

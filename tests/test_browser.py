@@ -45,6 +45,10 @@ def browser():
 def collection(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("browser")
     ingest(write_blob_npz(folder / "blobs.npz", 64), folder / "blobs", progress=False)
+    coll = open_collection(folder / "blobs")
+    ra, dec = np.random.default_rng(0).uniform((0, -90), (360, 90), (64, 2)).T
+    with coll.writing():
+        coll.set_columns({"ra": ra, "dec": dec})
     embed(folder / "blobs", TINY_ENCODER, device="cpu", progress=False)
     build_index(open_collection(folder / "blobs"), progress=False)
     return folder / "blobs"
@@ -99,10 +103,19 @@ def choose_file(page, elem_id: str, path: Path) -> None:
 
 
 def test_search_by_id_click_and_upload(page, collection, tmp_path):
-    expected = similar(open_collection(collection), "blob-0-0005", 12)["id"].tolist()
+    from playwright.sync_api import expect
+
+    found = similar(open_collection(collection), "blob-0-0005", 12)
+    expected = found["id"].tolist()
     page.get_by_label("Galaxy id").fill("blob-0-0005")
-    page.locator("#search-button").click()
+    page.get_by_label("Galaxy id").press("Enter")  # Enter searches, as the button does
     expect_gallery(page, "#neighbours", expected)
+    captions = page.locator("#neighbours .caption-label")
+    assert captions.evaluate_all("all => all.every(c => c.scrollWidth <= c.clientWidth)")  # no id cut
+    similarity, ra = found["similarity"].iloc[0], found["ra"].iloc[0]
+    expect(page.locator("#results")).to_contain_text(f"{similarity:.3f}")
+    expect(page.locator("#results")).to_contain_text(f"{ra:.5f}")
+    assert str(similarity)[:8] not in page.locator("#results").inner_text()  # not 16 digits
     page.locator("#neighbours .caption-label").nth(1).click()  # a neighbour becomes the query
     expect_gallery(page, "#neighbours", similar(open_collection(collection), expected[1], 12)["id"].tolist())
     image = tmp_path / "query.png"

@@ -23,6 +23,14 @@ from .samp import hub_available
 from .state import AppState
 
 MAX_UPLOAD = "50mb"  # uploaded images and label files; larger ones are refused before reaching galsearch
+# Gallery captions wrap over the stamp instead of being cut to "blob-0-00...": the whole id shows.
+CSS = """
+.gradio-container .thumbnail-item .caption-label {
+  max-width: calc(100% - 2 * var(--block-label-margin));
+  white-space: normal;
+  overflow-wrap: break-word;
+}
+"""
 
 
 def build_app(collection: str | Path) -> gr.Blocks:
@@ -74,6 +82,7 @@ def launch(
         auth=auth,
         max_file_size=MAX_UPLOAD,
         head=discover_tab.KEYS_JS,
+        css=CSS,
         prevent_thread_lock=not block,
         quiet=not block,
         ssr_mode=False,

@@ -9,7 +9,7 @@ from embedder import GalsearchError
 from embedder.storage import safe_name
 
 from .samp import SERVER_SIDE, send_table
-from .state import AppState, stamp
+from .state import AppState, readable, stamp
 
 RANKED = 12
 SENT_RANKED = 100  # the ranking sent to TOPCAT goes deeper than the one shown
@@ -59,7 +59,7 @@ def build(state: AppState) -> gr.Row:
     skipped = gr.State([])
     gr.Markdown("### Most interesting so far (GP mean and uncertainty)")
     ranked = gr.Gallery(columns=6, height="auto", allow_preview=False, label="Ranking")
-    table = gr.Dataframe(interactive=False, label="Ranking")
+    table = gr.Dataframe(interactive=False, label="Ranking", elem_id="ranking")
     with gr.Row():
         fmt = gr.Radio(list(EXPORTS), value="CSV", label="Export the session's ratings as")
         export = gr.Button("Export")
@@ -87,7 +87,7 @@ def build(state: AppState) -> gr.Row:
         columns = ["id", "interest", "uncertainty", "rating"] + [c for c in ("class_name",) if c in ranking]
         stored = state.collection().images[int(nxt["row"])]
         summary = f"{note}{len(hunt.ratings)} rated in session **{name}**"
-        table = ranking[columns].round({"interest": 2, "uncertainty": 2})
+        table = readable(ranking[columns], {"interest": 2, "uncertainty": 2})
         return stamp(stored, RATE_SIDE), text, str(nxt["id"]), state.gallery(rows, extras), table, summary
 
     outputs = [current, info, galaxy, ranked, table, status]
