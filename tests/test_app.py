@@ -18,6 +18,8 @@ from anomaly import ratings_store
 from embedder import embed, open_collection
 from index import build_index, similar
 from ui.app import launch
+from ui.map_tab import first_map_note
+from ui.state import AppState
 
 
 @pytest.fixture
@@ -138,7 +140,9 @@ def test_finetune_apply_and_map_through_the_api(served, tmp_path):
     note, gallery = client.predict("shapes", "compact", api_name="/apply_head")
     assert "shapes_prob_compact" in note and len(gallery) == 24
     assert "shapes" in open_collection(path).catalog
+    assert "computes the UMAP of 64 embeddings, about" in first_map_note(AppState(path))
     picture = client.predict("shapes", False, api_name="/map")
+    assert first_map_note(AppState(path)) == ""  # cached: the tab shows the map when opened
     assert Image.open(picture).size[0] > 400
     ratings_store(path).rate("hunt", "blob-0-0001", 5)
     before = np.asarray(Image.open(client.predict("rating: hunt", False, api_name="/map")))

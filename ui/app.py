@@ -46,8 +46,8 @@ def build_app(collection: str | Path) -> gr.Blocks:
         )
         with gr.Tab("Search", id="search"):
             samp_rows = [search_tab.build(state)]
-        with gr.Tab("Discover", id="discover"):
-            samp_rows.append(discover_tab.build(state))
+        with gr.Tab("Discover", id="discover") as tab:
+            samp_rows.append(discover_tab.build(state, tab))
         with gr.Tab("Fine-tune", id="finetune"):
             finetune_tab.build(state)
         with gr.Tab("Map", id="map") as tab:
