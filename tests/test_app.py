@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 
@@ -40,6 +41,12 @@ def captions(gallery: list[dict]) -> list[str]:
     return [item["caption"].split(" · ")[0] for item in gallery]
 
 
+def columns(table: dict, cells: str = "data") -> dict[str, tuple]:
+    """An API table as columns: its values, or with ``cells="display"`` the text the page shows."""
+    rows = table["metadata"]["display_value"] if cells == "display" else table["data"]
+    return dict(zip(table["headers"], zip(*rows, strict=True), strict=True))
+
+
 def search_args(galaxy="", image=None, where="", k=5, fmt="CSV", plus="", minus=""):
     return (galaxy, "", "", 5.0, image, plus, minus, where, k, fmt)
 
@@ -56,12 +63,12 @@ def test_search_by_id_image_and_filters_with_downloads(served, tmp_path):
     expected = similar(open_collection(path), "blob-0-0003", 5)
     assert captions(gallery) == expected["id"].tolist()
     assert pd.read_csv(download)["id"].tolist() == captions(gallery)
-    shown = dict(zip(table["headers"], zip(*table["metadata"]["display_value"], strict=True), strict=True))
+    shown = columns(table, "display")
     assert list(shown["similarity"]) == [f"{s:.3f}" for s in expected["similarity"]]
     assert list(shown["ra"]) == [f"{v:.5f}" for v in expected["ra"]]
     assert list(shown["mag"]) == [f"{v:.3f}" for v in expected["mag"]]
     assert list(shown["label"]) == [str(v) for v in expected["label"]]
-    values = dict(zip(table["headers"], zip(*table["data"], strict=True), strict=True))
+    values = columns(table)
     assert np.allclose(values["similarity"], expected["similarity"], rtol=0, atol=1e-12)  # kept whole
     assert np.allclose(pd.read_csv(download)["similarity"], expected["similarity"], rtol=0, atol=1e-6)
     _, _, _, fits = client.predict(*search_args("blob-0-0003", fmt="FITS"), api_name="/search")
@@ -137,6 +144,19 @@ def test_finetune_apply_and_map_through_the_api(served, tmp_path):
         api_name="/finetune",
     )
     assert "balanced_accuracy" in metrics and confusion.endswith(".png")
+    plot, curve = client.predict(
+        handle_file(tmp_path / "shapes.csv"),
+        NO_TYPED_LABELS,
+        "classify",
+        "linear",
+        0,
+        "shapes",
+        "5,10",
+        api_name="/curve",
+    )
+    shown = columns(curve, "display")
+    assert plot.endswith(".png") and shown["labels_per_class"] == ("5", "10")
+    assert all(re.fullmatch(r"\d\.\d{3}", v) for v in shown["balanced_accuracy_mean"])
     note, gallery = client.predict("shapes", "compact", api_name="/apply_head")
     assert "shapes_prob_compact" in note and len(gallery) == 24
     assert "shapes" in open_collection(path).catalog
