@@ -21,8 +21,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-# This file's folder comes first on sys.path, where this file would hide the `ui` package it measures.
+# This file's folder comes first on sys.path, where this file would hide the `ui` package it measures; the
+# checkout's root takes its place, so that the code measured is this checkout's (not an installed one's).
 sys.path.remove(str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
 import numpy as np
@@ -102,19 +104,19 @@ def screenshots(url: str, folder: Path, labels: Path) -> None:
         page.goto(url)
         page.locator("#neighbours").wait_for()
         page.get_by_label("Galaxy id").fill("sim-00010")
-        page.locator("#search-button").click()
+        page.get_by_label("Galaxy id").press("Enter")
         page.locator("#neighbours img").first.wait_for()
         settle(page)
         page.screenshot(path=folder / "search.png", full_page=True)
-        page.get_by_role("tab", name="Discover").click()
-        page.locator("#discover-start").click()
+        page.get_by_role("tab", name="Discover").click()  # shows the galaxy to rate
         page.locator("#discover-status").get_by_text("rated in session").wait_for()
         for key in "50305":
             page.keyboard.press(key)
             page.wait_for_timeout(400)
         settle(page)
         page.screenshot(path=folder / "discover.png", full_page=True)
-        page.get_by_role("tab", name="Map").click()
+        page.get_by_role("tab", name="Map").click()  # shows the cached map, or what a first one costs
+        page.locator("#map-note").get_by_text("No map yet").or_(page.locator("#map-image img")).wait_for()
         colour = page.get_by_label("Colour by")
         colour.fill("class_name")
         colour.press("Enter")

@@ -247,6 +247,7 @@ def fit_head(
             stale += 1
         if stale >= config.patience or (deadline is not None and time.monotonic() > deadline):
             break
+    bar.close()  # also when stopped early: the web page's progress tracking would read on from its iterator
     net.load_state_dict(best_state[0])
     if encoder is not None:
         encoder.model.load_state_dict(best_state[1])

@@ -47,6 +47,15 @@ UMAP_PARAMS = {"n_neighbors": 15, "min_dist": 0.1, "metric": "cosine", "random_s
 FIT_SAMPLE = 50_000  # past this many galaxies UMAP is fitted on a seeded sample and the rest transformed
 CHUNK_ROWS = 50_000  # rows transformed at a time (past FIT_SAMPLE)
 SEED = 0
+# What the first map costs on a 2-core CPU (umap_seconds), from _compute timed in fresh processes on demo
+# embeddings (320-d) resampled with jitter, the CPU shared with other jobs (2026-12): umap's import and
+# numba's compilation 15-30 s; fitting 3,000 galaxies 13-26 s, 10,000 68-90 s (UMAP runs 500 epochs up to
+# 10,000 galaxies), 20,000 24-28 s, 30,000 59 s, 50,000 90 s (200 epochs); transforming 20,000 more 150 s.
+FIRST_MAP_START_S = 25.0
+FEWER_EPOCHS_PAST = 10_000
+FIT_S_PER_GALAXY = 0.009  # up to FEWER_EPOCHS_PAST galaxies
+FIT_S_PER_GALAXY_PAST = 0.002
+TRANSFORM_S_PER_GALAXY = 0.0075
 
 DPI = 100
 MAP_AXES = (0.05, 0.05, 0.72, 0.88)  # left, bottom, width, height of the map in the figure (fractions)
@@ -80,6 +89,19 @@ def umap_coordinates(collection: Collection, progress: bool = False) -> np.ndarr
     return coords
 
 
+def has_map(collection: Collection) -> bool:
+    """Whether the UMAP coordinates of the collection are cached, so that a map is drawn without a UMAP."""
+    embedded = collection.counts["embedded"] > 0
+    return embedded and _cache_matches(collection.path / MAP_DIR, _cache_identity(collection))
+
+
+def umap_seconds(n: int) -> float:
+    """About how many seconds the first map of ``n`` embeddings takes on a 2-core CPU (UMAP included)."""
+    fitted = min(n, FIT_SAMPLE)
+    per_galaxy = FIT_S_PER_GALAXY if fitted <= FEWER_EPOCHS_PAST else FIT_S_PER_GALAXY_PAST
+    return FIRST_MAP_START_S + fitted * per_galaxy + max(n - FIT_SAMPLE, 0) * TRANSFORM_S_PER_GALAXY
+
+
 def _cache_identity(collection: Collection) -> dict:
     """What the cached coordinates must have been made from to be reused."""
     encoder = collection.encoder or {}
@@ -92,22 +114,26 @@ def _cache_identity(collection: Collection) -> dict:
     }
 
 
-def _read_cache(folder: Path, identity: dict) -> np.ndarray | None:
-    """The cached coordinates if they were made from ``identity``, else None (also for damaged files)."""
-    info_file, coords_file = folder / INFO_FILE, folder / COORDS_FILE
+def _cache_matches(folder: Path, identity: dict) -> bool:
+    """Whether the coordinates cached in ``folder`` were made from ``identity`` (False for damaged files)."""
     try:
-        info = json.loads(info_file.read_text())
-        size = coords_file.stat().st_size
+        info = json.loads((folder / INFO_FILE).read_text())
+        size = (folder / COORDS_FILE).stat().st_size
     except (OSError, ValueError):
-        return None
-    n = identity["count"]
-    matches = (
+        return False
+    return (
         isinstance(info, dict)
         and all(info.get(key) == identity[key] for key in ("count", "dim", "params", "fit_sample"))
         and same_encoder(info.get("encoder") or {}, identity["encoder"])
-        and size == n * 2 * 4
+        and size == identity["count"] * 2 * 4
     )
-    return np.fromfile(coords_file, dtype=np.float32).reshape(n, 2) if matches else None
+
+
+def _read_cache(folder: Path, identity: dict) -> np.ndarray | None:
+    """The cached coordinates if they were made from ``identity``, else None (also for damaged files)."""
+    if not _cache_matches(folder, identity):
+        return None
+    return np.fromfile(folder / COORDS_FILE, dtype=np.float32).reshape(identity["count"], 2)
 
 
 def _write_cache(folder: Path, coords: np.ndarray, identity: dict, seconds: float) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from anomaly import ratings_store
 from embedder import embed, open_collection
 from index import build_index, similar
 from ui.app import launch
+from ui.map_tab import first_map_note
+from ui.state import AppState
 
 
 @pytest.fixture
@@ -38,17 +41,36 @@ def captions(gallery: list[dict]) -> list[str]:
     return [item["caption"].split(" · ")[0] for item in gallery]
 
 
+def columns(table: dict, cells: str = "data") -> dict[str, tuple]:
+    """An API table as columns: its values, or with ``cells="display"`` the text the page shows."""
+    rows = table["metadata"]["display_value"] if cells == "display" else table["data"]
+    return dict(zip(table["headers"], zip(*rows, strict=True), strict=True))
+
+
 def search_args(galaxy="", image=None, where="", k=5, fmt="CSV", plus="", minus=""):
     return (galaxy, "", "", 5.0, image, plus, minus, where, k, fmt)
 
 
 def test_search_by_id_image_and_filters_with_downloads(served, tmp_path):
     url, path = served
+    coll = open_collection(path)
+    ra, dec, mag = np.random.default_rng(0).uniform((0, -90, 15), (360, 90, 25), (64, 3)).T
+    with coll.writing():
+        coll.set_columns({"ra": ra, "dec": dec, "mag": mag})
     client = Client(url, verbose=False)
-    query, gallery, _, download = client.predict(*search_args("blob-0-0003"), api_name="/search")
+    query, gallery, table, download = client.predict(*search_args("blob-0-0003"), api_name="/search")
     assert query.endswith((".webp", ".png"))
-    assert captions(gallery) == similar(open_collection(path), "blob-0-0003", 5)["id"].tolist()
+    expected = similar(open_collection(path), "blob-0-0003", 5)
+    assert captions(gallery) == expected["id"].tolist()
     assert pd.read_csv(download)["id"].tolist() == captions(gallery)
+    shown = columns(table, "display")
+    assert list(shown["similarity"]) == [f"{s:.3f}" for s in expected["similarity"]]
+    assert list(shown["ra"]) == [f"{v:.5f}" for v in expected["ra"]]
+    assert list(shown["mag"]) == [f"{v:.3f}" for v in expected["mag"]]
+    assert list(shown["label"]) == [str(v) for v in expected["label"]]
+    values = columns(table)
+    assert np.allclose(values["similarity"], expected["similarity"], rtol=0, atol=1e-12)  # kept whole
+    assert np.allclose(pd.read_csv(download)["similarity"], expected["similarity"], rtol=0, atol=1e-6)
     _, _, _, fits = client.predict(*search_args("blob-0-0003", fmt="FITS"), api_name="/search")
     assert len(Table.read(fits)) == 5
     _, gallery, _, _ = client.predict(*search_args("blob-0-0003", where="label == 1"), api_name="/search")
@@ -122,10 +144,25 @@ def test_finetune_apply_and_map_through_the_api(served, tmp_path):
         api_name="/finetune",
     )
     assert "balanced_accuracy" in metrics and confusion.endswith(".png")
+    plot, curve = client.predict(
+        handle_file(tmp_path / "shapes.csv"),
+        NO_TYPED_LABELS,
+        "classify",
+        "linear",
+        0,
+        "shapes",
+        "5,10",
+        api_name="/curve",
+    )
+    shown = columns(curve, "display")
+    assert plot.endswith(".png") and shown["labels_per_class"] == ("5", "10")
+    assert all(re.fullmatch(r"\d\.\d{3}", v) for v in shown["balanced_accuracy_mean"])
     note, gallery = client.predict("shapes", "compact", api_name="/apply_head")
     assert "shapes_prob_compact" in note and len(gallery) == 24
     assert "shapes" in open_collection(path).catalog
+    assert "computes the UMAP of 64 embeddings, about" in first_map_note(AppState(path))
     picture = client.predict("shapes", False, api_name="/map")
+    assert first_map_note(AppState(path)) == ""  # cached: the tab shows the map when opened
     assert Image.open(picture).size[0] > 400
     ratings_store(path).rate("hunt", "blob-0-0001", 5)
     before = np.asarray(Image.open(client.predict("rating: hunt", False, api_name="/map")))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from PIL import Image
 from anomaly import ratings_store
 from embedder import embed, ingest, open_collection
 from index import build_index, similar
+from index.projection import MAP_DIR
 from ui.app import launch
 
 pytestmark = pytest.mark.slow
@@ -45,6 +47,10 @@ def browser():
 def collection(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("browser")
     ingest(write_blob_npz(folder / "blobs.npz", 64), folder / "blobs", progress=False)
+    coll = open_collection(folder / "blobs")
+    ra, dec = np.random.default_rng(0).uniform((0, -90), (360, 90), (64, 2)).T
+    with coll.writing():
+        coll.set_columns({"ra": ra, "dec": dec})
     embed(folder / "blobs", TINY_ENCODER, device="cpu", progress=False)
     build_index(open_collection(folder / "blobs"), progress=False)
     return folder / "blobs"
@@ -99,10 +105,19 @@ def choose_file(page, elem_id: str, path: Path) -> None:
 
 
 def test_search_by_id_click_and_upload(page, collection, tmp_path):
-    expected = similar(open_collection(collection), "blob-0-0005", 12)["id"].tolist()
+    from playwright.sync_api import expect
+
+    found = similar(open_collection(collection), "blob-0-0005", 12)
+    expected = found["id"].tolist()
     page.get_by_label("Galaxy id").fill("blob-0-0005")
-    page.locator("#search-button").click()
+    page.get_by_label("Galaxy id").press("Enter")  # Enter searches, as the button does
     expect_gallery(page, "#neighbours", expected)
+    captions = page.locator("#neighbours .caption-label")
+    assert captions.evaluate_all("all => all.every(c => c.scrollWidth <= c.clientWidth)")  # no id cut
+    similarity, ra = found["similarity"].iloc[0], found["ra"].iloc[0]
+    expect(page.locator("#results")).to_contain_text(f"{similarity:.3f}")
+    expect(page.locator("#results")).to_contain_text(f"{ra:.5f}")
+    assert str(similarity)[:8] not in page.locator("#results").inner_text()  # not 16 digits
     page.locator("#neighbours .caption-label").nth(1).click()  # a neighbour becomes the query
     expect_gallery(page, "#neighbours", similar(open_collection(collection), expected[1], 12)["id"].tolist())
     image = tmp_path / "query.png"
@@ -115,10 +130,10 @@ def test_search_by_id_click_and_upload(page, collection, tmp_path):
 
 
 def test_rating_with_keys_survives_a_restart(page, server, collection):
-    page.get_by_role("tab", name="Discover").click()
-    page.locator("#discover-start").click()
+    page.get_by_role("tab", name="Discover").click()  # the galaxy to rate shows without a click
     status = page.locator("#discover-status")
     status.get_by_text("0 rated").wait_for()
+    page.locator("#discover-galaxy img").wait_for()
     for key, count in (("5", 1), ("0", 2), ("3", 3)):
         page.keyboard.press(key)
         status.get_by_text(f"{count} rated").wait_for()
@@ -128,8 +143,11 @@ def test_rating_with_keys_survives_a_restart(page, server, collection):
     server.restart()
     page.goto(server.url)
     page.get_by_role("tab", name="Discover").click()
-    page.locator("#discover-start").click()
     status.get_by_text("2 rated in session").wait_for()
+    page.keyboard.press("5")
+    status.get_by_text("3 rated in session").wait_for()
+    page.locator("#discover-start").click()  # the button still shows the next galaxy
+    status.get_by_text(re.compile(r"^3 rated in session")).wait_for()
 
 
 def test_finetune_from_the_page_produces_predictions(page, collection, tmp_path):
@@ -146,11 +164,24 @@ def test_finetune_from_the_page_produces_predictions(page, collection, tmp_path)
     assert "shapes_prob" in open_collection(collection).catalog
 
 
-def test_map_renders_and_a_box_fills_the_gallery(page):
+def test_map_says_what_a_first_map_costs_then_shows_the_cached_one(page, server, collection):
+    from playwright.sync_api import expect
+
+    shutil.rmtree(collection / MAP_DIR, ignore_errors=True)
+    server.restart()  # no picture kept in memory either
+    page.goto(server.url)
     page.get_by_role("tab", name="Map").click()
+    note = page.locator("#map-note")
+    expect(note).to_contain_text(re.compile(r"computes the UMAP of 64 embeddings, about \d+ s"))
+    assert page.locator("#map-image img").count() == 0
     page.locator("#map-button").click()
+    page.locator("#map-image img").wait_for()
+    expect(note).to_have_text("")
+    page.reload()
+    page.get_by_role("tab", name="Map").click()  # cached now: the map shows without a click
     picture = page.locator("#map-image img")
     picture.wait_for()
+    assert note.inner_text() == ""
     box = picture.bounding_box()
     page.mouse.click(box["x"] + 2, box["y"] + 2)
     page.locator("#map-info").get_by_text("first corner").wait_for()

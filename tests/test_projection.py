@@ -16,7 +16,15 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from embedder import Collection, CollectionError, embed, ingest, open_collection
 from index import MapPicture, projection, render_map, save_map_png, umap_coordinates
-from index.projection import COORDS_FILE, INFO_FILE, MAP_DIR, PLAIN_COLOUR, thumbnail_rows
+from index.projection import (
+    COORDS_FILE,
+    INFO_FILE,
+    MAP_DIR,
+    PLAIN_COLOUR,
+    has_map,
+    thumbnail_rows,
+    umap_seconds,
+)
 
 N = 64
 
@@ -65,9 +73,10 @@ def test_the_cache_is_reused_and_records_what_made_it(mapped):
 def test_another_encoder_recomputes_the_map(mapped, tmp_path):
     coll, coords = mapped
     copy = copy_of(coll, tmp_path)
-    assert np.array_equal(umap_coordinates(copy), coords)  # the copied cache still fits
+    assert has_map(copy) and np.array_equal(umap_coordinates(copy), coords)  # the copied cache still fits
     embed(copy, "random:test_vit", device="cpu", replace=True, progress=False)
     copy = open_collection(copy.path)
+    assert not has_map(copy)
     remapped = umap_coordinates(copy)
     assert remapped.shape == (N, 2) and not np.array_equal(remapped, coords)
     info = json.loads((copy.path / MAP_DIR / INFO_FILE).read_text())
@@ -92,12 +101,20 @@ def test_unembedded_collections_raise_and_tiny_ones_map(tmp_path):
         umap_coordinates(few)
     with pytest.raises(CollectionError, match="galsearch embed"):
         render_map(few)
+    assert not has_map(few)
     embed(few, TINY_ENCODER, device="cpu", progress=False)
     few = open_collection(few.path)
-    assert umap_coordinates(few).shape == (6, 2)
+    assert not has_map(few)
+    assert umap_coordinates(few).shape == (6, 2) and has_map(few)
     picture = render_map(few, thumbnails=4)  # 1-channel stamps, drawn in grey
     assert picture.image.shape == (700, 900, 3)
     assert (picture.image != render_map(few).image).any()
+
+
+def test_the_first_map_estimate_follows_the_measurements():
+    assert 15 < umap_seconds(64) < umap_seconds(3_000) < umap_seconds(10_000)
+    assert umap_seconds(20_000) < umap_seconds(10_000)  # fewer epochs past 10,000 galaxies
+    assert umap_seconds(10_000) < umap_seconds(50_000) < umap_seconds(1_000_000)
 
 
 # ---- pictures ------------------------------------------------------------------------------------

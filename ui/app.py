@@ -23,6 +23,14 @@ from .samp import hub_available
 from .state import AppState
 
 MAX_UPLOAD = "50mb"  # uploaded images and label files; larger ones are refused before reaching galsearch
+# Gallery captions wrap over the stamp instead of being cut to "blob-0-00...": the whole id shows.
+CSS = """
+.gradio-container .thumbnail-item .caption-label {
+  max-width: calc(100% - 2 * var(--block-label-margin));
+  white-space: normal;
+  overflow-wrap: break-word;
+}
+"""
 
 
 def build_app(collection: str | Path) -> gr.Blocks:
@@ -38,8 +46,8 @@ def build_app(collection: str | Path) -> gr.Blocks:
         )
         with gr.Tab("Search", id="search"):
             samp_rows = [search_tab.build(state)]
-        with gr.Tab("Discover", id="discover"):
-            samp_rows.append(discover_tab.build(state))
+        with gr.Tab("Discover", id="discover") as tab:
+            samp_rows.append(discover_tab.build(state, tab))
         with gr.Tab("Fine-tune", id="finetune"):
             finetune_tab.build(state)
         with gr.Tab("Map", id="map") as tab:
@@ -74,6 +82,7 @@ def launch(
         auth=auth,
         max_file_size=MAX_UPLOAD,
         head=discover_tab.KEYS_JS,
+        css=CSS,
         prevent_thread_lock=not block,
         quiet=not block,
         ssr_mode=False,

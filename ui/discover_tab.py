@@ -9,7 +9,7 @@ from embedder import GalsearchError
 from embedder.storage import safe_name
 
 from .samp import SERVER_SIDE, send_table
-from .state import AppState, stamp
+from .state import AppState, readable, stamp
 
 RANKED = 12
 SENT_RANKED = 100  # the ranking sent to TOPCAT goes deeper than the one shown
@@ -37,7 +37,7 @@ def _user(request: gr.Request | None) -> str:
     return (request.username if request is not None else None) or "web"
 
 
-def build(state: AppState) -> gr.Row:
+def build(state: AppState, tab: gr.Tab) -> gr.Row:
     """The Discover tab's components and wiring (inside a gr.Blocks context); returns its SAMP row."""
     sessions = ratings_store(state.path).sessions()["session"].tolist() or [DEFAULT_SESSION]
     with gr.Row():
@@ -45,7 +45,9 @@ def build(state: AppState) -> gr.Row:
         start = gr.Button("Show next galaxy", variant="primary", scale=1, elem_id="discover-start")
     with gr.Row():
         with gr.Column(scale=2):
-            current = gr.Image(label="Rate this galaxy", interactive=False, height=RATE_SIDE)
+            current = gr.Image(
+                label="Rate this galaxy", interactive=False, height=RATE_SIDE, elem_id="discover-galaxy"
+            )
             info = gr.Markdown()
         with gr.Column(scale=1):
             gr.Markdown("Rate 0 (boring) to 5 (most interesting) — or press the keys **0-5**, **u** to undo.")
@@ -59,7 +61,7 @@ def build(state: AppState) -> gr.Row:
     skipped = gr.State([])
     gr.Markdown("### Most interesting so far (GP mean and uncertainty)")
     ranked = gr.Gallery(columns=6, height="auto", allow_preview=False, label="Ranking")
-    table = gr.Dataframe(interactive=False, label="Ranking")
+    table = gr.Dataframe(interactive=False, label="Ranking", elem_id="ranking")
     with gr.Row():
         fmt = gr.Radio(list(EXPORTS), value="CSV", label="Export the session's ratings as")
         export = gr.Button("Export")
@@ -87,7 +89,7 @@ def build(state: AppState) -> gr.Row:
         columns = ["id", "interest", "uncertainty", "rating"] + [c for c in ("class_name",) if c in ranking]
         stored = state.collection().images[int(nxt["row"])]
         summary = f"{note}{len(hunt.ratings)} rated in session **{name}**"
-        table = ranking[columns].round({"interest": 2, "uncertainty": 2})
+        table = readable(ranking[columns], {"interest": 2, "uncertainty": 2})
         return stamp(stored, RATE_SIDE), text, str(nxt["id"]), state.gallery(rows, extras), table, summary
 
     outputs = [current, info, galaxy, ranked, table, status]
@@ -113,6 +115,11 @@ def build(state: AppState) -> gr.Row:
     def first(name: str, skip_ids: list[str], request: gr.Request):
         return show(name, skip_ids, "", request)
 
+    def opened(name: str, skip_ids: list[str], galaxy_id: str, request: gr.Request):
+        if galaxy_id:  # one is waiting for its rating already
+            return (gr.skip(),) * len(outputs)
+        return show(name, skip_ids, "", request)
+
     def rater(score: int):
         def rate_with(name: str, galaxy_id: str, skip_ids: list[str], request: gr.Request):
             return rate(name, galaxy_id, skip_ids, float(score), request)
@@ -121,6 +128,8 @@ def build(state: AppState) -> gr.Row:
 
     start.click(first, [session, skipped], outputs, api_name="next_galaxy", queue=False)
     session.change(first, [session, skipped], outputs)
+    # On opening the tab, not at page load: a session's loop takes a while to build on a large collection.
+    tab.select(opened, [session, skipped, galaxy], outputs, api_name=False)
     for score, button in enumerate(rate_buttons):
         button.click(rater(score), [session, galaxy, skipped], outputs, api_name=False, queue=False)
     score_input = gr.Number(visible=False)

@@ -12,7 +12,7 @@ from embedder.heads import head_folder
 from embedder.labels import read_labels
 from embedder.plots import plot_learning_curve
 
-from .state import AppState
+from .state import AppState, readable
 
 LABEL_TYPES = [".csv", ".fits", ".fit", ".xml", ".vot"]
 BROWSE = 24
@@ -109,7 +109,7 @@ def build(state: AppState) -> None:
             raise gr.Error(str(exc)) from None
         folder.mkdir(parents=True, exist_ok=True)
         metric = "rmse" if task_name == "regress" else "balanced_accuracy"
-        return str(plot_learning_curve(summary, metric, folder / "learning_curve.png")), summary
+        return str(plot_learning_curve(summary, metric, folder / "learning_curve.png")), readable(summary)
 
     curve_button.click(
         curve,

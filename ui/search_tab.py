@@ -10,9 +10,10 @@ from embedder import GalsearchError
 from index import search, write_results
 
 from .samp import SERVER_SIDE, point_at, send_table
-from .state import AppState, stamp
+from .state import AppState, readable, stamp
 
 SAMPLE_SIZE = 48
+PICKER_COLUMNS = 6  # so that a stamp is wide enough for its whole id
 QUERY_SIDE = 220  # pixels of the query galaxy
 UPLOAD_TYPES = [".fits", ".fit", ".fts", ".fz", ".png", ".jpg", ".jpeg"]
 DOWNLOADS = {"CSV": ("csv", ".csv"), "FITS": ("fits", ".fits"), "VOTable": ("votable", ".xml")}
@@ -40,7 +41,11 @@ def build(state: AppState) -> gr.Row:
     with gr.Row():
         with gr.Column(scale=3):
             picker = gr.Gallery(
-                value=state.gallery(sample), label="Pick a galaxy", columns=8, height=420, allow_preview=False
+                value=state.gallery(sample),
+                label="Pick a galaxy",
+                columns=PICKER_COLUMNS,
+                height=420,
+                allow_preview=False,
             )
         with gr.Column(scale=2):
             galaxy_id = gr.Textbox(label="Galaxy id", placeholder="e.g. " + str(coll.catalog["id"].iloc[0]))
@@ -65,7 +70,7 @@ def build(state: AppState) -> gr.Row:
     with gr.Row():
         query = gr.Image(label="Query", interactive=False, height=QUERY_SIDE, scale=1)
         neighbours = gr.Gallery(label="Most similar", columns=6, height="auto", scale=5, elem_id="neighbours")
-    table = gr.Dataframe(label="Results", interactive=False, wrap=True)
+    table = gr.Dataframe(label="Results", interactive=False, wrap=True, elem_id="results")
     with gr.Row():
         fmt = gr.Radio(list(DOWNLOADS), value="CSV", label="Download as")
         download = gr.File(label="Results file", interactive=False)
@@ -100,7 +105,8 @@ def build(state: AppState) -> gr.Row:
     inputs = [galaxy_id, ra, dec, radius, upload, positives, negatives, where, k, fmt]
     outputs = [query, neighbours, table, download]
     go.click(run, inputs, outputs, api_name="search", queue=False)
-    galaxy_id.submit(run, inputs, outputs)
+    for box in (galaxy_id, ra, dec, positives, negatives, where):  # Enter in a text field searches
+        box.submit(run, inputs, outputs, api_name=False, queue=False)
 
     def pick(evt: gr.SelectData) -> str:
         return str(state.collection().catalog["id"].iloc[sample[evt.index]])
@@ -175,4 +181,4 @@ def _results(state: AppState, found: pd.DataFrame, ids: list[str], fmt_name: str
     path = state.download(f"neighbours{suffix}")
     write_results(found, path, fmt)
     shown = [c for c in found.columns if c not in ("rank", "id", score)][:SHOWN_COLUMNS]
-    return query, gallery, found[["rank", "id", score, *shown]], str(path)
+    return query, gallery, readable(found[["rank", "id", score, *shown]]), str(path)

@@ -10,6 +10,8 @@ from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+from pandas.io.formats.style import Styler
 
 from anomaly import Discovery
 from embedder import Collection, open_collection
@@ -18,6 +20,7 @@ from embedder.collection import MANIFEST
 DISPLAY_SIDE = 160  # stamps are enlarged by whole pixels to about this side, so structure is visible
 MAX_LOOPS = 16  # discovery loops kept in memory (each holds features of every galaxy); older ones reload
 DOWNLOAD_AGE_S = 3600  # result files older than this are deleted (Gradio serves its own copy)
+DECIMALS = {"similarity": 3, "distance": 3, "ra": 5, "dec": 5}  # in tables; 1e-5 degree = 0.036"
 
 
 def stamp(image: np.ndarray, side: int = DISPLAY_SIDE) -> np.ndarray:
@@ -26,6 +29,27 @@ def stamp(image: np.ndarray, side: int = DISPLAY_SIDE) -> np.ndarray:
     factor = max(1, side // image.shape[0])
     image = image.repeat(factor, axis=0).repeat(factor, axis=1)
     return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
+
+
+def readable(frame: pd.DataFrame, decimals: dict[str, int] | None = None) -> Styler:
+    """``frame`` for a page's table: floats shown rounded (DECIMALS, ``decimals``, else whole numbers
+    for whole columns, 3 decimals or 3 significant digits), the values underneath kept whole."""
+    decimals = {**DECIMALS, **(decimals or {})}
+    formats = {}
+    for column in frame.select_dtypes("floating").columns:
+        values = frame[column].to_numpy(dtype=float, na_value=np.nan)
+        finite = values[np.isfinite(values)]
+        if column in decimals:
+            formats[column] = f"{{:.{decimals[column]}f}}"
+        elif (finite == np.round(finite)).all():
+            formats[column] = "{:.0f}"
+        else:
+            formats[column] = _three_decimals
+    return frame.style.format(formats, na_rep="")
+
+
+def _three_decimals(value: float) -> str:
+    return f"{value:.3f}" if value == 0 or abs(value) >= 0.01 else f"{value:.3g}"
 
 
 class AppState:
