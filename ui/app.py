@@ -38,8 +38,9 @@ def build_app(collection: str | Path) -> gr.Blocks:
     state = AppState(collection)
     coll = state.collection()
     encoder = describe(coll.encoder) if coll.encoder else "no encoder yet"
-    # delete_cache: Gradio's copies of results and uploads are deleted after an hour, checked every 10 min
-    with gr.Blocks(title=f"galsearch · {coll.manifest['name']}", delete_cache=(600, 3600)) as app:
+    # No delete_cache: Gradio's cache is shared by content hash between servers, and one app's cleanup
+    # deleted files that another still served (a download failed with 403 in tests).
+    with gr.Blocks(title=f"galsearch · {coll.manifest['name']}") as app:
         gr.Markdown(
             f"## galsearch · {coll.manifest['name']}\n{len(coll)} galaxies · "
             f"{coll.counts['embedded']} embedded with {encoder}"
