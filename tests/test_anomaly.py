@@ -18,6 +18,7 @@ from anomaly import (
     reduce_embeddings,
     score_collection,
 )
+from anomaly.learner import LINEAR_WEIGHT, average_ranks
 from embedder import CollectionError, GalsearchError, embed, open_collection
 
 
@@ -151,3 +152,64 @@ def test_discovery_rates_undoes_ranks_and_sees_other_processes(embedded_blobs):
 def test_discovery_needs_embeddings(blob_collection):
     with pytest.raises(CollectionError, match="galsearch embed"):
         Discovery(blob_collection, "s")
+
+
+def test_average_ranks_are_scipys_rankdata():
+    from scipy.stats import rankdata
+
+    values = np.random.default_rng(0).integers(0, 20, 500).astype(float)  # many ties
+    assert np.array_equal(average_ranks(values), rankdata(values))
+
+
+def test_the_cached_gp_features_give_todays_ranking_cold_and_warm(embedded_blobs):
+    features = reduce_embeddings(embedded_blobs.embeddings)
+    today = ActiveLearner(features, anomaly_scores(features))  # as the loop was built before the cache
+    cold = Discovery(embedded_blobs, "s", user="ann")
+    cached = sorted(p.name for p in (embedded_blobs.path / "cache").iterdir())
+    assert [name.rsplit("-", 1)[0] for name in cached] == ["features-d16-s0", "gp-basis-d16-s0"]
+    warm = Discovery(open_collection(embedded_blobs.path), "s", user="ann")
+    assert sorted(p.name for p in (embedded_blobs.path / "cache").iterdir()) == cached
+    assert np.array_equal(warm.learner.basis_, cold.learner.basis_)
+    assert np.allclose(cold.learner.basis_, today.basis_, atol=1e-6)
+    rated = cold.catalog["id"].iloc[[3, 8, 20]].tolist()
+    cold.rate_many(zip(rated, [5, 0, 4], strict=True))
+    warm.refresh()  # sees the ratings stored by the other loop
+    today.fit(cold.collection.rows_of(rated), [5, 0, 4])
+    for hunt in (cold, warm):
+        assert hunt.ranking(30)["id"].tolist() == cold.catalog["id"].iloc[today.ranking(30)["row"]].tolist()
+        assert hunt.suggest(5)["id"].tolist() == cold.catalog["id"].iloc[today.suggest(5)].tolist()
+
+
+def test_a_new_embedding_replaces_the_cached_features(embedded_blobs):
+    Discovery(embedded_blobs, "s")
+    before = {p.name for p in (embedded_blobs.path / "cache").iterdir()}
+    embed(embedded_blobs, "random:test_vit", replace=True, progress=False)  # another encoder
+    hunt = Discovery(open_collection(embedded_blobs.path), "s")
+    after = {p.name for p in (embedded_blobs.path / "cache").iterdir()}
+    assert len(after) == 2 and not before & after  # recomputed, and the stale files removed
+    linear_part = LINEAR_WEIGHT * reduce_embeddings(hunt.collection.embeddings) / np.sqrt(16)
+    assert np.allclose(hunt.learner.basis_[:, :16], linear_part)
+
+
+def test_an_unwritable_collection_computes_without_caching(embedded_blobs, monkeypatch):
+    import embedder.cache
+
+    def refuse(*args):
+        raise PermissionError("read-only")
+
+    monkeypatch.setattr(embedder.cache, "atomic_write", refuse)
+    hunt = Discovery(embedded_blobs, "s")
+    assert not (embedded_blobs.path / "cache").exists() or not any((embedded_blobs.path / "cache").iterdir())
+    assert len(hunt.suggest(2)) == 2
+
+
+def test_rating_several_refuses_all_before_storing_any(embedded_blobs):
+    hunt = Discovery(embedded_blobs, "s", user="ann")
+    ids = hunt.catalog["id"].tolist()
+    with pytest.raises(CollectionError, match="no-such"):
+        hunt.rate_many([(ids[0], 5), ("no-such", 3)])
+    with pytest.raises(GalsearchError, match="from 0 to 5"):
+        hunt.rate_many([(ids[0], 5), (ids[1], 7)])
+    assert hunt.store.latest("s").empty
+    hunt.rate_many([(ids[0], 5), (ids[1], 2)])
+    assert dict(zip(hunt.ratings["galaxy"], hunt.ratings["rating"], strict=True)) == {ids[0]: 5, ids[1]: 2}
