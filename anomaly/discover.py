@@ -60,7 +60,7 @@ class Discovery:
     def refresh(self) -> pd.DataFrame:
         """Re-read this session's ratings from the store and refit; returns them (latest per galaxy)."""
         latest = self.store.latest(self.session)
-        rows = pd.Index(self.catalog["id"]).get_indexer(latest["galaxy"])
+        rows = self.collection.ids.get_indexer(latest["galaxy"])
         usable = (rows >= 0) & (rows < len(self.learner))  # galaxies removed or not embedded yet are skipped
         self.learner.fit(rows[usable], latest["rating"].to_numpy()[usable])
         self.ratings = latest

@@ -117,6 +117,10 @@ class ActiveLearner:
         self.rated_ = rows
         self.offset_ = float(ratings.mean()) if len(ratings) else 0.0
         self.scale_ = float(ratings.std()) if len(ratings) and ratings.std() > 0 else 1.0
+        if not len(rows):  # the posterior is the prior, without a pass over every candidate
+            width = self.basis_.shape[1]
+            self.chol_, self.weights_, self.mean_ = np.eye(width), np.zeros(width), self.prior_mean_.copy()
+            return self
         targets = (ratings - self.offset_) / self.scale_ - self.prior_mean_[rows]
         basis = self.basis_[rows].astype(np.float64)
         with _one_blas_thread():

@@ -74,6 +74,7 @@ class Collection:
         self.path = Path(path)
         self.manifest = self._read_manifest()
         self._catalog: pd.DataFrame | None = None
+        self._ids: pd.Index | None = None
         self.validate()
 
     # ---- creation and validation -------------------------------------------------------------
@@ -231,6 +232,15 @@ class Collection:
         return self._catalog
 
     @property
+    def ids(self) -> pd.Index:
+        """The catalog's ids as a pandas Index (built once per catalog), to look rows up by id."""
+        if self._ids is None:
+            import pandas as pd
+
+            self._ids = pd.Index(self.catalog["id"])
+        return self._ids
+
+    @property
     def columns(self) -> list[str]:
         """The catalog's column names (read from the file's schema while the catalog is not loaded)."""
         if self._catalog is not None:
@@ -274,11 +284,8 @@ class Collection:
 
     def rows_of(self, ids: list[str] | str) -> np.ndarray:
         """Catalog row numbers of the given ids; raises with the unknown ids listed."""
-        import pandas as pd
-
         ids = [ids] if isinstance(ids, str) else [str(i) for i in ids]
-        lookup = pd.Index(self.catalog["id"])
-        rows = lookup.get_indexer(ids)
+        rows = self.ids.get_indexer(ids)
         missing = [i for i, r in zip(ids, rows, strict=True) if r < 0]
         if missing:
             shown = [m if len(m) <= 80 else m[:77] + "..." for m in missing[:10]]
@@ -293,13 +300,13 @@ class Collection:
         """Hold the collection's writer lock; re-reads the manifest so writes build on the latest state."""
         with exclusive_lock(self.path / LOCK, f"collection {self.path}"):
             self.manifest = self._read_manifest()
-            self._catalog = None
+            self._catalog, self._ids = None, None
             yield self
 
     def _commit(self, catalog: pd.DataFrame | None = None) -> None:
         if catalog is not None:
             _write_parquet(self.path / CATALOG, catalog)
-            self._catalog = catalog
+            self._catalog, self._ids = catalog, None
         self.manifest["updated"] = utc_now()
         atomic_write_json(self.path / MANIFEST, self.manifest)
 
