@@ -13,7 +13,7 @@ from embedder.collection import Collection, open_collection
 from embedder.errors import CollectionError
 
 from .features import DEFAULT_DIM, FIT_SAMPLE, collection_features
-from .learner import JITTER, LINEAR_WEIGHT, N_INDUCING, ActiveLearner, gp_basis
+from .learner import JITTER, LINEAR_WEIGHT, N_INDUCING, ActiveLearner, gp_basis, prior_std
 from .ratings import MAX_RATING, MIN_RATING, Rating, RatingsError, default_user, ratings_store
 from .scores import DEFAULT_METHOD, anomaly_scores, score_column, store_scores
 
@@ -49,8 +49,8 @@ class Discovery:
             features = collection_features(self.collection, dim, seed)  # none: raises, saying what to run
             store_scores(self.collection, anomaly_method, anomaly_scores(features, anomaly_method, seed))
         self.anomaly = self.collection.catalog[column].to_numpy(dtype=np.float64)[:n]
-        basis = _gp_basis(self.collection, dim, seed)
-        self.learner = ActiveLearner.from_basis(basis, self.anomaly)
+        basis, std = _gp_basis(self.collection, dim, seed)
+        self.learner = ActiveLearner.from_basis(basis, self.anomaly, std=std)
         self.refresh()
 
     @property
@@ -117,8 +117,9 @@ class Discovery:
         return table
 
 
-def _gp_basis(collection: Collection, dim: int, seed: int) -> np.ndarray:
-    """The learner's GP features of every embedded galaxy, computed once per state of the embeddings."""
+def _gp_basis(collection: Collection, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The learner's GP features of every embedded galaxy and their prior std, computed once per state of
+    the embeddings."""
     params = {
         "dim": dim,
         "seed": seed,
@@ -127,9 +128,10 @@ def _gp_basis(collection: Collection, dim: int, seed: int) -> np.ndarray:
         "linear_weight": LINEAR_WEIGHT,
         "jitter": JITTER,
     }
-    return cached_array(
+    basis = cached_array(
         collection,
         f"gp-basis-d{dim}-s{seed}",
         params,
         lambda: gp_basis(collection_features(collection, dim, seed), seed=seed),
     )
+    return basis, cached_array(collection, f"gp-std-d{dim}-s{seed}", params, lambda: prior_std(basis))

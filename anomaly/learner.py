@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from threadpoolctl import ThreadpoolController
 
 CHUNK = 65_536
+FIRST_CHUNK = 1024  # candidates whose exact UCB a suggestion computes first (each a 272-wide solve)
 JITTER = 1e-5
 N_INDUCING = 256
 LINEAR_WEIGHT = 0.3
@@ -70,7 +71,7 @@ class ActiveLearner:
         basis = gp_basis(
             features, n_inducing=n_inducing, length_scale=length_scale, linear_weight=linear_weight, seed=seed
         )
-        self._start(basis, prior, noise=noise, prior_weight=prior_weight, kappa=kappa)
+        self._start(basis, prior_std(basis), prior, noise=noise, prior_weight=prior_weight, kappa=kappa)
 
     @classmethod
     def from_basis(
@@ -78,22 +79,31 @@ class ActiveLearner:
         basis: np.ndarray,
         prior: np.ndarray | None = None,
         *,
+        std: np.ndarray | None = None,
         noise: float = 1.0,
         prior_weight: float = 0.5,
         kappa: float = 0.25,
     ) -> ActiveLearner:
-        """A learner over candidates whose :func:`gp_basis` was computed before (e.g. cached on disk)."""
+        """A learner over candidates whose :func:`gp_basis` (and :func:`prior_std`, ``std``) were computed
+        before, e.g. cached on disk."""
         learner = cls.__new__(cls)
-        learner._start(basis, prior, noise=noise, prior_weight=prior_weight, kappa=kappa)
+        std = prior_std(basis) if std is None else std
+        learner._start(basis, std, prior, noise=noise, prior_weight=prior_weight, kappa=kappa)
         return learner
 
     def _start(
-        self, basis: np.ndarray, prior: np.ndarray | None, *, noise: float, prior_weight: float, kappa: float
+        self,
+        basis: np.ndarray,
+        std: np.ndarray,
+        prior: np.ndarray | None,
+        *,
+        noise: float,
+        prior_weight: float,
+        kappa: float,
     ) -> None:
         n = len(basis)
         self.noise, self.kappa = noise, kappa
-        self.basis_ = basis
-        self.prior_std_ = np.sqrt(np.einsum("ij,ij->i", basis, basis))
+        self.basis_, self.prior_std_ = basis, std
         self.prior_mean_ = np.zeros(n, dtype=np.float32)
         if prior is not None:
             prior = np.asarray(prior, dtype=np.float64)
@@ -165,19 +175,21 @@ class ActiveLearner:
         if exclude is not None:
             blocked[np.asarray(exclude, dtype=np.int64)] = True
         bound = np.where(blocked, -np.inf, self.mean_ + self.kappa * self.prior_std_)
-        order = np.argsort(-bound, kind="stable")
-        order = order[np.isfinite(bound[order])]
         pool = max(4 * n, 64)
         rows, scores = np.empty(0, dtype=np.int64), np.empty(0)
-        for start in range(0, len(order), CHUNK):
-            chunk = order[start : start + CHUNK]
+        start, size = 0, max(pool, FIRST_CHUNK)  # chunks grow: the first usually settles the pool
+        candidates = int(np.isfinite(bound).sum())
+        order = _best_first(bound, 4 * size)  # sorting every candidate is rarely needed
+        while start < candidates:
+            chunk = order[start : start + size]
             rows = np.concatenate([rows, chunk])
             scores = np.concatenate([scores, self.mean_[chunk] + self.kappa * self._std(chunk)])
-            following = start + CHUNK
-            if following >= len(order) or (
-                len(scores) >= pool and np.partition(scores, -pool)[-pool] >= bound[order[following]]
-            ):
-                break
+            start, size = start + len(chunk), min(2 * size, CHUNK)
+            if start == len(order) < candidates:
+                order = _best_first(bound)  # the same order, continued
+            worst = np.partition(scores, -pool)[-pool] if len(scores) >= pool else -np.inf
+            if start < candidates and worst >= bound[order[start]]:
+                break  # no later candidate can enter the pool: no posterior std exceeds the prior's
         return self._diverse(rows[np.argsort(-scores, kind="stable")[:pool]], n)
 
     def _diverse(self, ranked: np.ndarray, n: int) -> np.ndarray:
@@ -236,9 +248,24 @@ def _one_blas_thread() -> AbstractContextManager:
     return _blas_threads().limit(limits=1, user_api="blas")
 
 
+def prior_std(basis: np.ndarray) -> np.ndarray:
+    """Each candidate's prior std of f, the length of its :func:`gp_basis` row (float32)."""
+    return np.sqrt(np.einsum("ij,ij->i", basis, basis))
+
+
+def _best_first(bound: np.ndarray, head: int | None = None) -> np.ndarray:
+    """Rows of finite ``bound``, highest first, ties by row (a stable sort's order); with ``head``, only
+    those whose bound is among the ``head`` highest (ties included), which start the full order."""
+    rows = np.flatnonzero(np.isfinite(bound))
+    if head is not None and head < len(rows):
+        threshold = np.partition(bound[rows], len(rows) - head)[len(rows) - head]
+        rows = rows[bound[rows] >= threshold]
+    return rows[np.argsort(-bound[rows], kind="stable")]
+
+
 def average_ranks(values: np.ndarray) -> np.ndarray:
     """Ranks 1..n of ``values``, tied values sharing the mean of their ranks (``scipy.stats.rankdata``)."""
-    order = np.argsort(values, kind="stable")
+    order = np.argsort(values)  # no stable sort needed: tied values get the same rank whatever their order
     ordered = values[order]
     first = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
     counts = np.diff(np.r_[first, len(values)])

@@ -166,10 +166,15 @@ def test_the_cached_gp_features_give_todays_ranking_cold_and_warm(embedded_blobs
     today = ActiveLearner(features, anomaly_scores(features))  # as the loop was built before the cache
     cold = Discovery(embedded_blobs, "s", user="ann")
     cached = sorted(p.name for p in (embedded_blobs.path / "cache").iterdir())
-    assert [name.rsplit("-", 1)[0] for name in cached] == ["features-d16-s0", "gp-basis-d16-s0"]
+    assert [name.rsplit("-", 1)[0] for name in cached] == [
+        "features-d16-s0",
+        "gp-basis-d16-s0",
+        "gp-std-d16-s0",
+    ]
     warm = Discovery(open_collection(embedded_blobs.path), "s", user="ann")
     assert sorted(p.name for p in (embedded_blobs.path / "cache").iterdir()) == cached
     assert np.array_equal(warm.learner.basis_, cold.learner.basis_)
+    assert np.array_equal(warm.learner.prior_std_, today.prior_std_)
     assert np.allclose(cold.learner.basis_, today.basis_, atol=1e-6)
     rated = cold.catalog["id"].iloc[[3, 8, 20]].tolist()
     cold.rate_many(zip(rated, [5, 0, 4], strict=True))
@@ -186,7 +191,7 @@ def test_a_new_embedding_replaces_the_cached_features(embedded_blobs):
     embed(embedded_blobs, "random:test_vit", replace=True, progress=False)  # another encoder
     hunt = Discovery(open_collection(embedded_blobs.path), "s")
     after = {p.name for p in (embedded_blobs.path / "cache").iterdir()}
-    assert len(after) == 2 and not before & after  # recomputed, and the stale files removed
+    assert len(after) == 3 and not before & after  # recomputed, and the stale files removed
     linear_part = LINEAR_WEIGHT * reduce_embeddings(hunt.collection.embeddings) / np.sqrt(16)
     assert np.allclose(hunt.learner.basis_[:, :16], linear_part)
 
@@ -213,3 +218,30 @@ def test_rating_several_refuses_all_before_storing_any(embedded_blobs):
     assert hunt.store.latest("s").empty
     hunt.rate_many([(ids[0], 5), (ids[1], 2)])
     assert dict(zip(hunt.ratings["galaxy"], hunt.ratings["rating"], strict=True)) == {ids[0]: 5, ids[1]: 2}
+
+
+def test_suggestions_equal_those_from_scoring_every_candidate(monkeypatch):
+    import anomaly.learner
+
+    sorts = []
+    best_first = anomaly.learner._best_first
+    monkeypatch.setattr(anomaly.learner, "FIRST_CHUNK", 8)  # small chunks, then the full order
+    monkeypatch.setattr(anomaly.learner, "CHUNK", 64)
+    monkeypatch.setattr(
+        anomaly.learner, "_best_first", lambda b, head=None: sorts.append(head) or best_first(b, head)
+    )
+    features, _ = blobs([300, 200, 8])
+    features = np.vstack([features, features[:30]])  # duplicates: tied bounds and scores
+    learner = ActiveLearner(features, anomaly_scores(features), n_inducing=64)
+    rng = np.random.default_rng(1)
+    learner.fit(rng.choice(len(features), 200, replace=False), rng.integers(0, 6, 200))  # loose bounds
+    for n, exclude in ((1, None), (10, [0, 1, 2]), (40, None)):
+        blocked = np.zeros(len(learner), dtype=bool)
+        blocked[learner.rated_] = True
+        blocked[exclude or []] = True
+        bound = np.where(blocked, -np.inf, learner.mean_ + learner.kappa * learner.prior_std_)
+        order = np.argsort(-bound, kind="stable")[: (~blocked).sum()]
+        scores = learner.mean_[order] + learner.kappa * learner._std(order)
+        pool = order[np.argsort(-scores, kind="stable")[: max(4 * n, 64)]]
+        assert learner.suggest(n, exclude).tolist() == learner._diverse(pool, n).tolist()
+    assert None in sorts  # some suggestion went past the first candidates and sorted them all
