@@ -40,6 +40,7 @@ bench: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/discovery.py --work $(WORK)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/finetune.py --work $(WORK)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/ui.py --work $(WORK) --screenshots docs/screenshots
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/cli.py --work $(WORK)
 
 # Retrain the shipped encoder (embedder/weights/default.safetensors) from the demo and the train splits
 # of ../shared/data; the README gives the data, the time it took and the resulting quality.

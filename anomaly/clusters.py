@@ -25,6 +25,17 @@ class ClusterReport:
     typical: dict[int, list[str]]
     max_clusters: int
 
+    def table(self) -> pd.DataFrame:
+        """One row per cluster: cluster, galaxies, share and its typical members (ids, comma-separated)."""
+        return pd.DataFrame(
+            {
+                "cluster": self.sizes.index.to_numpy(),
+                "galaxies": self.sizes.to_numpy(),
+                "share": self.sizes.to_numpy() / self.sizes.sum(),
+                "typical": [",".join(self.typical[c]) for c in self.sizes.index],
+            }
+        )
+
     def summary(self) -> str:
         total = int(self.sizes.sum())
         lines = [

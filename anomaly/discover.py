@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from embedder import Collection, CollectionError, open_collection
+from embedder.cache import cached_array
+from embedder.collection import Collection, open_collection
+from embedder.errors import CollectionError
 
-from .features import DEFAULT_DIM, collection_features
-from .learner import ActiveLearner
-from .ratings import Rating, default_user, ratings_store
+from .features import DEFAULT_DIM, FIT_SAMPLE, collection_features
+from .learner import JITTER, LINEAR_WEIGHT, N_INDUCING, ActiveLearner, gp_basis, prior_std
+from .ratings import MAX_RATING, MIN_RATING, Rating, RatingsError, default_user, ratings_store
 from .scores import DEFAULT_METHOD, anomaly_scores, score_column, store_scores
 
 
@@ -20,7 +23,9 @@ class Discovery:
 
     The anomaly scores (``anomaly_METHOD`` in the catalog, computed and stored when missing) give the GP
     its prior; every rating goes to the collection's ratings store at once, and the model is refitted
-    from the store, so ratings made by other processes in the same session count too.
+    from the store, so ratings made by other processes in the same session count too. The GP features of
+    the galaxies depend on the embeddings only, so they are computed once and cached in the collection
+    (``cache/``): a new loop reads them, refits on the session's ratings and answers.
     """
 
     def __init__(
@@ -37,13 +42,15 @@ class Discovery:
         self.session, self.user = session, user or default_user()
         self.store = ratings_store(self.collection.path)
         self.store.ensure_session(session)
-        features = collection_features(self.collection, dim, seed)
+        n = self.collection.counts["embedded"]
         column = score_column(anomaly_method)
         catalog = self.collection.catalog
-        if column not in catalog or catalog[column].iloc[: len(features)].isna().any():
+        if n == 0 or column not in catalog or catalog[column].iloc[:n].isna().any():
+            features = collection_features(self.collection, dim, seed)  # none: raises, saying what to run
             store_scores(self.collection, anomaly_method, anomaly_scores(features, anomaly_method, seed))
-        self.anomaly = self.collection.catalog[column].to_numpy(dtype=np.float64)[: len(features)]
-        self.learner = ActiveLearner(features, self.anomaly, seed=seed)
+        self.anomaly = self.collection.catalog[column].to_numpy(dtype=np.float64)[:n]
+        basis, std = _gp_basis(self.collection, dim, seed)
+        self.learner = ActiveLearner.from_basis(basis, self.anomaly, std=std)
         self.refresh()
 
     @property
@@ -53,7 +60,7 @@ class Discovery:
     def refresh(self) -> pd.DataFrame:
         """Re-read this session's ratings from the store and refit; returns them (latest per galaxy)."""
         latest = self.store.latest(self.session)
-        rows = pd.Index(self.catalog["id"]).get_indexer(latest["galaxy"])
+        rows = self.collection.ids.get_indexer(latest["galaxy"])
         usable = (rows >= 0) & (rows < len(self.learner))  # galaxies removed or not embedded yet are skipped
         self.learner.fit(rows[usable], latest["rating"].to_numpy()[usable])
         self.ratings = latest
@@ -75,12 +82,23 @@ class Discovery:
 
     def rate(self, galaxy: str, rating: float) -> Rating:
         """Store ``rating`` (0-5) of ``galaxy`` in this session and refit."""
-        row = int(self.collection.rows_of(galaxy)[0])
-        if row >= len(self.learner):
-            raise CollectionError(
-                f"{galaxy} has no embedding yet: run `galsearch embed {self.collection.path}`"
-            )
-        stored = self.store.rate(self.session, galaxy, rating, self.user)
+        return self.rate_many([(galaxy, rating)])[0]
+
+    def rate_many(self, ratings: Iterable[tuple[str, float]]) -> list[Rating]:
+        """Store several (galaxy, rating 0-5) in this session, in order, then refit once.
+
+        Unknown or unembedded galaxies and ratings outside 0-5 are refused before any is stored.
+        """
+        ratings = [(str(galaxy), float(rating)) for galaxy, rating in ratings]
+        rows = self.collection.rows_of([galaxy for galaxy, _ in ratings])
+        for (galaxy, rating), row in zip(ratings, rows, strict=True):
+            if row >= len(self.learner):
+                raise CollectionError(
+                    f"{galaxy} has no embedding yet: run `galsearch embed {self.collection.path}`"
+                )
+            if not MIN_RATING <= rating <= MAX_RATING:
+                raise RatingsError(f"a rating is a number from 0 to 5, got {rating:g} for {galaxy}")
+        stored = [self.store.rate(self.session, galaxy, rating, self.user) for galaxy, rating in ratings]
         self.refresh()
         return stored
 
@@ -97,3 +115,23 @@ class Discovery:
         rated = dict(zip(self.ratings["galaxy"], self.ratings["rating"], strict=True))
         table.insert(5, "rating", table["id"].map(rated).astype(float))
         return table
+
+
+def _gp_basis(collection: Collection, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The learner's GP features of every embedded galaxy and their prior std, computed once per state of
+    the embeddings."""
+    params = {
+        "dim": dim,
+        "seed": seed,
+        "fit_sample": FIT_SAMPLE,
+        "n_inducing": N_INDUCING,
+        "linear_weight": LINEAR_WEIGHT,
+        "jitter": JITTER,
+    }
+    basis = cached_array(
+        collection,
+        f"gp-basis-d{dim}-s{seed}",
+        params,
+        lambda: gp_basis(collection_features(collection, dim, seed), seed=seed),
+    )
+    return basis, cached_array(collection, f"gp-std-d{dim}-s{seed}", params, lambda: prior_std(basis))

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.decomposition import PCA
 
-from embedder import Collection, CollectionError
-from index import normalized
+from embedder.cache import cached_array
+from embedder.collection import Collection
+from embedder.errors import CollectionError
 
 DEFAULT_DIM = 16
 FIT_SAMPLE = 100_000  # PCA is fitted on at most this many galaxies, then applied to all
@@ -15,6 +15,10 @@ CHUNK = 262_144
 
 def reduce_embeddings(embeddings: np.ndarray, dim: int = DEFAULT_DIM, seed: int = 0) -> np.ndarray:
     """Unit-normalise embeddings, then PCA-whiten them to ``dim`` dimensions (float32, one row each)."""
+    from sklearn.decomposition import PCA
+
+    from index.store import normalized
+
     embeddings = np.asarray(embeddings)
     n, width = embeddings.shape
     dim = min(dim, width, n)
@@ -32,9 +36,18 @@ def reduce_embeddings(embeddings: np.ndarray, dim: int = DEFAULT_DIM, seed: int 
 
 
 def collection_features(collection: Collection, dim: int = DEFAULT_DIM, seed: int = 0) -> np.ndarray:
-    """Reduced features of every embedded galaxy of ``collection`` (row i = catalog row i)."""
+    """Reduced features of every embedded galaxy of ``collection`` (row i = catalog row i).
+
+    They are computed once per state of the embeddings and cached in the collection (``cache/``), read
+    back as a read-only memory map.
+    """
     if collection.counts["embedded"] == 0:
         raise CollectionError(
             f"{collection.path} has no embeddings yet: run `galsearch embed {collection.path}`"
         )
-    return reduce_embeddings(collection.embeddings, dim, seed)
+    return cached_array(
+        collection,
+        f"features-d{dim}-s{seed}",
+        {"dim": dim, "seed": seed, "fit_sample": FIT_SAMPLE},
+        lambda: reduce_embeddings(collection.embeddings, dim, seed),
+    )

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from astropy.table import Table
 
 from embedder.errors import GalsearchError
 from embedder.storage import utc_now
@@ -228,6 +227,8 @@ class RatingsStore:
         format = format or EXPORT_FORMATS.get(path.suffix.lower())
         if format not in set(EXPORT_FORMATS.values()):
             raise RatingsError(f"cannot tell the export format of {path}: use .csv, .fits or .xml (VOTable)")
+        from astropy.table import Table
+
         table = Table.from_pandas(self.history(session))
         table.write(
             path, format={"csv": "ascii.csv", "fits": "fits", "votable": "votable"}[format], overwrite=True

@@ -2,52 +2,41 @@
 
 Each scorer is a scikit-learn outlier detector (``fit``/``score_samples``, higher = more normal, as in
 scikit-learn); :func:`anomaly_scores` turns one into a score per galaxy where *higher is more anomalous*.
+scikit-learn is imported only when a scorer is made.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, OutlierMixin
-from sklearn.ensemble import IsolationForest
-from sklearn.neighbors import LocalOutlierFactor, NearestNeighbors
-from sklearn.utils.validation import check_array, check_is_fitted
 
-from embedder import Collection, GalsearchError
+from embedder.collection import Collection
+from embedder.errors import GalsearchError
 
 from .features import DEFAULT_DIM, collection_features
+
+if TYPE_CHECKING:
+    from sklearn.base import OutlierMixin
 
 METHODS = ("knn", "iforest", "lof")
 DEFAULT_METHOD = "knn"
 
 
-class KNNDistance(OutlierMixin, BaseEstimator):
-    """Distance to the ``n_neighbors``-th nearest neighbour: far from everything means anomalous."""
-
-    def __init__(self, n_neighbors: int = 10):
-        self.n_neighbors = n_neighbors
-
-    def fit(self, X: np.ndarray, y: None = None) -> KNNDistance:
-        X = check_array(X, dtype=np.float32)
-        self.neighbors_ = NearestNeighbors(n_neighbors=min(self.n_neighbors, len(X) - 1)).fit(X)
-        # Each training point's own distance is measured to the others (itself excluded).
-        self.negative_distance_ = -self.neighbors_.kneighbors()[0][:, -1]
-        return self
-
-    def score_samples(self, X: np.ndarray) -> np.ndarray:
-        """Minus the distance of each row to its k-th nearest training point (higher = more normal)."""
-        check_is_fitted(self)
-        X = check_array(X, dtype=np.float32)
-        return -self.neighbors_.kneighbors(X)[0][:, -1]
-
-
 def make_scorer(method: str = DEFAULT_METHOD, seed: int = 0) -> OutlierMixin:
     """A fresh scikit-learn outlier detector for ``method`` (knn, iforest or lof)."""
     if method == "knn":
+        from .knn import KNNDistance
+
         return KNNDistance(n_neighbors=10)
     if method == "iforest":
+        from sklearn.ensemble import IsolationForest
+
         return IsolationForest(n_estimators=200, random_state=seed)
     if method == "lof":
+        from sklearn.neighbors import LocalOutlierFactor
+
         return LocalOutlierFactor(n_neighbors=20)
     raise GalsearchError(f"unknown anomaly method {method!r}: choose one of {', '.join(METHODS)}")
 

@@ -5,15 +5,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from .collection import Collection, open_collection
-from .encoders import DEFAULT_SPEC, Encoder, load_encoder
 from .errors import EncoderError
 
-DEFAULT_ENCODER = DEFAULT_SPEC
+if TYPE_CHECKING:
+    from .encoders import Encoder
+
+DEFAULT_ENCODER = "default"  # encoders.DEFAULT_SPEC, named here so that importing this module loads no torch
 COMMIT_SECONDS = 2.0
 # Fingerprint keys that identify the embedding function; the spec string that named it does not.
 IDENTITY_KEYS = ("architecture", "weights_sha256", "input_size", "mean", "std", "interpolation", "dim", "tta")
@@ -70,6 +72,8 @@ def embed(
     collection was embedded with a different encoder, this refuses unless ``replace`` is set, which
     discards the old embeddings and starts again: embeddings of two encoders are never mixed.
     """
+    from .encoders import load_encoder
+
     coll = collection if isinstance(collection, Collection) else open_collection(collection)
     enc = load_encoder(encoder, device) if isinstance(encoder, str) else encoder
     wanted = enc.fingerprint(coll.image_shape[0], tta)
@@ -97,6 +101,8 @@ def _embed_rows(
     coll: Collection, enc: Encoder, start: int, tta: bool, batch_size: int, progress: bool
 ) -> None:
     """Embed rows ``start:`` in batches, committing every few seconds and on interruption."""
+    from tqdm.auto import tqdm
+
     images = coll.images
     pending: list[np.ndarray] = []
     last_commit = time.monotonic()
@@ -117,6 +123,8 @@ def _embed_rows(
 
 def encoder_of(collection: Collection, device: str | None = None) -> Encoder:
     """Reload the encoder that embedded ``collection`` (to embed query images the same way)."""
+    from .encoders import load_encoder
+
     fingerprint = collection.encoder
     if fingerprint is None:
         raise EncoderError(

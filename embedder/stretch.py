@@ -6,16 +6,9 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
-from astropy.visualization import (
-    AsinhStretch,
-    AsymmetricPercentileInterval,
-    LinearStretch,
-    LogStretch,
-    SqrtStretch,
-)
 
 StretchKind = Literal["asinh", "linear", "log", "sqrt"]
-_STRETCHES = {"asinh": AsinhStretch, "linear": LinearStretch, "log": LogStretch, "sqrt": SqrtStretch}
+KINDS = ("asinh", "linear", "log", "sqrt")
 
 
 @dataclass(frozen=True)
@@ -33,8 +26,8 @@ class Stretch:
     joint: bool = True
 
     def __post_init__(self) -> None:
-        if self.kind not in _STRETCHES:
-            raise ValueError(f"unknown stretch {self.kind!r}; choose one of {sorted(_STRETCHES)}")
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown stretch {self.kind!r}; choose one of {sorted(KINDS)}")
         if not 0 <= self.lower_percentile < self.upper_percentile <= 100:
             raise ValueError(
                 f"percentiles must satisfy 0 <= lower < upper <= 100, got "
@@ -52,14 +45,18 @@ class Stretch:
         return asdict(self)
 
     def _transform(self):
+        from astropy.visualization import AsinhStretch, LinearStretch, LogStretch, SqrtStretch
+
         if self.kind == "asinh":
             return AsinhStretch(a=self.a)
         if self.kind == "log":
             return LogStretch(a=1 / self.a)
-        return _STRETCHES[self.kind]()
+        return {"linear": LinearStretch, "sqrt": SqrtStretch}[self.kind]()
 
     def apply(self, image: np.ndarray) -> np.ndarray:
         """Stretch an (H, W, C) float image into float32 values in [0, 1]."""
+        from astropy.visualization import AsymmetricPercentileInterval
+
         interval = AsymmetricPercentileInterval(self.lower_percentile, self.upper_percentile)
         transform = self._transform()
         image = image.astype(np.float64)

@@ -1,32 +1,40 @@
-"""Vector indexes over a collection's embeddings and similarity queries on them."""
+"""Vector indexes over a collection's embeddings and similarity queries on them.
 
-from .filters import FilterError, filter_rows, parse_filter
-from .projection import MapPicture, render_map, save_map_png, umap_coordinates
-from .query import (
-    FORMATS,
-    Match,
-    QueryError,
-    embed_image,
-    embed_image_file,
-    match_position,
-    query_vector,
-    search,
-    similar,
-    to_astropy,
-    write_results,
-)
-from .store import (
-    IndexInfo,
-    IndexSettingError,
-    StaleIndexError,
-    VectorIndex,
-    add_to_index,
-    build_index,
-    has_index,
-    load_index,
-    normalized,
-    read_info,
-)
+Public names load their submodule on first use (the map's matplotlib only when a map is drawn).
+"""
+
+from typing import TYPE_CHECKING
+
+from embedder.lazy import lazy_package
+
+if TYPE_CHECKING:
+    from .filters import FilterError, filter_rows, parse_filter
+    from .projection import MapPicture, render_map, save_map_png, umap_coordinates
+    from .query import (
+        FORMATS,
+        Match,
+        QueryError,
+        embed_image,
+        embed_image_file,
+        match_position,
+        query_vector,
+        search,
+        similar,
+        to_astropy,
+        write_results,
+    )
+    from .store import (
+        IndexInfo,
+        IndexSettingError,
+        StaleIndexError,
+        VectorIndex,
+        add_to_index,
+        build_index,
+        has_index,
+        load_index,
+        normalized,
+        read_info,
+    )
 
 __all__ = [
     "FORMATS",
@@ -58,3 +66,36 @@ __all__ = [
     "umap_coordinates",
     "write_results",
 ]
+
+lazy_package(
+    __name__,
+    {
+        "filters": ("FilterError", "filter_rows", "parse_filter"),
+        "projection": ("MapPicture", "render_map", "save_map_png", "umap_coordinates"),
+        "query": (
+            "FORMATS",
+            "Match",
+            "QueryError",
+            "embed_image",
+            "embed_image_file",
+            "match_position",
+            "query_vector",
+            "search",
+            "similar",
+            "to_astropy",
+            "write_results",
+        ),
+        "store": (
+            "IndexInfo",
+            "IndexSettingError",
+            "StaleIndexError",
+            "VectorIndex",
+            "add_to_index",
+            "build_index",
+            "has_index",
+            "load_index",
+            "normalized",
+            "read_info",
+        ),
+    },
+)

@@ -11,20 +11,19 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from astropy.coordinates import SkyCoord
-from astropy.table import MaskedColumn, Table
 
 from embedder.collection import Collection, open_collection
-from embedder.embed import encoder_of
 from embedder.errors import CollectionError, GalsearchError
-from embedder.ingest import prepare_image
-from embedder.sources import read_image_file
 
 from .filters import filter_rows
 from .store import INDEX_DIR, INFO_FILE, VectorIndex, build_index, has_index, load_index, normalized
+
+if TYPE_CHECKING:
+    from astropy.table import Table
 
 NEGATIVE_WEIGHT = 0.75
 FORMATS = ("text", "csv", "json", "fits", "votable")
@@ -193,6 +192,8 @@ def query_vector(
 
 def embed_image_file(collection: Collection, path: str | Path, device: str | None = None) -> np.ndarray:
     """The embedding of a FITS/PNG/JPEG file, preprocessed and encoded as the collection's images were."""
+    from embedder.sources import read_image_file
+
     return embed_image(collection, read_image_file(path).image, device, str(path))
 
 
@@ -200,6 +201,9 @@ def embed_image(
     collection: Collection, image: np.ndarray, device: str | None = None, name: str = "the image"
 ) -> np.ndarray:
     """The embedding of raw pixels (H, W[, C]), preprocessed and encoded as the collection's images were."""
+    from embedder.embed import encoder_of
+    from embedder.ingest import prepare_image
+
     side, _, channels = collection.image_shape
     try:
         stored = prepare_image(image, side, channels, collection.stretch, collection.crop)
@@ -213,6 +217,8 @@ def match_position(
     collection: Collection, ra: float | None, dec: float | None, radius_arcsec: float = 5.0
 ) -> Match:
     """The catalogued galaxy nearest (``ra``, ``dec``) in degrees; QueryError if none is within the radius."""
+    from astropy.coordinates import SkyCoord
+
     if ra is None or dec is None:
         raise QueryError("give both ra and dec (degrees) to search around a position")
     catalog = collection.catalog
@@ -305,6 +311,8 @@ def to_astropy(table: pd.DataFrame, utf8_bytes: bool = False) -> Table:
 
     ``utf8_bytes`` stores text as UTF-8 bytes, which FITS needs for anything beyond ASCII.
     """
+    from astropy.table import MaskedColumn, Table
+
     text = [c for c in table.columns if not pd.api.types.is_numeric_dtype(table[c])]
     strings = table.astype({c: "string" for c in text})
     out = Table.from_pandas(strings.fillna({c: "" for c in text}))

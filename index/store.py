@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from functools import cache
@@ -23,8 +25,6 @@ from typing import Any, Literal, Protocol
 
 import faiss
 import numpy as np
-import torch
-from tqdm.auto import tqdm
 
 from embedder.collection import Collection
 from embedder.embed import IDENTITY_KEYS, same_encoder
@@ -176,6 +176,8 @@ def _training_sample(vectors: np.ndarray, index: faiss.Index, metric: Metric) ->
 
 def _add_rows(index: faiss.Index, vectors: np.ndarray, metric: Metric, progress: bool) -> int:
     """Add ``vectors[index.ntotal:]`` a chunk at a time; returns how many were added."""
+    from tqdm.auto import tqdm
+
     start = index.ntotal
     with tqdm(total=len(vectors) - start, desc="index", unit="vec", disable=not progress) as bar:
         for first in range(start, len(vectors), CHUNK_ROWS):
@@ -501,10 +503,24 @@ def exact_search(
 # ---- GPUs ----------------------------------------------------------------------------------------
 
 
+# Device files that a CUDA (or ROCm, or WSL) GPU driver provides: without any, torch cannot see a GPU, and
+# a search on the CPU does not import it.
+GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/dxg", "/dev/kfd")
+
+
+def _cuda_available() -> bool:
+    """Whether torch sees a CUDA GPU (torch is imported only where a GPU driver is present)."""
+    if "torch" not in sys.modules and not any(os.path.exists(file) for file in GPU_DEVICE_FILES):
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _wants_cuda(device: str | None) -> bool:
     if device is None:
-        return torch.cuda.is_available()
-    if device.startswith("cuda") and not torch.cuda.is_available():
+        return _cuda_available()
+    if device.startswith("cuda") and not _cuda_available():
         raise IndexSettingError(f"device {device!r} asked for, but torch sees no CUDA GPU")
     return device.startswith("cuda")
 
@@ -544,6 +560,8 @@ class TorchExact:
     QUERY_BYTES = 2**30  # bound on one block of query x vector scores
 
     def __init__(self, vectors: np.ndarray, metric: Metric, device: str):
+        import torch
+
         self.metric = metric
         self.device = torch.device(device)
         self.data = torch.empty(vectors.shape, dtype=torch.float32, device=self.device)
@@ -554,6 +572,8 @@ class TorchExact:
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Scores and rows (m, k) of the ``k`` nearest rows, best first; rows -1 past the end."""
+        import torch
+
         n = len(self.data)
         block = max(1, self.QUERY_BYTES // (4 * max(n, 1)))
         scores = np.full((len(queries), k), -np.inf if self.metric == "cosine" else np.inf, np.float32)

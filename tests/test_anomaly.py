@@ -18,6 +18,7 @@ from anomaly import (
     reduce_embeddings,
     score_collection,
 )
+from anomaly.learner import LINEAR_WEIGHT, average_ranks
 from embedder import CollectionError, GalsearchError, embed, open_collection
 
 
@@ -151,3 +152,96 @@ def test_discovery_rates_undoes_ranks_and_sees_other_processes(embedded_blobs):
 def test_discovery_needs_embeddings(blob_collection):
     with pytest.raises(CollectionError, match="galsearch embed"):
         Discovery(blob_collection, "s")
+
+
+def test_average_ranks_are_scipys_rankdata():
+    from scipy.stats import rankdata
+
+    values = np.random.default_rng(0).integers(0, 20, 500).astype(float)  # many ties
+    assert np.array_equal(average_ranks(values), rankdata(values))
+
+
+def test_the_cached_gp_features_give_todays_ranking_cold_and_warm(embedded_blobs):
+    features = reduce_embeddings(embedded_blobs.embeddings)
+    today = ActiveLearner(features, anomaly_scores(features))  # as the loop was built before the cache
+    cold = Discovery(embedded_blobs, "s", user="ann")
+    cached = sorted(p.name for p in (embedded_blobs.path / "cache").iterdir())
+    assert [name.rsplit("-", 1)[0] for name in cached] == [
+        "features-d16-s0",
+        "gp-basis-d16-s0",
+        "gp-std-d16-s0",
+    ]
+    warm = Discovery(open_collection(embedded_blobs.path), "s", user="ann")
+    assert sorted(p.name for p in (embedded_blobs.path / "cache").iterdir()) == cached
+    assert np.array_equal(warm.learner.basis_, cold.learner.basis_)
+    assert np.array_equal(warm.learner.prior_std_, today.prior_std_)
+    assert np.allclose(cold.learner.basis_, today.basis_, atol=1e-6)
+    rated = cold.catalog["id"].iloc[[3, 8, 20]].tolist()
+    cold.rate_many(zip(rated, [5, 0, 4], strict=True))
+    warm.refresh()  # sees the ratings stored by the other loop
+    today.fit(cold.collection.rows_of(rated), [5, 0, 4])
+    for hunt in (cold, warm):
+        assert hunt.ranking(30)["id"].tolist() == cold.catalog["id"].iloc[today.ranking(30)["row"]].tolist()
+        assert hunt.suggest(5)["id"].tolist() == cold.catalog["id"].iloc[today.suggest(5)].tolist()
+
+
+def test_a_new_embedding_replaces_the_cached_features(embedded_blobs):
+    Discovery(embedded_blobs, "s")
+    before = {p.name for p in (embedded_blobs.path / "cache").iterdir()}
+    embed(embedded_blobs, "random:test_vit", replace=True, progress=False)  # another encoder
+    hunt = Discovery(open_collection(embedded_blobs.path), "s")
+    after = {p.name for p in (embedded_blobs.path / "cache").iterdir()}
+    assert len(after) == 3 and not before & after  # recomputed, and the stale files removed
+    linear_part = LINEAR_WEIGHT * reduce_embeddings(hunt.collection.embeddings) / np.sqrt(16)
+    assert np.allclose(hunt.learner.basis_[:, :16], linear_part)
+
+
+def test_an_unwritable_collection_computes_without_caching(embedded_blobs, monkeypatch):
+    import embedder.cache
+
+    def refuse(*args):
+        raise PermissionError("read-only")
+
+    monkeypatch.setattr(embedder.cache, "atomic_write", refuse)
+    hunt = Discovery(embedded_blobs, "s")
+    assert not (embedded_blobs.path / "cache").exists() or not any((embedded_blobs.path / "cache").iterdir())
+    assert len(hunt.suggest(2)) == 2
+
+
+def test_rating_several_refuses_all_before_storing_any(embedded_blobs):
+    hunt = Discovery(embedded_blobs, "s", user="ann")
+    ids = hunt.catalog["id"].tolist()
+    with pytest.raises(CollectionError, match="no-such"):
+        hunt.rate_many([(ids[0], 5), ("no-such", 3)])
+    with pytest.raises(GalsearchError, match="from 0 to 5"):
+        hunt.rate_many([(ids[0], 5), (ids[1], 7)])
+    assert hunt.store.latest("s").empty
+    hunt.rate_many([(ids[0], 5), (ids[1], 2)])
+    assert dict(zip(hunt.ratings["galaxy"], hunt.ratings["rating"], strict=True)) == {ids[0]: 5, ids[1]: 2}
+
+
+def test_suggestions_equal_those_from_scoring_every_candidate(monkeypatch):
+    import anomaly.learner
+
+    sorts = []
+    best_first = anomaly.learner._best_first
+    monkeypatch.setattr(anomaly.learner, "FIRST_CHUNK", 8)  # small chunks, then the full order
+    monkeypatch.setattr(anomaly.learner, "CHUNK", 64)
+    monkeypatch.setattr(
+        anomaly.learner, "_best_first", lambda b, head=None: sorts.append(head) or best_first(b, head)
+    )
+    features, _ = blobs([300, 200, 8])
+    features = np.vstack([features, features[:30]])  # duplicates: tied bounds and scores
+    learner = ActiveLearner(features, anomaly_scores(features), n_inducing=64)
+    rng = np.random.default_rng(1)
+    learner.fit(rng.choice(len(features), 200, replace=False), rng.integers(0, 6, 200))  # loose bounds
+    for n, exclude in ((1, None), (10, [0, 1, 2]), (40, None)):
+        blocked = np.zeros(len(learner), dtype=bool)
+        blocked[learner.rated_] = True
+        blocked[exclude or []] = True
+        bound = np.where(blocked, -np.inf, learner.mean_ + learner.kappa * learner.prior_std_)
+        order = np.argsort(-bound, kind="stable")[: (~blocked).sum()]
+        scores = learner.mean_[order] + learner.kappa * learner._std(order)
+        pool = order[np.argsort(-scores, kind="stable")[: max(4 * n, 64)]]
+        assert learner.suggest(n, exclude).tolist() == learner._diverse(pool, n).tolist()
+    assert None in sorts  # some suggestion went past the first candidates and sorted them all

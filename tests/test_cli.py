@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import io
+import json
+import os
 import subprocess
 import sys
 
+import numpy as np
+import pandas as pd
 import pytest
+from astropy.table import Table
 from conftest import TINY_ENCODER, write_blob_npz
 from PIL import Image
 
@@ -151,3 +157,187 @@ def test_map_writes_a_png(tmp_path):
         == 0
     )
     assert Image.open(tmp_path / "map.png").size == (600, 400)
+
+
+# ---- start-up: what each command imports ------------------------------------------------------------
+
+HEAVY = {"torch", "torchvision", "timm", "gradio", "umap", "sklearn", "matplotlib", "astropy", "skimage"}
+LOADED = (
+    "import sys\n"
+    "from ui.cli import main\n"
+    "try:\n"
+    "    code = main(sys.argv[1:])\n"
+    "except SystemExit as exit:\n"
+    "    code = exit.code\n"
+    "print('LOADED', ' '.join(sorted({name.split('.')[0] for name in sys.modules})), file=sys.stderr)\n"
+    "sys.exit(code)\n"
+)
+
+
+def loaded_by(*args: str) -> set[str]:
+    """Top-level packages imported by one galsearch command, run in a fresh interpreter."""
+    done = subprocess.run([sys.executable, "-c", LOADED, *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return set(done.stderr.rsplit("LOADED ", 1)[1].split())
+
+
+def test_importing_the_cli_and_the_packages_loads_no_heavy_library():
+    code = "import sys, ui.cli, embedder, index, anomaly; print(' '.join(sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    loaded = {name.split(".")[0] for name in done.stdout.split()}
+    assert done.returncode == 0 and not loaded & (HEAVY | {"numpy", "pandas", "faiss", "scipy"})
+
+
+def test_commands_load_only_what_they_need(embedded):
+    coll = str(embedded.path)
+    assert not loaded_by("--help") & (HEAVY | {"numpy", "pandas"})
+    assert not loaded_by("info", coll) & (HEAVY | {"pandas", "faiss", "scipy"})
+    assert not loaded_by("search", coll, "--id", "blob-0-0001") & HEAVY
+    hunt = ["discover", coll, "--session", "imports"]
+    loaded_by(*hunt, "--next", "1")  # the first loop of a collection computes and caches its features
+    assert not loaded_by(*hunt, "--rate", "blob-0-0002=4", "--next", "2") & (HEAVY | {"faiss"})
+
+
+def test_public_names_load_on_first_use_and_stay_what_they_were():
+    code = (
+        "import embedder.embed, embedder.ingest, embedder, index, anomaly\n"
+        "from embedder import embed, ingest, Collection\n"
+        "assert embedder.embed is embed and embed.__module__ == 'embedder.embed', embed\n"
+        "assert callable(ingest) and embedder.ingest.__name__ == 'ingest'\n"
+        "for package in (embedder, index, anomaly):\n"
+        "    assert set(package.__all__) <= set(dir(package))\n"
+        "    assert all(getattr(package, name) is not None for name in package.__all__)\n"
+        "try:\n"
+        "    embedder.no_such_name\n"
+        "except AttributeError as error:\n"
+        "    print(error)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "module 'embedder' has no attribute 'no_such_name'" in done.stdout
+
+
+def test_format_names_match_the_writer():
+    from index.query import FORMATS
+    from ui.cli import FORMATS as CLI_FORMATS
+
+    assert CLI_FORMATS == FORMATS
+
+
+# ---- tables as CSV, JSON, VOTable and FITS ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory):
+    """40 embedded blob galaxies with a trained head named "shape"."""
+    from embedder import embed, ingest
+    from embedder.finetune import FinetuneConfig, finetune
+    from embedder.labels import read_labels
+
+    folder = tmp_path_factory.mktemp("tables")
+    ingest(write_blob_npz(folder / "blobs.npz", 40), folder / "c", progress=False)
+    embed(folder / "c", TINY_ENCODER, device="cpu", progress=False)
+    coll = open_collection(folder / "c")
+    labels = pd.DataFrame({"id": coll.catalog["id"], "label": coll.catalog["class_name"]})
+    finetune(coll, read_labels(labels, coll, "classify"), FinetuneConfig(device="cpu"), name="shape")
+    return open_collection(folder / "c")
+
+
+def read_table(path) -> pd.DataFrame:
+    """A table written by galsearch, read back as TOPCAT or a script would."""
+    if path.suffix == ".csv":
+        return pd.read_csv(path)
+    if path.suffix == ".json":
+        return pd.DataFrame(json.loads(path.read_text()))
+    table = Table.read(path)
+    table.convert_bytestring_to_unicode()  # FITS keeps text as (UTF-8) bytes
+    return table.to_pandas()
+
+
+TABLE_COMMANDS = {
+    "anomalies": ["--top", "5"],
+    "discover-next": ["--session", "formats", "--next", "3"],
+    "discover-ranking": ["--session", "formats", "--ranking", "4"],
+    "clusters": ["--max-clusters", "4"],
+    "predict": ["--head", "shape", "--quiet", "--device", "cpu"],
+}
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".json", ".xml", ".fits"])
+@pytest.mark.parametrize("command", TABLE_COMMANDS)
+def test_every_table_command_writes_each_format(embedded, tmp_path, capsys, command, suffix):
+    name = command.split("-")[0]
+    out = tmp_path / f"table{suffix}"
+    assert main([name, str(embedded.path), *TABLE_COMMANDS[command], "--output", str(out)]) == 0
+    assert f"to {out}" in capsys.readouterr().out
+    table = read_table(out)
+    catalog = open_collection(embedded.path).catalog
+    if command == "anomalies":
+        assert table["id"].tolist() == catalog.nlargest(5, "anomaly_knn")["id"].tolist()
+        assert np.allclose(table["anomaly"], np.sort(catalog["anomaly_knn"])[::-1][:5])
+    elif command.startswith("discover"):
+        assert len(table) == int(TABLE_COMMANDS[command][-1])
+        assert {"id", "interest", "uncertainty", "anomaly"} <= set(table.columns)
+        assert set(table["id"]) <= set(catalog["id"])
+    elif command == "clusters":
+        assert table["galaxies"].sum() == 40
+        assert table["cluster"].tolist() == sorted(catalog["cluster"].unique())
+    else:
+        assert table["id"].tolist() == catalog["id"].tolist()
+        assert (table["shape"].astype(str) == catalog["shape"].astype(str)).all()
+
+
+def test_info_as_json(embedded, tmp_path, capsys):
+    assert main(["info", str(embedded.path), "--format", "json"]) == 0
+    described = json.loads(capsys.readouterr().out)
+    assert described["galaxies"] == described["embedded"] == 40
+    assert described["encoder"]["spec"] == TINY_ENCODER and described["stretch"]["kind"] == "asinh"
+    assert described["image_shape"] == [32, 32, 3] and "class_name" in described["columns"]
+    assert main(["info", str(embedded.path), "--output", str(tmp_path / "info.json")]) == 0
+    assert json.loads((tmp_path / "info.json").read_text()) == described
+
+
+def test_a_machine_readable_table_on_stdout_is_the_table_alone(embedded, capsys):
+    hunt = ["discover", str(embedded.path), "--session", "stdout", "--user", "ann"]
+    assert main([*hunt, "--rate", "blob-0-0003=5", "--next", "2", "--format", "csv"]) == 0
+    out, err = capsys.readouterr()
+    assert len(pd.read_csv(io.StringIO(out))) == 2 and "rated blob-0-0003 5" in err
+    assert main(["anomalies", str(embedded.path), "--top", "3", "--format", "json"]) == 0
+    out, err = capsys.readouterr()
+    assert len(json.loads(out)) == 3 and "most anomalous" in err
+
+
+def test_table_options_are_checked(embedded, capsys):
+    coll = str(embedded.path)
+    hunt = ["discover", coll, "--session", "checks"]
+    assert galsearch(*hunt, "--format", "csv").returncode == 2  # no table asked for
+    assert galsearch(*hunt, "--next", "2", "--ranking", "2", "--format", "csv").returncode == 2
+    assert galsearch("info", coll, "--format", "csv").returncode == 2
+    assert main(["anomalies", coll, "--format", "fits"]) == 1
+    assert "need an output file" in capsys.readouterr().err
+
+
+# ---- shell completion -------------------------------------------------------------------------------
+
+
+def completions(line: str, tmp_path) -> list[str]:
+    """What `galsearch` offers on TAB after ``line``, asked as argcomplete's bash hook asks."""
+    answer = tmp_path / "completions"
+    env = {
+        **os.environ,
+        "_ARGCOMPLETE": "1",
+        "COMP_LINE": line,
+        "COMP_POINT": str(len(line)),
+        "_ARGCOMPLETE_IFS": "\n",
+        "_ARGCOMPLETE_STDOUT_FILENAME": str(answer),
+    }
+    done = subprocess.run([sys.executable, "-m", "ui.cli"], env=env, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return answer.read_text().split()
+
+
+def test_tab_completion(tmp_path):
+    assert set(completions("galsearch ", tmp_path)) >= set(COMMANDS)
+    assert completions("galsearch dis", tmp_path) == ["discover"]
+    assert "--format" in completions("galsearch search coll --fo", tmp_path)
+    assert completions("galsearch info coll --format ", tmp_path) == ["text", "json"]

@@ -1,12 +1,19 @@
+# PYTHON_ARGCOMPLETE_OK  (argcomplete looks for this marker to complete `galsearch` in the shell)
 """The ``galsearch`` command line: a thin layer over the Python API.
 
 Exit codes: 0 success; 1 a galsearch error (message on stderr, no traceback); 2 bad usage;
 130 interrupted (work done so far is kept: re-run the command to continue).
+
+It starts fast: only the standard library is imported before a command runs, and each command imports
+what it needs (``tests/test_cli.py`` checks that no model framework loads for ``--help``, ``info``,
+``search --id`` or ``discover``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +29,7 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 SURVEYS = ("legacy", "sdss", "panstarrs")  # embedder.fetch.SURVEYS, named here so that --help stays fast
+FORMATS = ("text", "csv", "json", "fits", "votable")  # index.query.FORMATS, named here for the same reason
 
 
 def _bands(text: str) -> list[int]:
@@ -185,16 +193,28 @@ def cmd_search(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    from embedder import describe, open_collection
+    from embedder.collection import open_collection
+    from embedder.embed import describe
 
     coll = open_collection(args.collection)
-    h, w, c = coll.image_shape
-    print(f"collection  {coll.path} ({coll.manifest['name']})")
-    cropped = f"central {coll.crop:.3g} of each cutout, " if coll.crop < 1 else ""
-    print(f"galaxies    {len(coll)} images of {h}x{w} px, {c} channel(s); {cropped}{coll.stretch}")
-    encoder = coll.encoder
-    print(f"embedded    {coll.counts['embedded']} with {describe(encoder) if encoder else '-'}")
-    print(f"columns     {', '.join(map(str, coll.catalog.columns))}")
+    as_json = args.format == "json" or (args.format is None and args.output and args.output.suffix == ".json")
+    if as_json:
+        text = json.dumps(coll.info(), indent=2) + "\n"
+    else:
+        h, w, c = coll.image_shape
+        cropped = f"central {coll.crop:.3g} of each cutout, " if coll.crop < 1 else ""
+        encoder = coll.encoder
+        text = (
+            f"collection  {coll.path} ({coll.manifest['name']})\n"
+            f"galaxies    {len(coll)} images of {h}x{w} px, {c} channel(s); {cropped}{coll.stretch}\n"
+            f"embedded    {coll.counts['embedded']} with {describe(encoder) if encoder else '-'}\n"
+            f"columns     {', '.join(coll.columns)}\n"
+        )
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        args.output.write_text(text)
+        print(f"wrote the description of {coll.path} to {args.output}")
 
 
 def _print_table(frame: pd.DataFrame) -> None:
@@ -203,17 +223,40 @@ def _print_table(frame: pd.DataFrame) -> None:
     print(frame.drop(columns=derived).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
 
 
+def _as_text(args: argparse.Namespace) -> bool:
+    """Whether a command's table is printed as today's text (no --format other than text, no --output)."""
+    return args.format in (None, "text") and args.output is None
+
+
+def _say(args: argparse.Namespace, message: str) -> None:
+    """Print a line that is not the table: on stderr while a machine-readable table goes to stdout."""
+    machine = args.output is None and args.format not in (None, "text")
+    print(message, file=sys.stderr if machine else sys.stdout)
+
+
+def _write_table(args: argparse.Namespace, table: pd.DataFrame, name: str) -> None:
+    """Write ``table`` as --format / --output ask (format from the file's suffix when not given)."""
+    from index.query import write_results
+
+    write_results(table, args.output, args.format)
+    if args.output is not None:
+        print(f"wrote {len(table)} {name} to {args.output}")
+
+
 def cmd_anomalies(args: argparse.Namespace) -> None:
-    from anomaly import score_collection
-    from embedder import open_collection
+    from anomaly.scores import score_collection
+    from embedder.collection import open_collection
 
     coll = open_collection(args.collection)
     scores = score_collection(coll, args.method, args.dim)
     top = scores.nlargest(args.top).index
-    print(f"stored {scores.name} for {scores.notna().sum()} galaxies; the {len(top)} most anomalous:")
+    _say(args, f"stored {scores.name} for {scores.notna().sum()} galaxies; the {len(top)} most anomalous:")
     table = coll.catalog.loc[top].copy()
     table.insert(1, "anomaly", table.pop(scores.name))
-    _print_table(table)
+    if _as_text(args):
+        _print_table(table)
+    else:
+        _write_table(args, table.reset_index(drop=True), "galaxies")
     if args.samp:
         _send(table, f"galsearch anomalies of {coll.path.name}")
 
@@ -238,29 +281,37 @@ def _rating(text: str) -> tuple[str, float]:
 def cmd_discover(args: argparse.Namespace) -> None:
     if args.samp and not (args.next or args.ranking):
         args.usage_error("--samp sends the --next or --ranking table: give one of them")
-    from anomaly import Discovery
+    if not _as_text(args) and not (args.next or args.ranking):
+        args.usage_error("--format and --output are for the --next or --ranking table: give one of them")
+    if not _as_text(args) and args.next and args.ranking:
+        args.usage_error("--format and --output write one table: give --next or --ranking, not both")
+    from anomaly.discover import Discovery
 
     hunt = Discovery(args.collection, args.session, user=args.user, anomaly_method=args.anomaly)
     scripted = args.rate or args.undo or args.next or args.ranking or args.export
-    for galaxy, score in args.rate or ():
-        hunt.rate(galaxy, score)
-        print(f"rated {galaxy} {score:g} in session {args.session!r}")
+    if args.rate:
+        hunt.rate_many(args.rate)
+        for galaxy, score in args.rate:
+            _say(args, f"rated {galaxy} {score:g} in session {args.session!r}")
     if args.undo:
         undone = hunt.undo()
-        print(f"undid {undone.galaxy} = {undone.rating:g}" if undone else "nothing to undo")
-    if args.next:
-        suggested = hunt.suggest(args.next)
-        _print_table(suggested)
+        _say(args, f"undid {undone.galaxy} = {undone.rating:g}" if undone else "nothing to undo")
+    for count, table_of, what in (
+        (args.next, hunt.suggest, "next to rate"),
+        (args.ranking, hunt.ranking, "ranking"),
+    ):
+        if not count:
+            continue
+        table = table_of(count)
+        if _as_text(args):
+            _print_table(table)
+        else:
+            _write_table(args, table, "galaxies")
         if args.samp:
-            _send(suggested, f"galsearch {args.session}: next to rate")
-    if args.ranking:
-        ranked = hunt.ranking(args.ranking)
-        _print_table(ranked)
-        if args.samp:
-            _send(ranked, f"galsearch {args.session}: ranking")
+            _send(table, f"galsearch {args.session}: {what}")
     if args.export:
         rows = hunt.store.export(args.export, args.session)
-        print(f"wrote {rows} ratings of session {args.session!r} to {args.export}")
+        _say(args, f"wrote {rows} ratings of session {args.session!r} to {args.export}")
     if not scripted:
         _discover_interactively(hunt)
 
@@ -299,11 +350,14 @@ def _discover_interactively(hunt: Discovery) -> None:
 
 
 def cmd_clusters(args: argparse.Namespace) -> None:
-    from anomaly import cluster_collection
-    from embedder import open_collection
+    from anomaly.clusters import cluster_collection
+    from embedder.collection import open_collection
 
     report = cluster_collection(open_collection(args.collection), args.dim, args.max_clusters, show=args.show)
-    print(report.summary())
+    if _as_text(args):
+        print(report.summary())
+    else:
+        _write_table(args, report.table(), "clusters")
 
 
 def _sizes(text: str) -> list[int]:
@@ -375,7 +429,10 @@ def cmd_predict(args: argparse.Namespace) -> None:
     coll = open_collection(args.collection)
     head = Path(args.head) if Path(args.head, HEAD_FILE).is_file() else args.head  # a folder, or a name
     columns = predict(coll, head, device=args.device, progress=not args.quiet)
-    print(f"wrote columns {', '.join(columns)} for {len(coll)} galaxies to the catalog of {coll.path}")
+    _say(args, f"wrote columns {', '.join(columns)} for {len(coll)} galaxies to the catalog of {coll.path}")
+    if args.format is not None or args.output is not None:  # the predictions as a table, as asked
+        front = ["id", *(c for c in ("ra", "dec") if c in coll.catalog.columns)]
+        _write_table(args, coll.catalog[front + list(columns)], "predictions")
 
 
 def cmd_map(args: argparse.Namespace) -> None:
@@ -440,6 +497,16 @@ def _add_stretch_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         default=None,
         help="clip each channel on its own (default: one interval for all, which keeps colours)",
+    )
+
+
+def _add_table_options(
+    parser: argparse.ArgumentParser, what: str, formats: tuple[str, ...] = FORMATS
+) -> None:
+    parser.add_argument("--output", type=Path, metavar="FILE", help=f"write {what} here (default: stdout)")
+    files_only = " (fits and votable to a file only)" if "fits" in formats else ""
+    parser.add_argument(
+        "--format", choices=formats, help=f"default: from --output's suffix, else text{files_only}"
     )
 
 
@@ -616,12 +683,7 @@ def build_parser() -> argparse.ArgumentParser:
         "survey (legacy, sdss, panstarrs), embed it and search with it (network)",
     )
     p.add_argument("-k", type=int, default=10, help="number of results (default 10)")
-    p.add_argument("--output", type=Path, metavar="FILE", help="write the results here (default: stdout)")
-    p.add_argument(
-        "--format",
-        choices=["text", "csv", "json", "fits", "votable"],
-        help="default: from --output's suffix, else text",
-    )
+    _add_table_options(p, "the results")
     p.add_argument("--device", help="cpu, cuda or cuda:N")
     p.add_argument(
         "--samp",
@@ -634,6 +696,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=["knn", "iforest", "lof"], default="knn", help="scorer (default knn)")
     p.add_argument("--dim", type=int, default=16, help="PCA dimensions scored (default 16)")
     p.add_argument("--top", type=int, default=20, help="how many to list (default 20)")
+    _add_table_options(p, "the list")
     p.add_argument(
         "--samp",
         action="store_true",
@@ -658,6 +721,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--anomaly", choices=["knn", "iforest", "lof"], default="knn", help="anomaly score used as the prior"
     )
+    _add_table_options(p, "the --next or --ranking table")
     p.add_argument(
         "--samp",
         action="store_true",
@@ -669,6 +733,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-clusters", type=int, default=20, help="upper bound; unneeded clusters stay empty")
     p.add_argument("--dim", type=int, default=10, help="PCA dimensions clustered (default 10)")
     p.add_argument("--show", type=int, default=5, help="typical members listed per cluster (default 5)")
+    _add_table_options(p, "the table of clusters")
 
     p = command("finetune", cmd_finetune, "train a classifier or regressor on labelled galaxies")
     p.add_argument("collection", type=Path)
@@ -701,6 +766,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head", required=True, help="a head name in COLLECTION/heads/ or a head folder")
     p.add_argument("--device", help="cpu, cuda or cuda:N")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_table_options(p, "the predictions (id, ra, dec and the new columns; default: none, only stored)")
 
     p = command("map", cmd_map, "draw the UMAP map of the embeddings, with galaxy thumbnails, as a PNG")
     p.add_argument("collection", type=Path)
@@ -711,6 +777,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("info", cmd_info, "describe a collection (and check that it is consistent)")
     p.add_argument("collection", type=Path)
+    _add_table_options(p, "the description", formats=("text", "json"))
 
     p = command(
         "demo", cmd_demo, "build the demo collection (HDF + simulated galaxies), embed it and serve it"
@@ -732,7 +799,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one galsearch command and return its exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions (see README): answer and exit
+        import argcomplete
+
+        argcomplete.autocomplete(parser)
+    args = parser.parse_args(argv)
     try:
         args.func(args)
     except GalsearchError as exc:
