@@ -424,7 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("embed", cmd_embed, "embed every galaxy of a collection with an image encoder")
     p.add_argument("collection", type=Path)
     p.add_argument(
-        "--encoder", help="timm name, checkpoint path, ARCH@PATH, hf-hub:OWNER/NAME or random:ARCH"
+        "--encoder",
+        help="timm name, checkpoint path, ARCH@PATH, hf-hub:OWNER/NAME, imagenet:NAME or random:ARCH",
     )
     p.add_argument("--tta", action="store_true", help="average over the 8 rotations/flips of each image")
     p.add_argument("--replace", action="store_true", help="discard embeddings made by another encoder")
