@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from huggingface_hub.errors import LocalEntryNotFoundError
 from safetensors import safe_open
 from safetensors.torch import load_file, save
+from timm.models import group_parameters
 
 from . import imagenet
 from .errors import EncoderError
@@ -269,6 +270,23 @@ def create_backbone(
         if "Unknown model" in str(exc):
             raise EncoderError(f"timm has no model called {architecture!r}") from exc
         raise
+
+
+def layer_decay_groups(model: torch.nn.Module, lr: float, decay: float) -> list[dict]:
+    """Optimiser parameter groups, one per timm block of ``model`` from the stem up to the final norm
+    (as its ``group_matcher`` orders them); the top block learns at ``lr * decay``, each block below at
+    ``decay`` times the rate of the block above it.
+    """
+    groups = group_parameters(model, model.group_matcher(coarse=False))
+    params = dict(model.named_parameters())
+    order = sorted(groups)
+    return [
+        {
+            "params": [params[name] for name in groups[g] if name in params],
+            "lr": lr * decay ** (len(order) - k),
+        }
+        for k, g in enumerate(order)
+    ]
 
 
 def _from_hub(spec: str) -> torch.nn.Module:

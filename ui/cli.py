@@ -71,6 +71,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     report = pretrain(
         args.collections,
         args.out,
+        init=args.init,
         architecture=args.arch,
         input_size=args.input_size,
         method=args.method,
@@ -79,6 +80,8 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
+        layer_decay=args.layer_decay,
+        freeze_bn=args.freeze_bn,
         drop_path=args.drop_path,
         seed=args.seed,
         device=args.device,
@@ -438,7 +441,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("collections", type=Path, nargs="+", metavar="COLLECTION")
     p.add_argument("--out", type=Path, required=True, help="output weights, a .safetensors file")
-    p.add_argument("--arch", default="convnext_atto", help="any timm architecture (default convnext_atto)")
+    p.add_argument(
+        "--init",
+        metavar="SPEC",
+        help="start from this encoder's weights (any --encoder spec, e.g. imagenet:efficientnet_lite0)",
+    )
+    p.add_argument("--arch", help="any timm architecture (default convnext_atto, or the --init encoder's)")
     p.add_argument("--input-size", type=int, default=64, help="input side in pixels (default 64)")
     p.add_argument(
         "--method",
@@ -455,7 +463,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--lr", type=float, help="peak learning rate (default 2e-3, or 5e-4 with --init)")
+    p.add_argument(
+        "--layer-decay",
+        type=float,
+        metavar="FACTOR",
+        help="learning-rate factor per encoder block, from the top down (default 1, or 0.75 with --init)",
+    )
+    p.add_argument(
+        "--freeze-bn",
+        action=argparse.BooleanOptionalAction,
+        help="keep BatchNorm running statistics fixed (default: with --init)",
+    )
     p.add_argument(
         "--drop-path",
         type=float,
