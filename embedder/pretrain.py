@@ -208,9 +208,10 @@ class _Model(torch.nn.Module):
             try:
                 self.backbone.load_state_dict(init.model.state_dict())
             except RuntimeError as exc:  # e.g. a transformer made for another input size
+                hint = f"; try --input-size {init.input_size}" if init.input_size != config.input_size else ""
                 raise GalsearchError(
                     f"the weights of --init {config.init} do not fit a {config.architecture} built for "
-                    f"{config.input_size} px; try --input-size {init.input_size} ({str(exc)[:300]})"
+                    f"{config.input_size} px{hint} ({str(exc)[:300]})"
                 ) from exc
         dim = self.backbone.num_features
         self.projection = torch.nn.Sequential(
@@ -245,7 +246,6 @@ class _Trainer:
             _class_weights(data.labels[data.where[:, 0] == i], len(c)).to(device)
             for i, c in enumerate(data.classes)
         ]
-        self.channels = init.channels if init else 3
         # Per-channel mean and std: the training images', or those the init's weights expect.
         self.normalisation = (init.mean, init.std) if init else _statistics(data, device)
         self.mean, self.std = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in self.normalisation)
@@ -277,8 +277,6 @@ class _Trainer:
         """One optimisation step on two augmented views of the given images; the losses."""
         images = self.data.images(indices, self.device)
         views = torch.cat([self.augment(images, self.generator), self.augment(images, self.generator)])
-        if self.channels == 1:
-            views = views.mean(dim=1, keepdim=True)
         views = (views - self.mean) / self.std
         if self.device.type == "cuda":
             views = views.contiguous(memory_format=torch.channels_last)
@@ -342,7 +340,7 @@ class _Trainer:
             model=self.model.backbone,
             spec=spec,
             architecture=self.config.architecture,
-            channels=self.channels,
+            channels=3,
             input_size=self.config.input_size,
             mean=self.normalisation[0],
             std=self.normalisation[1],
@@ -392,6 +390,8 @@ def pretrain(
         raise GalsearchError(
             f"--arch {architecture} contradicts --init {init}, which is a {initial.architecture}; drop --arch"
         )
+    if initial is not None and initial.channels != 3:
+        raise GalsearchError(f"--init {init} takes {initial.channels}-channel images; pretrain trains on 3")
     config = PretrainConfig(
         [str(Path(c).resolve()) for c in collections],
         initial.architecture if initial else architecture or ARCHITECTURE,
