@@ -162,9 +162,8 @@ def test_init_starts_from_the_given_weights(tmp_path, collection, bn_init):
     init = load_encoder(str(bn_init), "cpu")
     images = open_collection(collection).images[:8]
     # With a zero learning rate nothing may move: the result is the init, as it was before the first step.
-    still = pretrain(
-        [collection], tmp_path / "still.safetensors", init=str(bn_init), lr=0.0, epochs=1, **FROM_INIT
-    )
+    options = {"lr": 0.0, "layer_decay": 0.75, "epochs": 1}
+    still = pretrain([collection], tmp_path / "still.safetensors", init=str(bn_init), **options, **FROM_INIT)
     assert (still.encoder.architecture, still.encoder.weights_sha256) == (
         "test_efficientnet",
         init.weights_sha256,
@@ -209,7 +208,9 @@ def test_init_from_imagenet_weights_records_their_provenance(tmp_path, collectio
         32,
         (0.5,) * 3,
     )
-    assert training_metadata(out)["init_provenance"]["sha256"] == WEIGHTS["efficientnet_lite0"].sha256
+    training = training_metadata(out)
+    assert training["init_provenance"]["sha256"] == WEIGHTS["efficientnet_lite0"].sha256
+    assert (training["lr"], training["layer_decay"], training["freeze_bn"]) == (5e-4, 1.0, True)
 
 
 @pytest.mark.slow

@@ -468,7 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--layer-decay",
         type=float,
         metavar="FACTOR",
-        help="learning-rate factor per encoder block, from the top down (default 1, or 0.75 with --init)",
+        default=1.0,
+        help="learning-rate factor per encoder block, from the top down (e.g. 0.75; default 1: none)",
     )
     p.add_argument(
         "--freeze-bn",
