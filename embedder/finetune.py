@@ -28,13 +28,12 @@ from sklearn.metrics import (
     roc_curve,
 )
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
-from timm.models import group_parameters
 from tqdm.auto import tqdm
 
 from .augment import Augment
 from .collection import Collection, read_rows
 from .embed import encoder_of
-from .encoders import Encoder, default_device
+from .encoders import Encoder, default_device, layer_decay_groups
 from .errors import GalsearchError
 from .heads import Head, HeadNet, head_folder, head_path, load_head, output_count
 from .labels import Labels
@@ -173,23 +172,18 @@ class _Inputs:
 
 def _parameter_groups(encoder: Encoder, config: FinetuneConfig) -> list[dict]:
     """Unfreeze the encoder's last ``config.unfreeze`` groups, with layer-wise decayed learning rates."""
-    model = encoder.model
-    groups = group_parameters(model, model.group_matcher(coarse=False))
-    order = sorted(groups)
-    if config.unfreeze > len(order):
+    groups = layer_decay_groups(encoder.model, config.lr, config.layer_decay)
+    if config.unfreeze > len(groups):
         raise GalsearchError(
-            f"{encoder.architecture} has {len(order)} parameter groups; cannot unfreeze {config.unfreeze}"
+            f"{encoder.architecture} has {len(groups)} parameter groups; cannot unfreeze {config.unfreeze}"
         )
-    params = dict(model.named_parameters())
-    for p in model.parameters():
+    for p in encoder.model.parameters():
         p.requires_grad_(False)
-    out = []
-    for depth, group in enumerate(reversed(order[-config.unfreeze :])):
-        tensors = [params[name] for name in groups[group] if name in params]
-        for p in tensors:
+    unfrozen = groups[-config.unfreeze :]
+    for group in unfrozen:
+        for p in group["params"]:
             p.requires_grad_(True)
-        out.append({"params": tensors, "lr": config.lr * config.layer_decay ** (depth + 1)})
-    return out
+    return unfrozen
 
 
 def fit_head(

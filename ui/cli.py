@@ -118,6 +118,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     report = pretrain(
         args.collections,
         args.out,
+        init=args.init,
         architecture=args.arch,
         input_size=args.input_size,
         method=args.method,
@@ -126,6 +127,8 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
+        layer_decay=args.layer_decay,
+        freeze_bn=args.freeze_bn,
         drop_path=args.drop_path,
         seed=args.seed,
         device=args.device,
@@ -605,7 +608,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("embed", cmd_embed, "embed every galaxy of a collection with an image encoder")
     p.add_argument("collection", type=Path)
     p.add_argument(
-        "--encoder", help="timm name, checkpoint path, ARCH@PATH, hf-hub:OWNER/NAME or random:ARCH"
+        "--encoder",
+        help="timm name, checkpoint path, ARCH@PATH, hf-hub:OWNER/NAME, imagenet:NAME or random:ARCH",
     )
     p.add_argument("--tta", action="store_true", help="average over the 8 rotations/flips of each image")
     p.add_argument("--replace", action="store_true", help="discard embeddings made by another encoder")
@@ -618,7 +622,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("collections", type=Path, nargs="+", metavar="COLLECTION")
     p.add_argument("--out", type=Path, required=True, help="output weights, a .safetensors file")
-    p.add_argument("--arch", default="convnext_atto", help="any timm architecture (default convnext_atto)")
+    p.add_argument(
+        "--init",
+        metavar="SPEC",
+        help="start from this encoder's weights (any --encoder spec, e.g. imagenet:efficientnet_lite0)",
+    )
+    p.add_argument("--arch", help="any timm architecture (default convnext_atto, or the --init encoder's)")
     p.add_argument("--input-size", type=int, default=64, help="input side in pixels (default 64)")
     p.add_argument(
         "--method",
@@ -635,7 +644,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--lr", type=float, help="peak learning rate (default 2e-3, or 5e-4 with --init)")
+    p.add_argument(
+        "--layer-decay",
+        type=float,
+        metavar="FACTOR",
+        default=1.0,
+        help="learning-rate factor per encoder block, from the top down (e.g. 0.75; default 1: none)",
+    )
+    p.add_argument(
+        "--freeze-bn",
+        action=argparse.BooleanOptionalAction,
+        help="keep BatchNorm running statistics fixed (default: with --init)",
+    )
     p.add_argument(
         "--drop-path",
         type=float,
