@@ -66,7 +66,7 @@ class Encoder:
     @property
     def dim(self) -> int:
         """Length of the embedding vectors."""
-        return int(self.model.num_features)
+        return embedding_dim(self.model)
 
     @property
     def device(self) -> torch.device:
@@ -186,6 +186,8 @@ def save_encoder(encoder: Encoder, path: str | Path, training: dict | None = Non
         "std": list(encoder.std),
         "interpolation": encoder.interpolation,
     }
+    if encoder.dim != encoder.model.num_features:  # a trained linear embedding on the pooled features
+        meta["embed_dim"] = encoder.dim
     if training:
         meta["training"] = training
     state = {k: v.detach().cpu().contiguous() for k, v in encoder.model.state_dict().items()}
@@ -244,20 +246,27 @@ def weights_digest(model: torch.nn.Module) -> str:
 
 
 def create_backbone(
-    architecture: str, pretrained: bool = False, input_size: int | None = None, drop_path: float = 0.0
+    architecture: str,
+    pretrained: bool = False,
+    input_size: int | None = None,
+    drop_path: float = 0.0,
+    embed_dim: int | None = None,
 ) -> torch.nn.Module:
-    """A timm model without its classifier, with stochastic depth ``drop_path``.
+    """A timm model returning pooled features, with stochastic depth ``drop_path``.
 
     Transformers (ViT, Swin...) are built for ``input_size`` px inputs, since their position embeddings
-    depend on it; CNNs take any size and have no such argument.
+    depend on it; CNNs take any size and have no such argument. With ``embed_dim``, timm's classifier
+    becomes a linear map of the pooled features to ``embed_dim`` values: a compact embedding.
     """
     options = {"drop_path_rate": drop_path} if drop_path else {}
     sized = {"img_size": input_size} if input_size else {}
     try:
-        return timm.create_model(architecture, pretrained=pretrained, num_classes=0, **options, **sized)
+        return timm.create_model(
+            architecture, pretrained=pretrained, num_classes=embed_dim or 0, **options, **sized
+        )
     except TypeError as exc:  # a CNN: no img_size argument
         if sized and "img_size" in str(exc):
-            return create_backbone(architecture, pretrained, None, drop_path)
+            return create_backbone(architecture, pretrained, None, drop_path, embed_dim)
         raise
     except (LocalEntryNotFoundError, OSError) as exc:
         raise EncoderError(
@@ -270,6 +279,11 @@ def create_backbone(
         if "Unknown model" in str(exc):
             raise EncoderError(f"timm has no model called {architecture!r}") from exc
         raise
+
+
+def embedding_dim(model: torch.nn.Module) -> int:
+    """Length of a backbone's output: its linear embedding's, or else its pooled features'."""
+    return int(model.num_classes or model.num_features)
 
 
 def layer_decay_groups(model: torch.nn.Module, lr: float, decay: float) -> list[dict]:
@@ -321,7 +335,7 @@ def _from_path(path: Path) -> tuple[torch.nn.Module, str, dict]:
             f"{path} does not say which architecture it holds; "
             f"name it as ARCH@{path}, e.g. convnext_nano@{path}"
         )
-    model = create_backbone(architecture, input_size=meta.get("input_size"))
+    model = create_backbone(architecture, input_size=meta.get("input_size"), embed_dim=meta.get("embed_dim"))
     _load_state_dict(model, state_dict, path)
     return model, architecture, meta
 

@@ -45,6 +45,7 @@ from .encoders import (
     Encoder,
     create_backbone,
     default_device,
+    embedding_dim,
     layer_decay_groups,
     load_encoder,
     save_encoder,
@@ -81,6 +82,7 @@ class PretrainConfig:
     init_sha256: str | None = None  # its weights' digest: a resumed run must start from the same
     layer_decay: float = 1.0  # learning-rate factor per timm block, from the top down
     freeze_bn: bool = False  # BatchNorm layers keep their running statistics (eval mode)
+    embed_dim: int | None = None  # a linear embedding of this size on the pooled features (None: none)
 
 
 @dataclass
@@ -202,23 +204,34 @@ class _Model(torch.nn.Module):
     def __init__(self, config: PretrainConfig, classes: list[list], init: Encoder | None):
         super().__init__()
         self.backbone = create_backbone(
-            config.architecture, input_size=config.input_size, drop_path=config.drop_path
+            config.architecture,
+            input_size=config.input_size,
+            drop_path=config.drop_path,
+            embed_dim=config.embed_dim,
         )
         if init is not None:
-            try:
-                self.backbone.load_state_dict(init.model.state_dict())
+            try:  # a new embedding layer starts from timm's random init; the rest must all fit
+                own = self.backbone.get_classifier().state_dict(prefix=_classifier_prefix(self.backbone))
+                weights = init.model.state_dict()
+                self.backbone.load_state_dict(weights | {k: v for k, v in own.items() if k not in weights})
             except RuntimeError as exc:  # e.g. a transformer made for another input size
                 hint = f"; try --input-size {init.input_size}" if init.input_size != config.input_size else ""
                 raise GalsearchError(
                     f"the weights of --init {config.init} do not fit a {config.architecture} built for "
                     f"{config.input_size} px{hint} ({str(exc)[:300]})"
                 ) from exc
-        dim = self.backbone.num_features
+        dim = embedding_dim(self.backbone)
         self.projection = torch.nn.Sequential(
             torch.nn.Linear(dim, 512), torch.nn.GELU(), torch.nn.Linear(512, 128)
         )
         self.heads = torch.nn.ModuleList(torch.nn.Linear(dim, max(len(c), 1)) for c in classes)
         self.vote_head = torch.nn.Linear(dim, len(config.vote_columns)) if config.vote_columns else None
+
+
+def _classifier_prefix(model: torch.nn.Module) -> str:
+    """The state-dict prefix of a timm model's classifier (``classifier.``, ``head.fc.`` ...)."""
+    classifier = model.get_classifier()
+    return next(f"{name}." for name, module in model.named_modules() if module is classifier)
 
 
 class _Trainer:
@@ -364,6 +377,7 @@ def pretrain(
     lr: float | None = None,
     layer_decay: float = 1.0,
     freeze_bn: bool | None = None,
+    embed_dim: int | None = None,
     drop_path: float = 0.0,
     seed: int = 0,
     device: str | None = None,
@@ -378,7 +392,9 @@ def pretrain(
     ``freeze_bn`` (default: with ``init``) are explained in the module docstring.
     ``vote_columns`` names catalog columns of vote fractions in [0, 1] to learn besides the labels (with
     ``method`` ``supervised`` or ``both``); ``drop_path`` is the backbone's stochastic-depth rate, a
-    regulariser against memorising small data.
+    regulariser against memorising small data. ``embed_dim`` adds a trained linear layer that maps the
+    pooled features to a compact embedding of that length (the init's, when it has one), which every
+    loss then reads: the vectors the index stores are that size.
     """
     out = Path(out)
     if out.suffix != ".safetensors":
@@ -408,6 +424,7 @@ def pretrain(
         init_sha256=initial.weights_sha256 if initial else None,
         layer_decay=layer_decay,
         freeze_bn=freeze_bn if freeze_bn is not None else initial is not None,
+        embed_dim=embed_dim or (initial.model.num_classes or None if initial else None),
     )
     data = _Data([open_collection(c) for c in collections], config)
     if len(data) < 2 * batch_size:

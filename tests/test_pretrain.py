@@ -248,3 +248,29 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path, collection, bn_in
     np.testing.assert_allclose(
         load_encoder(str(out), "cpu").embed(images), reference.encoder.embed(images), rtol=1e-4, atol=1e-5
     )
+
+
+def test_embed_dim_trains_a_compact_embedding_that_reloads(tmp_path, collection, bn_init):
+    out = tmp_path / "compact.safetensors"
+    report = pretrain([collection], out, init=str(bn_init), embed_dim=16, epochs=1, **FROM_INIT)
+    images = open_collection(collection).images[:8]
+    reloaded = load_encoder(str(out), "cpu")
+    assert report.encoder.dim == reloaded.dim == 16
+    np.testing.assert_allclose(reloaded.embed(images), report.encoder.embed(images), rtol=1e-5, atol=1e-6)
+    # the backbone under the new layer starts from the init: at lr 0 its pooled features are the init's
+    still = pretrain(
+        [collection],
+        tmp_path / "still.safetensors",
+        init=str(bn_init),
+        embed_dim=16,
+        lr=0.0,
+        epochs=1,
+        **FROM_INIT,
+    )
+    features = {k: v for k, v in still.encoder.model.state_dict().items() if not k.startswith("classifier.")}
+    assert all(
+        torch.equal(v, load_encoder(str(bn_init), "cpu").model.state_dict()[k]) for k, v in features.items()
+    )
+    # a run from a compact encoder keeps its embedding
+    again = pretrain([collection], tmp_path / "again.safetensors", init=str(out), epochs=1, **FROM_INIT)
+    assert again.encoder.dim == 16

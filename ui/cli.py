@@ -129,6 +129,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
         lr=args.lr,
         layer_decay=args.layer_decay,
         freeze_bn=args.freeze_bn,
+        embed_dim=args.embed_dim,
         drop_path=args.drop_path,
         seed=args.seed,
         device=args.device,
@@ -656,6 +657,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--freeze-bn",
         action=argparse.BooleanOptionalAction,
         help="keep BatchNorm running statistics fixed (default: with --init)",
+    )
+    p.add_argument(
+        "--embed-dim",
+        type=int,
+        metavar="N",
+        help="a trained linear layer maps the features to N values, the stored embedding (default: none)",
     )
     p.add_argument(
         "--drop-path",
