@@ -95,7 +95,8 @@ def _text(values: Any) -> np.ndarray:
 def read_arrays(path: Path, bands: list[int] | None = None) -> Iterator[Item]:
     """Items from an .npz/HDF5 file: ``images`` (N, H, W[, C]) plus optional per-galaxy arrays.
 
-    ``ids``, ``ra``, ``dec`` and ``labels`` are recognised (``class_names`` adds a ``class_name`` column);
+    ``ids``, ``ra``, ``dec`` and ``labels`` are recognised (``class_names`` adds a ``class_name`` column;
+    a negative label marks an unlabelled galaxy, whose ``class_name`` is missing);
     any other array with N rows becomes a column, (N, K) arrays one column per K (named by
     ``<name>_names`` when present).
     """
@@ -154,11 +155,12 @@ def _columns(arrays: dict[str, Any], n: int, path: Path) -> dict[str, np.ndarray
     if "class_names" in arrays and "label" in columns:
         names = _text(arrays["class_names"][()])
         labels = columns["label"]
-        if labels.dtype.kind not in "iu" or labels.min() < 0 or labels.max() >= len(names):
+        if labels.dtype.kind not in "iu" or labels.max(initial=-1) >= len(names):
             raise IngestError(
-                f"{path}: labels must be integers in [0, {len(names) - 1}] to match class_names"
+                f"{path}: labels must be integers in [0, {len(names) - 1}] to match class_names "
+                "(negative for unlabelled galaxies)"
             )
-        columns["class_name"] = names[labels]
+        columns["class_name"] = np.where(labels >= 0, np.asarray(names, object)[labels.clip(0)], None)
     return columns
 
 

@@ -341,6 +341,17 @@ def test_npz_with_labels_ids_coordinates_and_extra_columns(tmp_path):
     assert open_collection(tmp_path / "coll").catalog["source"][2] == "galaxies.npz[2]"
 
 
+def test_negative_labels_are_unlabelled_galaxies(tmp_path):
+    fields = array_fields() | {"labels": np.array([0, -1, 1, -1, 0])}
+    np.savez(tmp_path / "galaxies.npz", **fields)
+
+    run(tmp_path / "galaxies.npz", tmp_path / "coll")
+
+    catalog = open_collection(tmp_path / "coll").catalog
+    assert list(catalog["label"]) == [0, -1, 1, -1, 0]
+    assert list(catalog["class_name"].fillna("-")) == ["smooth", "-", "featured", "-", "smooth"]
+
+
 def test_hdf5_with_bytes_ids(tmp_path):
     fields = array_fields()
     with h5py.File(tmp_path / "galaxies.h5", "w") as f:
