@@ -1,10 +1,11 @@
 """Deterministic train/test splits of the real galaxies in ../shared/data (never committed here).
 
-    python benchmarks/splits.py OUT_DIR   # writes {gz1,rings}_{train,test}.npz
+    python benchmarks/splits.py OUT_DIR   # writes {gz1,gz2,rings}_{train,test}.npz
 
 The default encoder is trained on the train parts only; benchmarks evaluate on the test parts. The two
 spiral classes of GZ1 differ only by handedness, which a rotation- and flip-invariant encoder cannot (and
-should not) see, so they are merged into one ``spiral`` class.
+should not) see, so they are merged into one ``spiral`` class. GZ2's unlabelled galaxies (label -1) are
+split like a class of their own.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-DATASETS = {"gz1": "gz1_sdss_dev.npz", "rings": "gz_decals_rings_dev.npz"}
+DATASETS = {"gz1": "gz1_sdss_dev.npz", "gz2": "gz2_kaggle_dev.npz", "rings": "gz_decals_rings_dev.npz"}
 TEST_FRACTION = 0.3
 SEED = 0
 
