@@ -20,8 +20,8 @@ from splits import shared_file, split
 
 from embedder import DEFAULT_ENCODER, embed, ingest, open_collection
 from embedder.encoders import default_device
-from embedder.finetune import FinetuneConfig, finetune, learning_curve, summarize_curve
-from embedder.labels import read_labels
+from embedder.training.finetune import FinetuneConfig, finetune, learning_curve, summarize_curve
+from embedder.training.labels import read_labels
 
 RUNS = {
     "linear, frozen": FinetuneConfig(),

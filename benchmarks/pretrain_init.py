@@ -21,7 +21,7 @@ import torch
 from encoder_quality import embed_batches, knn_precision, load_parts, machine, probe
 from sklearn.metrics import balanced_accuracy_score
 
-import embedder.pretrain as training
+import embedder.training.pretrain as training
 from embedder import Encoder, ingest, load_encoder
 
 IMAGENET = {"init": "imagenet:efficientnet_lite0"}

@@ -231,8 +231,8 @@ def test_format_names_match_the_writer():
 def embedded(tmp_path_factory):
     """40 embedded blob galaxies with a trained head named "shape"."""
     from embedder import embed, ingest
-    from embedder.finetune import FinetuneConfig, finetune
-    from embedder.labels import read_labels
+    from embedder.training.finetune import FinetuneConfig, finetune
+    from embedder.training.labels import read_labels
 
     folder = tmp_path_factory.mktemp("tables")
     ingest(write_blob_npz(folder / "blobs.npz", 40), folder / "c", progress=False)

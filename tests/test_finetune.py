@@ -8,9 +8,9 @@ import pytest
 from conftest import TINY_ENCODER
 
 from embedder import GalsearchError, embed, open_collection
-from embedder.finetune import FinetuneConfig, finetune, learning_curve, predict
-from embedder.heads import load_head
-from embedder.labels import LabelError, read_labels
+from embedder.training.finetune import FinetuneConfig, finetune, learning_curve, predict
+from embedder.training.heads import load_head
+from embedder.training.labels import LabelError, read_labels
 from ui.cli import main
 
 

@@ -14,10 +14,10 @@ from conftest import TINY_ENCODER, write_blob_npz
 from test_index_store import brute_force, clustered, recall
 
 from embedder import embed, ingest, load_encoder, open_collection
-from embedder.finetune import FinetuneConfig, finetune
-from embedder.heads import load_head
-from embedder.labels import read_labels
-from embedder.pretrain import pretrain
+from embedder.training.finetune import FinetuneConfig, finetune
+from embedder.training.heads import load_head
+from embedder.training.labels import read_labels
+from embedder.training.pretrain import pretrain
 from index import build_index, search
 from index.store import index_vectors
 

@@ -15,9 +15,9 @@ from conftest import blob_images, write_blob_npz
 from safetensors import safe_open
 
 from embedder import GalsearchError, ingest, load_encoder, open_collection, save_encoder
-from embedder.augment import Augment
 from embedder.imagenet import WEIGHTS
-from embedder.pretrain import pretrain
+from embedder.training.augment import Augment
+from embedder.training.pretrain import pretrain
 
 TINY = {
     "architecture": "test_convnext",
@@ -217,7 +217,7 @@ def test_init_from_imagenet_weights_records_their_provenance(tmp_path, collectio
 KILLED_AFTER_EPOCH_THREE = """
 import os, signal, sys
 import ui.cli
-from embedder.pretrain import _Trainer
+from embedder.training.pretrain import _Trainer
 save = _Trainer.save
 def save_then_die(self, epoch, step):
     save(self, epoch, step)

@@ -20,12 +20,12 @@ from astropy.table import Table
 from conftest import TINY_ENCODER, free_port
 from gradio_client import Client, handle_file
 
-import embedder.labels
+import embedder.training.labels
 from anomaly import RatingsError, ratings_store
 from embedder import GalsearchError, IngestError, embed, open_collection
-from embedder.finetune import FinetuneConfig, finetune, predict
-from embedder.labels import LabelError, read_labels
 from embedder.sources import MAX_CUTOUT_PIXELS, read_image_file
+from embedder.training.finetune import FinetuneConfig, finetune, predict
+from embedder.training.labels import LabelError, read_labels
 from index import FilterError, build_index, search
 from ui.access import is_public
 from ui.app import launch
@@ -265,7 +265,7 @@ def test_ids_with_path_characters_are_just_unknown_ids(coll, tmp_path):
 
 
 def test_wrong_types_and_too_many_classes_are_refused(coll, tmp_path, monkeypatch):
-    monkeypatch.setattr(embedder.labels, "MAX_CLASSES", 20)  # the collection has 64 galaxies, not 101
+    monkeypatch.setattr(embedder.training.labels, "MAX_CLASSES", 20)  # 64 galaxies here, not 101
     ids = coll.catalog["id"]
     pd.DataFrame({"id": ids, "label": range(len(ids))}).to_csv(tmp_path / "ids.csv", index=False)
     with pytest.raises(LabelError, match="64 different labels; a classifier takes at most 20 classes"):

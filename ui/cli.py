@@ -113,7 +113,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
-    from embedder.pretrain import pretrain
+    from embedder.training.pretrain import pretrain
 
     report = pretrain(
         args.collections,
@@ -373,11 +373,11 @@ def _sizes(text: str) -> list[int]:
 
 def cmd_finetune(args: argparse.Namespace) -> None:
     from embedder import open_collection
-    from embedder.finetune import FinetuneConfig, finetune, learning_curve, summarize_curve
-    from embedder.heads import head_folder
-    from embedder.labels import read_labels
-    from embedder.plots import plot_learning_curve
     from embedder.storage import safe_name
+    from embedder.training.finetune import FinetuneConfig, finetune, learning_curve, summarize_curve
+    from embedder.training.heads import head_folder
+    from embedder.training.labels import read_labels
+    from embedder.training.plots import plot_learning_curve
 
     coll = open_collection(args.collection)
     labels = read_labels(args.labels, coll, args.task, args.columns, args.positive)
@@ -427,8 +427,8 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> None:
     from embedder import open_collection
-    from embedder.finetune import predict
-    from embedder.heads import HEAD_FILE
+    from embedder.training.finetune import predict
+    from embedder.training.heads import HEAD_FILE
 
     coll = open_collection(args.collection)
     head = Path(args.head) if Path(args.head, HEAD_FILE).is_file() else args.head  # a folder, or a name

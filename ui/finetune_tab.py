@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 
 from embedder import GalsearchError
-from embedder.finetune import FinetuneConfig, finetune, learning_curve, predict, summarize_curve
-from embedder.heads import head_folder
-from embedder.labels import read_labels
-from embedder.plots import plot_learning_curve
+from embedder.training.finetune import FinetuneConfig, finetune, learning_curve, predict, summarize_curve
+from embedder.training.heads import head_folder
+from embedder.training.labels import read_labels
+from embedder.training.plots import plot_learning_curve
 
 from .state import AppState, readable
 

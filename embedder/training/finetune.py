@@ -30,11 +30,11 @@ from sklearn.metrics import (
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from tqdm.auto import tqdm
 
+from ..collection import Collection, read_rows
+from ..embed import encoder_of
+from ..encoders import Encoder, default_device, layer_decay_groups
+from ..errors import GalsearchError
 from .augment import Augment
-from .collection import Collection, read_rows
-from .embed import encoder_of
-from .encoders import Encoder, default_device, layer_decay_groups
-from .errors import GalsearchError
 from .heads import Head, HeadNet, head_folder, head_path, load_head, output_count
 from .labels import Labels
 

@@ -18,10 +18,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from .collection import Collection
-from .embed import same_encoder
-from .encoders import Encoder, load_encoder, save_encoder
-from .errors import GalsearchError
+from ..collection import Collection
+from ..embed import same_encoder
+from ..encoders import Encoder, load_encoder, save_encoder
+from ..errors import GalsearchError
 
 HEAD_FILE = "head.safetensors"
 ENCODER_FILE = "encoder.safetensors"

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 from astropy.table import Table
 
-from .collection import Collection
-from .errors import GalsearchError
+from ..collection import Collection
+from ..errors import GalsearchError
 
 TASKS = ("classify", "binary", "regress")
 SHOWN = 10  # offending rows listed in an error message

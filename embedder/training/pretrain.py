@@ -39,9 +39,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .augment import Augment
-from .collection import Collection, open_collection, read_rows
-from .encoders import (
+from ..collection import Collection, open_collection, read_rows
+from ..encoders import (
     Encoder,
     create_backbone,
     default_device,
@@ -51,8 +50,9 @@ from .encoders import (
     save_encoder,
     weights_digest,
 )
-from .errors import GalsearchError
-from .storage import atomic_write
+from ..errors import GalsearchError
+from ..storage import atomic_write
+from .augment import Augment
 
 Method = Literal["ssl", "supervised", "both"]
 CHECKPOINT_SECONDS = 300.0
