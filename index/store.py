@@ -283,7 +283,7 @@ def _calibrate(index: faiss.Index, vectors: np.ndarray, metric: Metric, rerank: 
     for value in candidates:  # stop at the target, or where searching more stops paying (PQ's limit)
         _set_search_params(index, {name: value})
         found = index.search(queries, k * max(rerank, 1))[1]
-        recall = _recall(rerank_shortlist(vectors, queries, found, k, metric) if rerank else found, truth)
+        recall = _recall(rerank_shortlist(vectors, queries, found, k, metric)[1] if rerank else found, truth)
         if recall >= TARGET_RECALL or recall - previous < 0.002:
             return
         previous = recall
