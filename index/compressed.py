@@ -40,14 +40,16 @@ def fits_in_memory(n: int, dim: int, graph: bool, memory: int) -> bool:
     return n * (4 * dim + (HNSW_BYTES_PER_VECTOR if graph else 0)) <= RAM_FRACTION * memory
 
 
-def compressed_factory(n: int, dim: int, lists: int, gpu: bool = False) -> str:
-    """The compressed IVF structure for ``n`` vectors: 4-bit fast-scan PQ (8-bit PQ on a FAISS GPU)."""
+def compressed_factory(dim: int, lists: int, gpu: bool = False) -> str:
+    """The compressed IVF structure with (at most) ``lists`` lists: 4-bit fast-scan PQ of ``dim / 8`` bytes
+    a vector, its vectors assigned to lists through an HNSW graph of the centroids (a flat search of 4096
+    centroids would take most of the build at 10M vectors); on a FAISS GPU, 8-bit PQ of the same size."""
     lists = min(lists, MAX_COMPRESSED_LISTS)
     if gpu:
         m = max(b for b in GPU_PQ_BYTES if dim % b == 0 and b <= max(1, dim // 8))
         return f"IVF{lists},PQ{m}"
     m = next(m for m in (dim // 4, dim // 2, dim) if m and dim % m == 0)
-    return f"IVF{lists},PQ{m}x4fs"
+    return f"IVF{lists}_HNSW32,PQ{m}x4fs"
 
 
 def is_lossy(index: faiss.Index) -> bool:

@@ -166,7 +166,7 @@ def auto_factory(n: int, dim: int, memory: int | None = None, gpu: bool = False)
         return "HNSW32"
     if n >= HNSW_BELOW and fits_in_memory(n, dim, False, memory):
         return f"IVF{ivf_lists(n)},Flat"
-    return compressed_factory(n, dim, ivf_lists(n), gpu)
+    return compressed_factory(dim, ivf_lists(n), gpu)
 
 
 def ivf_lists(n: int) -> int:
