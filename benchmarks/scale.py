@@ -136,11 +136,9 @@ def print_table(n: int, dim: int, queries: int, lines: list[Line]) -> None:
 def benchmark(work: Path, n: int, dim: int, queries: int, shards: int, factories: list[str]) -> None:
     """Every index of one size, as one table."""
     path = collection_of(work, n, dim, queries)
-    auto = auto_factory(n, dim)
-    compressed = compressed_factory(dim, ivf_lists(n))
-    runs = [(None, 1), (None, shards)]
-    if compressed != auto:
-        runs += [(compressed, 1), (compressed, shards)]
+    runs: list[tuple[str | None, int]] = [(None, 1), (None, shards)]  # None: the automatic choice
+    if compressed_factory(dim, ivf_lists(n)) != auto_factory(n, dim):
+        runs += [(compressed_factory(dim, ivf_lists(-(-n // count))), count) for count in (1, shards)]
     runs += [(factory, 1) for factory in factories]
     lines = []
     for factory, count in runs:

@@ -56,6 +56,10 @@ def test_compressed_index_reranked_recalls_exact_neighbours_and_reloads(tmp_path
     exact = np.einsum("qd,qkd->qk", queries / np.linalg.norm(queries, axis=1, keepdims=True), unit[rows])
     np.testing.assert_allclose(scores, exact, rtol=1e-5, atol=1e-5)  # re-ranked scores are exact
     assert (np.diff(scores, axis=1) <= 1e-6).all()
+    allowed = np.arange(0, 20_000, 3)  # a broad filter goes through the compressed structure, re-ranked
+    rows = loaded.search(queries, 10, allowed)[1]
+    assert np.isin(rows, allowed).all()
+    assert recall(rows, allowed[brute_force(vectors[allowed], queries, 10, "cosine")]) >= 0.95
 
 
 @pytest.mark.parametrize("metric", ["cosine", "l2"])
