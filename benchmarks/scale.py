@@ -63,8 +63,9 @@ def rss_bytes() -> int:
 def measure(path: Path) -> dict:
     """Load the collection's index and search it (in this process, started for it): memory and speed."""
     queries, truth = np.load(path / QUERIES_FILE), np.load(path / TRUTH_FILE)
+    coll = open_collection(path)
     before = rss_bytes()
-    index = load_index(open_collection(path), device="cpu")
+    index = load_index(coll, device="cpu")
     grown = rss_bytes() - before
     times = []
     for query in queries:
