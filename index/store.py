@@ -26,7 +26,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol
 
 import faiss
 import numpy as np
@@ -136,7 +136,6 @@ class _Searcher(Protocol):
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
 
 
-@runtime_checkable
 class SearchIndex(Protocol):
     """What queries search: one :class:`VectorIndex`, or a sharded index of them (:mod:`index.shards`)."""
 
@@ -449,10 +448,15 @@ def read_info(collection: Collection) -> IndexInfo:
         info.dim, info.ntotal, info.file_bytes = int(info.dim), int(info.ntotal), int(info.file_bytes)
         info.rerank = int(info.rerank)
         info.shards = [_shard_info(shard) for shard in info.shards]
+        ends = [part.first + part.ntotal for part in info.parts]
+        if [part.first for part in info.parts] != [0, *ends[:-1]] or ends[-1] != info.ntotal:
+            raise ValueError(f"its shards do not cover rows 0 to {info.ntotal} in order")
     except (ValueError, TypeError) as exc:
-        raise CollectionError(f"{file} is damaged ({exc}): {_rebuild_hint(collection)}") from None
+        raise CollectionError(f"{file} is damaged ({exc}): {_rebuild_hint(collection.path)}") from None
     if info.format != FORMAT or info.metric not in METRICS or not isinstance(info.encoder, dict):
-        raise CollectionError(f"{file} is not a galsearch index description: {_rebuild_hint(collection)}")
+        raise CollectionError(
+            f"{file} is not a galsearch index description: {_rebuild_hint(collection.path)}"
+        )
     return info
 
 
@@ -497,7 +501,7 @@ def _current_info(collection: Collection) -> IndexInfo:
 def _read_part(directory: Path, part: ShardInfo, info: IndexInfo) -> faiss.Index:
     """Read one index file, refusing a file whose size or contents disagree with ``index.json``."""
     file = directory / part.file
-    hint = f"rebuild it with `galsearch index {directory.parent} --rebuild`"
+    hint = _rebuild_hint(directory.parent)
     size = file.stat().st_size if file.is_file() else None
     if size is None:
         raise CollectionError(f"{file} is missing: {hint}")
@@ -535,8 +539,8 @@ def _commit(directory: Path, info: IndexInfo) -> None:
                 file.parent.rmdir()
 
 
-def _rebuild_hint(collection: Collection) -> str:
-    return f"rebuild it with `galsearch index {collection.path} --rebuild`"
+def _rebuild_hint(path: Path) -> str:
+    return f"rebuild it with `galsearch index {path} --rebuild`"
 
 
 # ---- searching -----------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from test_index_store import brute_force, clustered, recall, vector_collection
 
-from embedder import open_collection
+from embedder import CollectionError, open_collection
 from index.compressed import RERANK_FACTOR, rerank_shortlist
 from index.query import search
 from index.store import INDEX_DIR, INDEX_FILE, INFO_FILE, add_to_index, build_index, load_index, read_info
@@ -153,3 +153,18 @@ def test_cli_builds_shards_and_searches_them(tmp_path, capsys):
     assert found["id"].tolist() == [f"g{row}" for row in expected]
     assert main(["index", str(coll.path), "--shards", "3"]) == 1  # a different index needs --rebuild
     assert "--rebuild" in capsys.readouterr().err
+
+
+def test_damaged_or_inconsistent_shards_are_reported(tmp_path):
+    coll = sharded_collection(tmp_path)
+    build_index(coll, "Flat", shards=3, progress=False)
+    shard = coll.path / INDEX_DIR / f"shard-001/{INDEX_FILE}"
+    shard.write_bytes(shard.read_bytes()[:100])
+    with pytest.raises(CollectionError, match=r"shard-001/index\.faiss is damaged.*--rebuild"):
+        load_index(open_collection(coll.path), device="cpu")
+    info_file = coll.path / INDEX_DIR / INFO_FILE
+    info = json.loads(info_file.read_text())
+    info["shards"][1]["first"] += 1
+    info_file.write_text(json.dumps(info))
+    with pytest.raises(CollectionError, match="do not cover rows 0 to 3000"):
+        load_index(open_collection(coll.path), device="cpu")
