@@ -49,7 +49,7 @@ class ShardedIndex:
         return self._merged(results, k)
 
     def close(self) -> None:
-        """Let go of the Dask client (local shards need nothing)."""
+        """Stop the threads of local shards, or let go of the Dask client."""
         self._searcher.close()
 
     @staticmethod
