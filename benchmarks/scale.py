@@ -117,35 +117,36 @@ def run(path: Path, factory: str | None, shards: int) -> Line:
     )
 
 
-def print_table(n: int, dim: int, queries: int, lines: list[Line]) -> None:
+def print_header(n: int, dim: int, queries: int) -> None:
     print(f"\n### {n:,} vectors of dim {dim}, cosine, k={K}, {queries} held-out queries\n")
     print(
         "| index | shards | build s | file MiB | load RSS MiB | peak RSS MiB | p50 ms | p99 ms "
         "| batch ms/query | recall@10 |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for line in lines:
-        m = line.measured
-        print(
-            f"| {line.index} | {line.shards} | {line.build_s:.0f} | {line.file_bytes / 2**20:.0f} "
-            f"| {m['load_rss'] / 2**20:.0f} | {m['peak_rss'] / 2**20:.0f} | {m['p50_ms']:.2f} "
-            f"| {m['p99_ms']:.2f} | {m['batch_ms']:.3f} | {m['recall']:.3f} |",
-            flush=True,
-        )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |", flush=True)
+
+
+def print_line(line: Line) -> None:
+    m = line.measured
+    print(
+        f"| {line.index} | {line.shards} | {line.build_s:.0f} | {line.file_bytes / 2**20:.0f} "
+        f"| {m['load_rss'] / 2**20:.0f} | {m['peak_rss'] / 2**20:.0f} | {m['p50_ms']:.2f} "
+        f"| {m['p99_ms']:.2f} | {m['batch_ms']:.3f} | {m['recall']:.3f} |",
+        flush=True,
+    )
 
 
 def benchmark(work: Path, n: int, dim: int, queries: int, shards: int, factories: list[str]) -> None:
-    """Every index of one size, as one table."""
+    """Every index of one size, as one table printed a line at a time: the compressed structure first."""
     path = collection_of(work, n, dim, queries)
-    runs: list[tuple[str | None, int]] = [(None, 1), (None, shards)]  # None: the automatic choice
+    runs: list[tuple[str | None, int]] = []
     if compressed_factory(dim, ivf_lists(n)) != auto_factory(n, dim):
         runs += [(compressed_factory(dim, ivf_lists(-(-n // count))), count) for count in (1, shards)]
+    runs += [(None, 1), (None, shards)]  # None: the automatic choice
     runs += [(factory, 1) for factory in factories]
-    lines = []
+    print_header(n, dim, queries)
     for factory, count in runs:
-        lines.append(run(path, factory, count))
-        print(f"  measured {lines[-1].index} in {count} shard(s)", file=sys.stderr, flush=True)
-    print_table(n, dim, queries, lines)
+        print_line(run(path, factory, count))
 
 
 def main() -> None:
