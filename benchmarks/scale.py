@@ -21,7 +21,6 @@ import contextlib
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -54,19 +53,20 @@ class Line:
     measured: dict
 
 
-def rss_bytes() -> int:
-    """Resident set size of this process now."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def memory_status(field: str) -> int:
+    """Bytes of a /proc/self/status field: VmRSS (resident now) or VmHWM (peak; unlike ru_maxrss, not
+    inherited from the parent this process was started from)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(f"{field}:"))
 
 
 def measure(path: Path) -> dict:
     """Load the collection's index and search it (in this process, started for it): memory and speed."""
     queries, truth = np.load(path / QUERIES_FILE), np.load(path / TRUTH_FILE)
     coll = open_collection(path)
-    before = rss_bytes()
+    before = memory_status("VmRSS")
     index = load_index(coll, device="cpu")
-    grown = rss_bytes() - before
+    grown = memory_status("VmRSS") - before
     times = []
     for query in queries:
         start = time.perf_counter()
@@ -78,7 +78,7 @@ def measure(path: Path) -> dict:
     hits = [len(np.intersect1d(f, t)) for f, t in zip(found, truth, strict=True)]
     return {
         "load_rss": grown,
-        "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_rss": memory_status("VmHWM"),
         "p50_ms": statistics.median(times),
         "p99_ms": float(np.percentile(times, 99)),
         "batch_ms": batch_ms,
