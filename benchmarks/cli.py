@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from search import clustered
+from synthetic import clustered
 
 from anomaly.features import reduce_embeddings
 from anomaly.scores import score_column

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 from sklearn.neighbors import BallTree, NearestNeighbors
+from synthetic import clustered
 
 from embedder import default_demo_path, open_collection
 from embedder.errors import CollectionError
@@ -46,26 +47,6 @@ class Row:
     p99_ms: float
     batch_ms: float | None
     recall: float
-
-
-def clustered(n: int, dim: int, seed: int, clusters: int = 200, rank: int = 16) -> np.ndarray:
-    """Unit float32 vectors: a Gaussian mixture whose clusters each spread in their own ``rank``-dim
-    subspace, plus isotropic noise (like CNN embeddings: few directions of variation per kind of object).
-    Made a chunk at a time, so that only the (n, dim) result is ever large.
-    """
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((clusters, dim), dtype=np.float32)
-    bases = rng.standard_normal((clusters, rank, dim), dtype=np.float32) / np.sqrt(rank)
-    out = np.empty((n, dim), np.float32)
-    for first in range(0, n, 100_000):
-        part = out[first : first + 100_000]
-        members = rng.integers(clusters, size=len(part))
-        part[:] = 0.3 * rng.standard_normal(part.shape, dtype=np.float32)
-        for c in np.unique(members):
-            rows = np.flatnonzero(members == c)
-            part[rows] += centres[c] + rng.standard_normal((len(rows), rank), dtype=np.float32) @ bases[c]
-        faiss.normalize_L2(part)
-    return out
 
 
 def timed(search: Callable[[np.ndarray], np.ndarray], queries: np.ndarray) -> tuple[list[float], np.ndarray]:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .store import (
         IndexInfo,
         IndexSettingError,
+        SearchIndex,
         StaleIndexError,
         VectorIndex,
         add_to_index,
@@ -44,6 +45,7 @@ __all__ = [
     "MapPicture",
     "Match",
     "QueryError",
+    "SearchIndex",
     "StaleIndexError",
     "VectorIndex",
     "add_to_index",
@@ -88,6 +90,7 @@ lazy_package(
         "store": (
             "IndexInfo",
             "IndexSettingError",
+            "SearchIndex",
             "StaleIndexError",
             "VectorIndex",
             "add_to_index",

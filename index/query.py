@@ -20,7 +20,7 @@ from embedder.collection import Collection, open_collection
 from embedder.errors import CollectionError, GalsearchError
 
 from .filters import filter_rows
-from .store import INDEX_DIR, INFO_FILE, VectorIndex, build_index, has_index, load_index, normalized
+from .store import INDEX_DIR, INFO_FILE, SearchIndex, build_index, has_index, load_index, normalized
 
 if TYPE_CHECKING:
     from astropy.table import Table
@@ -65,6 +65,7 @@ def search(
     negative_weight: float = NEGATIVE_WEIGHT,
     device: str | None = None,
     fetch: str | None = None,
+    dask: str | None = None,
 ) -> pd.DataFrame:
     """The ``k`` galaxies most like the query, best first: catalog rows with ``rank`` and a score column.
 
@@ -76,7 +77,8 @@ def search(
     satisfies. The score is ``similarity`` (cosine) or ``distance`` (l2 index); a matched position is in
     ``result.attrs["matched"]``. With ``fetch`` (a survey: legacy, sdss, panstarrs), a position with no
     galaxy within the radius is searched by its cutout, downloaded from that survey (network!) and
-    embedded like an image; its cache file is in ``result.attrs["fetched"]``.
+    embedded like an image; its cache file is in ``result.attrs["fetched"]``. A sharded index is searched
+    on the workers of the Dask cluster whose scheduler is at ``dask`` when given.
     """
     coll = collection if isinstance(collection, Collection) else open_collection(collection)
     positive_ids, negative_ids = _id_list(ids), _id_list(negative_ids)
@@ -97,7 +99,7 @@ def search(
         vectors = np.vstack([vectors, embed_image_file(coll, image, device)])
     if fetched is not None:
         vectors = np.vstack([vectors, embed_image(coll, fetched[0], device, f"the {fetch} cutout")])
-    vector_index = _index_of(coll, device)
+    vector_index = _index_of(coll, device, dask)
     query = query_vector(vectors, coll.embeddings[negatives], vector_index.metric, negative_weight)
     scores, rows = _search_excluding(vector_index, query, k, np.union1d(positives, negatives), allowed)
     result = _results(coll.catalog, rows, scores, vector_index.metric)
@@ -149,10 +151,10 @@ def _require_embedded(coll: Collection) -> None:
         )
 
 
-_LOADED: dict[tuple[Path, str | None], tuple[tuple, VectorIndex]] = {}
+_LOADED: dict[tuple[Path, str | None, str | None], tuple[tuple, SearchIndex]] = {}
 
 
-def _index_of(coll: Collection, device: str | None) -> VectorIndex:
+def _index_of(coll: Collection, device: str | None, dask: str | None = None) -> SearchIndex:
     """The collection's vector index, built first when it has none yet (a stale one is an error).
 
     A loaded index is kept for the next query (an HNSW index of a million galaxies is over a gigabyte to
@@ -162,10 +164,10 @@ def _index_of(coll: Collection, device: str | None) -> VectorIndex:
         build_index(coll, device=device, progress=False)
     info = (coll.path / INDEX_DIR / INFO_FILE).stat()
     state = (info.st_mtime_ns, info.st_size, coll.counts["embedded"], coll.encoder)
-    key = (coll.path.resolve(), device)
+    key = (coll.path.resolve(), device, dask)
     cached = _LOADED.get(key)
     if cached is None or cached[0] != state:
-        _LOADED[key] = state, load_index(coll, device)
+        _LOADED[key] = state, load_index(coll, device, dask)
     return _LOADED[key][1]
 
 
@@ -247,7 +249,7 @@ def match_position(
 
 
 def _search_excluding(
-    vector_index: VectorIndex, query: np.ndarray, k: int, excluded: np.ndarray, allowed: np.ndarray | None
+    vector_index: SearchIndex, query: np.ndarray, k: int, excluded: np.ndarray, allowed: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Scores and rows of the ``k`` best matches to one query among ``allowed``, leaving out ``excluded``."""
     scores, rows = vector_index.search(query[None], k + len(excluded), allowed)

@@ -4,7 +4,11 @@ An index is named by its FAISS factory string and metric, stored beside it::
 
     COLLECTION/index/index.faiss   the FAISS index; FAISS id i = catalog row i (rows are added in order)
     COLLECTION/index/index.json    factory, metric, dim, ntotal, encoder fingerprint, search parameters,
-                                   build time, file size
+                                   re-rank factor, build time, file size, shards
+
+A sharded index splits the rows into contiguous shards, each a FAISS index of the same structure in
+``index/shard-NNN/index.faiss`` (FAISS id i = row ``first + i``); ``index.json`` lists them, and rows
+embedded later go to the last one. Compressed indexes re-rank a shortlist exactly (:mod:`index.compressed`).
 
 ``cosine`` indexes hold L2-normalised vectors under the inner-product metric (scores are cosine
 similarities, higher is better); ``l2`` indexes hold the raw vectors (scores are squared L2 distances,
@@ -13,6 +17,7 @@ lower is better).
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -26,10 +31,19 @@ from typing import Any, Literal, Protocol
 import faiss
 import numpy as np
 
-from embedder.collection import Collection
+from embedder.collection import EMBEDDINGS, Collection
 from embedder.embed import IDENTITY_KEYS, same_encoder
 from embedder.errors import CollectionError, GalsearchError
 from embedder.storage import atomic_write, atomic_write_json, utc_now
+
+from .compressed import (
+    RERANK_FACTOR,
+    available_memory,
+    compressed_factory,
+    fits_in_memory,
+    is_lossy,
+    rerank_shortlist,
+)
 
 Metric = Literal["cosine", "l2"]
 METRICS = {"cosine": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
@@ -41,6 +55,8 @@ FORMAT = "galsearch-index"
 # From benchmarks/search.py on 2 CPU cores at dim 320: an exact (Flat) query costs ~0.1 ms per 1000 vectors
 # (7-11 ms at 100k), HNSW32 ~0.1-0.2 ms at 100k with recall@10 >= 0.99 and grows ~log n; HNSW builds at
 # ~6k vectors/s, so past a few million vectors IVF (k-means and adds run in parallel or on a GPU) is used.
+# Where float vectors (and HNSW's graph) would take too much of the available memory, compressed codes
+# re-ranked from disk are used instead (index/compressed.py, benchmarks/scale.py).
 FLAT_BELOW = 20_000
 HNSW_BELOW = 2_000_000
 HNSW_EF_CONSTRUCTION = 128  # FAISS's 40 leaves recall@10 stuck near 0.97 on clustered data, whatever efSearch
@@ -52,6 +68,7 @@ CALIBRATION_QUERIES = 200
 CHUNK_ROWS = 50_000  # rows read from the embeddings memmap at a time (64 MB at dim 320)
 GPU_MAX_K = 2048  # FAISS GPU indexes return at most this many neighbours
 SEED = 0
+SHARD_FILE = "shard-{:03d}/" + INDEX_FILE
 
 
 class StaleIndexError(CollectionError):
@@ -70,6 +87,17 @@ def normalized(vectors: np.ndarray) -> np.ndarray:
 
 
 @dataclass
+class ShardInfo:
+    """One FAISS index file of a collection's index: rows ``first`` to ``first + ntotal``."""
+
+    file: str  # relative to the index directory
+    first: int
+    ntotal: int
+    file_bytes: int
+    search_params: dict[str, int]
+
+
+@dataclass
 class IndexInfo:
     """What ``index.json`` records about a collection's index."""
 
@@ -83,30 +111,61 @@ class IndexInfo:
     build_seconds: float
     file_bytes: int = 0
     format: str = FORMAT
+    rerank: int = 0  # shortlist of rerank x k candidates re-scored exactly from the embeddings (0: none)
+    shards: list[ShardInfo] = field(default_factory=list)  # empty: one index in index.faiss
 
     def summary(self) -> str:
         """One human-readable line."""
         params = ", ".join(f"{k}={v}" for k, v in self.search_params.items())
-        return (
-            f"{self.factory} ({self.metric}{', ' + params if params else ''}) over {self.ntotal} vectors "
-            f"of dim {self.dim}, {self.file_bytes / 2**20:.1f} MiB, built in {self.build_seconds:.1f} s"
+        extra = (f", re-ranking {self.rerank} x k" if self.rerank else "") + (
+            f", {len(self.shards)} shards" if self.shards else ""
         )
+        return (
+            f"{self.factory} ({self.metric}{', ' + params if params else ''}{extra}) over {self.ntotal} "
+            f"vectors of dim {self.dim}, {self.file_bytes / 2**20:.1f} MiB, "
+            f"built in {self.build_seconds:.1f} s"
+        )
+
+    @property
+    def parts(self) -> list[ShardInfo]:
+        """The index files: the shards, or the one ``index.faiss``."""
+        return self.shards or [ShardInfo(INDEX_FILE, 0, self.ntotal, self.file_bytes, self.search_params)]
 
 
 class _Searcher(Protocol):
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
 
 
+class SearchIndex(Protocol):
+    """What queries search: one :class:`VectorIndex`, or a sharded index of them (:mod:`index.shards`)."""
+
+    metric: Metric
+
+    @property
+    def ntotal(self) -> int: ...
+
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+
 # ---- choosing and building -----------------------------------------------------------------------
 
 
-def auto_factory(n: int, dim: int) -> str:
-    """The FAISS factory string galsearch uses for ``n`` vectors of dimension ``dim``."""
+def auto_factory(n: int, dim: int, memory: int | None = None, gpu: bool = False) -> str:
+    """The FAISS factory string galsearch uses for ``n`` vectors of dimension ``dim``.
+
+    Float vectors while they (with HNSW's graph) fit in a share of ``memory`` bytes (default: what is
+    available now); beyond, compressed codes whose shortlist is re-ranked (``gpu``: a FAISS-GPU structure).
+    """
+    memory = available_memory() if memory is None else memory
     if n < FLAT_BELOW:
         return "Flat"
-    if n < HNSW_BELOW:
+    if n < HNSW_BELOW and fits_in_memory(n, dim, True, memory):
         return "HNSW32"
-    return f"IVF{ivf_lists(n)},Flat"
+    if n >= HNSW_BELOW and fits_in_memory(n, dim, False, memory):
+        return f"IVF{ivf_lists(n)},Flat"
+    return compressed_factory(dim, ivf_lists(n), gpu)
 
 
 def ivf_lists(n: int) -> int:
@@ -120,22 +179,29 @@ def index_vectors(
     metric: Metric = "cosine",
     device: str | None = None,
     progress: bool = True,
+    rerank: int | None = None,
 ) -> VectorIndex:
-    """An in-memory index over ``vectors`` (an array or memmap; FAISS id i = row i), ready to search."""
-    factory = factory or auto_factory(*vectors.shape)
-    index = _build(vectors, factory, metric, device, progress)
-    return VectorIndex(index, factory, metric, vectors, device)
+    """An in-memory index over ``vectors`` (an array or memmap; FAISS id i = row i), ready to search.
+
+    ``rerank``: re-score a shortlist of ``rerank`` x k candidates exactly (default: RERANK_FACTOR for
+    compressed structures, none for float ones; 0: never).
+    """
+    factory = factory or auto_factory(*vectors.shape, gpu=_faiss_gpu(device))
+    index, rerank = _build(vectors, factory, metric, device, progress, rerank)
+    return VectorIndex(index, factory, metric, vectors, device, rerank)
 
 
 def _build(
-    vectors: np.ndarray, factory: str, metric: Metric, device: str | None, progress: bool
-) -> faiss.Index:
+    vectors: np.ndarray, factory: str, metric: Metric, device: str | None, progress: bool, rerank: int | None
+) -> tuple[faiss.Index, int]:
     """Create, train (on a seeded sample), fill with every row of ``vectors`` in order, and calibrate.
 
-    On a FAISS GPU when one is asked for and the structure has a GPU version (k-means and adds are faster).
-    The last rows are added after calibration, which uses them as queries the index has not seen.
+    Returns the index and its re-rank factor. On a FAISS GPU when one is asked for and the structure has
+    a GPU version (k-means and adds are faster). The last rows are added after calibration, which uses
+    them as queries the index has not seen.
     """
     index = _new_index(factory, vectors.shape[1], metric)
+    rerank = _rerank_factor(index, rerank)
     on_gpu = _to_faiss_gpu(index) if _faiss_gpu(device) else None
     work = index if on_gpu is None else on_gpu
     if not work.is_trained:
@@ -147,9 +213,18 @@ def _build(
     _add_rows(work, vectors[: len(vectors) - held_out], metric, progress)
     if on_gpu is not None:
         index = faiss.index_gpu_to_cpu(on_gpu)
-    _calibrate(index, vectors, metric)
+    _calibrate(index, vectors, metric, rerank)
     _add_rows(index, vectors, metric, progress=False)
-    return index
+    return index, rerank
+
+
+def _rerank_factor(index: faiss.Index, rerank: int | None) -> int:
+    """The re-rank factor asked for, or by default RERANK_FACTOR for compressed codes and 0 for floats."""
+    if rerank is None:
+        return RERANK_FACTOR if is_lossy(index) else 0
+    if rerank < 0:
+        raise IndexSettingError(f"the re-rank factor must be 0 (none) or more, got {rerank}")
+    return rerank
 
 
 def _new_index(factory: str, dim: int, metric: Metric) -> faiss.Index:
@@ -194,8 +269,9 @@ def _prepared(vectors: np.ndarray, metric: Metric) -> np.ndarray:
     return np.array(vectors, dtype=np.float32, order="C")
 
 
-def _calibrate(index: faiss.Index, vectors: np.ndarray, metric: Metric) -> None:
-    """Set the smallest efSearch / nprobe whose recall@10 reaches TARGET_RECALL for rows not yet added."""
+def _calibrate(index: faiss.Index, vectors: np.ndarray, metric: Metric, rerank: int) -> None:
+    """Set the smallest efSearch / nprobe whose recall@10 (after any re-ranking) reaches TARGET_RECALL for
+    rows not yet added."""
     name, candidates = _knob(index)
     queries = _prepared(vectors[index.ntotal :], metric)
     if name is None or not len(queries):
@@ -205,7 +281,8 @@ def _calibrate(index: faiss.Index, vectors: np.ndarray, metric: Metric) -> None:
     previous = 0.0
     for value in candidates:  # stop at the target, or where searching more stops paying (PQ's limit)
         _set_search_params(index, {name: value})
-        recall = _recall(index.search(queries, k)[1], truth)
+        found = index.search(queries, k * max(rerank, 1))[1]
+        recall = _recall(rerank_shortlist(vectors, queries, found, k, metric)[1] if rerank else found, truth)
         if recall >= TARGET_RECALL or recall - previous < 0.002:
             return
         previous = recall
@@ -253,43 +330,106 @@ def build_index(
     metric: Metric = "cosine",
     device: str | None = None,
     progress: bool = True,
+    shards: int = 1,
+    rerank: int | None = None,
 ) -> IndexInfo:
-    """Build the index over all current embeddings of ``collection`` and save it (replacing any old one)."""
+    """Build the index over all current embeddings of ``collection`` and save it (replacing any old one).
+
+    ``shards`` > 1 splits the rows into that many contiguous shards, each its own index (searched in
+    parallel, or on Dask workers); ``rerank`` as for :func:`index_vectors`. By default the structure
+    follows the shard size and the memory available to each shard.
+    """
     with collection.writing():
         vectors = collection.embeddings
         if not len(vectors):
             raise CollectionError(
                 f"{collection.path} has no embeddings: run `galsearch embed {collection.path}` first"
             )
-        factory = factory or auto_factory(*vectors.shape)
+        if not 1 <= shards <= len(vectors):
+            raise IndexSettingError(
+                f"shards must be from 1 to the {len(vectors)} embedded rows, got {shards}"
+            )
+        bounds = np.linspace(0, len(vectors), shards + 1).round().astype(int)
+        largest = int(np.diff(bounds).max())
+        factory = factory or auto_factory(
+            largest, vectors.shape[1], available_memory() // shards, _faiss_gpu(device)
+        )
         started = time.perf_counter()
-        index = _build(vectors, factory, metric, device, progress)
+        directory = collection.path / INDEX_DIR
+        parts = []
+        for number, (first, last) in enumerate(itertools.pairwise(bounds)):
+            index, rerank = _build(vectors[first:last], factory, metric, device, progress, rerank)
+            file = INDEX_FILE if shards == 1 else SHARD_FILE.format(number)
+            size = _save_part(directory / file, index)
+            parts.append(ShardInfo(file, int(first), index.ntotal, size, search_params(index)))
+            del index
         info = IndexInfo(
             factory=factory,
             metric=metric,
-            dim=index.d,
-            ntotal=index.ntotal,
+            dim=vectors.shape[1],
+            ntotal=len(vectors),
             encoder={key: collection.encoder.get(key) for key in IDENTITY_KEYS},
-            search_params=search_params(index),
+            search_params=parts[0].search_params,
             built=utc_now(),
             build_seconds=round(time.perf_counter() - started, 3),
+            file_bytes=sum(part.file_bytes for part in parts),
+            rerank=rerank,
+            shards=parts if shards > 1 else [],
         )
-        return _save(collection, index, info)
+        _commit(directory, info)
+        return info
 
 
 def add_to_index(collection: Collection, progress: bool = True) -> int:
-    """Add the rows embedded since the index was saved, save it, and return how many were added."""
-    return _update(collection, progress)[2]
+    """Add the rows embedded since the index was saved (to its last shard), save it, return how many."""
+    with collection.writing():
+        info = _current_info(collection)
+        last = info.parts[-1]
+        directory = collection.path / INDEX_DIR
+        index = _read_part(directory, last, info)
+        added = _add_rows(index, collection.embeddings[last.first :], info.metric, progress)
+        if added:
+            size = _save_part(directory / last.file, index)
+            last = replace(last, ntotal=index.ntotal, file_bytes=size)
+            parts = [*info.parts[:-1], last]
+            info = replace(
+                info,
+                ntotal=last.first + last.ntotal,
+                file_bytes=sum(part.file_bytes for part in parts),
+                shards=parts if info.shards else [],
+            )
+            _commit(directory, info)
+    return added
 
 
-def load_index(collection: Collection, device: str | None = None) -> VectorIndex:
-    """The collection's saved index, checked against its embeddings and extended with rows embedded since."""
+def load_index(collection: Collection, device: str | None = None, dask: str | None = None) -> SearchIndex:
+    """The collection's saved index, checked against its embeddings and extended with rows embedded since.
+
+    A sharded index searches its shards in threads, or with ``dask`` (a scheduler address) on the Dask
+    cluster's workers, each loading its shards once.
+    """
     info = _current_info(collection)
     if info.ntotal < collection.counts["embedded"]:
-        index, info, _ = _update(collection, progress=False)
-    else:
-        index = _read_index(collection, info)
-    return VectorIndex(index, info.factory, info.metric, collection.embeddings, device)
+        add_to_index(collection, progress=False)
+        info = _current_info(collection)
+    if not info.shards:
+        return load_part(collection.path, info, info.parts[0], device)
+    from .shards import ShardedIndex  # shards builds on this module
+
+    return ShardedIndex(collection.path, info, device, dask)
+
+
+def load_part(path: Path, info: IndexInfo, part: ShardInfo, device: str | None = None) -> VectorIndex:
+    """One index file of the collection at ``path``, over its rows of the memory-mapped embeddings."""
+    index = _read_part(path / INDEX_DIR, part, info)
+    vectors = np.memmap(
+        path / EMBEDDINGS,
+        dtype=np.float32,
+        mode="r",
+        offset=4 * info.dim * part.first,
+        shape=(part.ntotal, info.dim),
+    )
+    return VectorIndex(index, info.factory, info.metric, vectors, device, info.rerank)
 
 
 def has_index(collection: Collection) -> bool:
@@ -306,11 +446,27 @@ def read_info(collection: Collection) -> IndexInfo:
         info = IndexInfo(**_json(file))
         info.search_params = dict(info.search_params)
         info.dim, info.ntotal, info.file_bytes = int(info.dim), int(info.ntotal), int(info.file_bytes)
+        info.rerank = int(info.rerank)
+        info.shards = [_shard_info(shard) for shard in info.shards]
+        ends = [part.first + part.ntotal for part in info.parts]
+        if [part.first for part in info.parts] != [0, *ends[:-1]] or ends[-1] != info.ntotal:
+            raise ValueError(f"its shards do not cover rows 0 to {info.ntotal} in order")
     except (ValueError, TypeError) as exc:
-        raise CollectionError(f"{file} is damaged ({exc}): {_rebuild_hint(collection)}") from None
+        raise CollectionError(f"{file} is damaged ({exc}): {_rebuild_hint(collection.path)}") from None
     if info.format != FORMAT or info.metric not in METRICS or not isinstance(info.encoder, dict):
-        raise CollectionError(f"{file} is not a galsearch index description: {_rebuild_hint(collection)}")
+        raise CollectionError(
+            f"{file} is not a galsearch index description: {_rebuild_hint(collection.path)}"
+        )
     return info
+
+
+def _shard_info(shard: dict) -> ShardInfo:
+    part = ShardInfo(**shard)
+    if Path(part.file).is_absolute() or ".." in Path(part.file).parts:
+        raise ValueError(f"shard file {part.file!r} is outside the index directory")
+    part.first, part.ntotal, part.file_bytes = int(part.first), int(part.ntotal), int(part.file_bytes)
+    part.search_params = dict(part.search_params)
+    return part
 
 
 def _json(file: Path) -> dict:
@@ -342,56 +498,49 @@ def _current_info(collection: Collection) -> IndexInfo:
     return info
 
 
-def _read_index(collection: Collection, info: IndexInfo) -> faiss.Index:
-    """Read ``index.faiss``, refusing a file whose size or contents disagree with ``index.json``."""
-    file = collection.path / INDEX_DIR / INDEX_FILE
+def _read_part(directory: Path, part: ShardInfo, info: IndexInfo) -> faiss.Index:
+    """Read one index file, refusing a file whose size or contents disagree with ``index.json``."""
+    file = directory / part.file
+    hint = _rebuild_hint(directory.parent)
     size = file.stat().st_size if file.is_file() else None
     if size is None:
-        raise CollectionError(f"{file} is missing: {_rebuild_hint(collection)}")
-    if size == 0 or size != info.file_bytes:
-        raise CollectionError(
-            f"{file} is damaged ({size} bytes, but {info.file_bytes} were written): "
-            f"{_rebuild_hint(collection)}"
-        )
+        raise CollectionError(f"{file} is missing: {hint}")
+    if size == 0 or size != part.file_bytes:
+        raise CollectionError(f"{file} is damaged ({size} bytes, but {part.file_bytes} were written): {hint}")
     try:
         index = faiss.read_index(str(file))
     except (RuntimeError, MemoryError) as exc:
         reason = str(exc).strip().splitlines()[-1][:200]
-        raise CollectionError(f"{file} cannot be read ({reason}): {_rebuild_hint(collection)}") from None
-    if (index.ntotal, index.d, index.metric_type) != (info.ntotal, info.dim, METRICS[info.metric]):
+        raise CollectionError(f"{file} cannot be read ({reason}): {hint}") from None
+    if (index.ntotal, index.d, index.metric_type) != (part.ntotal, info.dim, METRICS[info.metric]):
         raise CollectionError(
-            f"{file} holds {index.ntotal} vectors of dim {index.d} but {INFO_FILE} says {info.ntotal} of "
-            f"dim {info.dim} ({info.metric}): {_rebuild_hint(collection)}"
+            f"{file} holds {index.ntotal} vectors of dim {index.d} but {INFO_FILE} says {part.ntotal} of "
+            f"dim {info.dim} ({info.metric}): {hint}"
         )
-    _set_search_params(index, info.search_params)
+    _set_search_params(index, part.search_params)
     return index
 
 
-def _update(collection: Collection, progress: bool) -> tuple[faiss.Index, IndexInfo, int]:
-    """Under the writer lock: read the index, add the rows embedded since, and save it if any were."""
-    with collection.writing():
-        info = _current_info(collection)
-        index = _read_index(collection, info)
-        added = _add_rows(index, collection.embeddings, info.metric, progress)
-        if added:
-            info = _save(collection, index, replace(info, ntotal=index.ntotal))
-    return index, info, added
+def _save_part(file: Path, index: faiss.Index) -> int:
+    """Atomically write one index file; returns its size in bytes."""
+    file.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(file, lambda f: faiss.write_index(index, faiss.PyCallbackIOWriter(f.write)))
+    return file.stat().st_size
 
 
-def _save(collection: Collection, index: faiss.Index, info: IndexInfo) -> IndexInfo:
-    """Atomically write ``index.faiss`` and then ``index.json`` (the commit point)."""
-    directory = collection.path / INDEX_DIR
-    directory.mkdir(exist_ok=True)
-    atomic_write(
-        directory / INDEX_FILE, lambda f: faiss.write_index(index, faiss.PyCallbackIOWriter(f.write))
-    )
-    info = replace(info, file_bytes=(directory / INDEX_FILE).stat().st_size)
+def _commit(directory: Path, info: IndexInfo) -> None:
+    """Atomically write ``index.json`` (the commit point), then remove index files it no longer lists."""
     atomic_write_json(directory / INFO_FILE, asdict(info))
-    return info
+    listed = {directory / part.file for part in info.parts}
+    for file in [directory / INDEX_FILE, *directory.glob(SHARD_FILE.replace("{:03d}", "*"))]:
+        if file not in listed and file.is_file():
+            file.unlink()
+            if file.parent != directory and not any(file.parent.iterdir()):
+                file.parent.rmdir()
 
 
-def _rebuild_hint(collection: Collection) -> str:
-    return f"rebuild it with `galsearch index {collection.path} --rebuild`"
+def _rebuild_hint(path: Path) -> str:
+    return f"rebuild it with `galsearch index {path} --rebuild`"
 
 
 # ---- searching -----------------------------------------------------------------------------------
@@ -404,8 +553,9 @@ class VectorIndex:
     index: faiss.Index  # on the CPU: what is saved, and what filtered searches use
     factory: str
     metric: Metric
-    vectors: np.ndarray  # the indexed vectors as stored (a memmap): exact fallback and torch search
+    vectors: np.ndarray  # the indexed vectors as stored (a memmap): exact fallback, re-ranking, torch search
     device: str | None = None  # None: CUDA when torch sees a GPU
+    rerank: int = 0  # re-score a shortlist of rerank x k candidates exactly (0: none)
     _fast: _Searcher = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -432,12 +582,15 @@ class VectorIndex:
         if k < 1:
             raise IndexSettingError(f"k must be at least 1, got {k}")
         queries = self._queries(queries)
+        wanted = k * self.rerank if self.rerank else k
         if allowed is not None:
-            scores, rows = self._search_allowed(queries, k, self._allowed(allowed))
-        elif k <= GPU_MAX_K:
-            scores, rows = self._fast.search(queries, k)
+            scores, rows = self._search_allowed(queries, wanted, self._allowed(allowed))
+        elif wanted <= GPU_MAX_K:
+            scores, rows = self._fast.search(queries, wanted)
         else:
-            scores, rows = self.index.search(queries, k)
+            scores, rows = self.index.search(queries, wanted)
+        if self.rerank:
+            scores, rows = rerank_shortlist(self.vectors, queries, rows, k, self.metric)
         scores[rows < 0] = -np.inf if self.metric == "cosine" else np.inf
         return scores, rows
 

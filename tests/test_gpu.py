@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY_ENCODER, write_blob_npz
+from test_index_scale import embedding_like
 from test_index_store import brute_force, clustered, recall
 
 from embedder import embed, ingest, load_encoder, open_collection
@@ -19,6 +20,7 @@ from embedder.training.heads import load_head
 from embedder.training.labels import read_labels
 from embedder.training.pretrain import pretrain
 from index import build_index, search
+from index.compressed import RERANK_FACTOR
 from index.store import index_vectors
 
 DEVICE = "cuda"
@@ -79,6 +81,16 @@ def test_faiss_gpu_indexes_recall_what_the_cpu_recalls(factory):
         found = index_vectors(vectors, factory, device=device, progress=False).search(queries, 10)[1]
         recalls[device] = recall(found, truth)
     assert recalls[DEVICE] >= recalls["cpu"] - 0.02, recalls
+
+
+@pytest.mark.skipif(not hasattr(faiss, "StandardGpuResources"), reason="faiss-gpu is not installed")
+@pytest.mark.parametrize("factory", ["IVF64,PQ12", "IVF64,SQ8"])
+def test_compressed_indexes_built_on_the_gpu_rerank_to_exact_neighbours(factory):
+    """Fast-scan PQ has no FAISS-GPU version: on a GPU the compressed structures are 8-bit IVF-PQ or SQ."""
+    vectors, queries = np.split(embedding_like(10_200, dim=48), [10_000])
+    index = index_vectors(vectors, factory, device=DEVICE, progress=False)
+    assert index.rerank == RERANK_FACTOR and index._fast is not index.index  # searched on the GPU
+    assert recall(index.search(queries, 10)[1], brute_force(vectors, queries, 10, "cosine")) >= 0.95
 
 
 def test_search_by_id_agrees_with_the_cpu(blob_collection):

@@ -64,9 +64,18 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
 
 
 def test_auto_factory_grows_with_the_collection():
-    assert auto_factory(1_000, 320) == auto_factory(19_999, 320) == "Flat"
-    assert auto_factory(20_000, 320) == auto_factory(1_000_000, 320) == "HNSW32"
-    assert auto_factory(10_000_000, 320) == "IVF16384,Flat"
+    memory = 256 * 2**30
+    assert auto_factory(1_000, 320, memory) == auto_factory(19_999, 320, memory) == "Flat"
+    assert auto_factory(20_000, 320, memory) == auto_factory(1_000_000, 320, memory) == "HNSW32"
+    assert auto_factory(10_000_000, 320, memory) == "IVF16384,Flat"
+
+
+def test_auto_factory_compresses_what_would_not_fit_in_memory():
+    memory = 24 * 2**30
+    assert auto_factory(1_000_000, 320, memory) == "HNSW32"  # 1.5 GB of vectors and graph
+    assert auto_factory(10_000_000, 320, memory) == "IVF4096_HNSW32,PQ80x4fs"  # 12.8 GB of vectors
+    assert auto_factory(10_000_000, 320, memory, gpu=True) == "IVF4096,PQ40"  # no fast-scan on GPUs
+    assert auto_factory(1_000_000, 320, 4 * 2**30) == "IVF4096_HNSW32,PQ80x4fs"
 
 
 @pytest.mark.parametrize("metric", ["cosine", "l2"])

@@ -145,11 +145,21 @@ def cmd_index(args: argparse.Namespace) -> None:
 
     coll = open_collection(args.collection)
     if args.rebuild or not has_index(coll):
-        info = build_index(coll, args.factory, args.metric or "cosine", args.device, progress=not args.quiet)
+        info = build_index(
+            coll,
+            args.factory,
+            args.metric or "cosine",
+            args.device,
+            progress=not args.quiet,
+            shards=args.shards or 1,
+            rerank=args.rerank,
+        )
         print(f"built the index of {coll.path}: {info.summary()}")
         return
     info = read_info(coll)
-    if args.factory not in (None, info.factory) or args.metric not in (None, info.metric):
+    asked = (args.factory, args.metric, args.shards, args.rerank)
+    have = (info.factory, info.metric, len(info.shards) or 1, info.rerank)
+    if any(a not in (None, h) for a, h in zip(asked, have, strict=True)):
         raise GalsearchError(
             f"{coll.path} has a {info.factory} ({info.metric}) index already; add --rebuild to replace it"
         )
@@ -178,6 +188,7 @@ def cmd_search(args: argparse.Namespace) -> None:
         k=args.k,
         device=args.device,
         fetch=args.fetch,
+        dask=args.dask,
     )
     if matched := found.attrs.get("matched"):
         print(
@@ -679,7 +690,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("index", cmd_index, "build a collection's search index, or add newly embedded galaxies to it")
     p.add_argument("collection", type=Path)
     p.add_argument(
-        "--factory", help="FAISS index factory string, e.g. Flat, HNSW32, IVF1024,PQ32 (default: by size)"
+        "--factory",
+        help="FAISS index factory string, e.g. Flat, HNSW32, IVF1024,PQ32, IVF4096,PQ80x4fs (default: by "
+        "size and available memory: float vectors while they fit, else compressed codes re-ranked from disk)",
+    )
+    p.add_argument(
+        "--rerank",
+        type=int,
+        metavar="K",
+        help="re-score a shortlist of K x k candidates exactly from the stored embeddings (default: 10 for "
+        "compressed factories such as PQ/SQ, none for float ones; 0: never)",
+    )
+    p.add_argument(
+        "--shards",
+        type=int,
+        metavar="N",
+        help="split the rows into N contiguous shards, each its own index, searched in parallel or on Dask "
+        "workers with `search --dask` (default 1)",
     )
     p.add_argument("--metric", choices=["cosine", "l2"], help="similarity measure (default cosine)")
     p.add_argument("--rebuild", action="store_true", help="build anew even if an index exists")
@@ -713,6 +740,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=10, help="number of results (default 10)")
     _add_table_options(p, "the results")
     p.add_argument("--device", help="cpu, cuda or cuda:N")
+    p.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="search a sharded index's shards on this Dask cluster's workers (scheduler address, e.g. "
+        "tcp://10.0.0.1:8786; they must see the collection at the same path)",
+    )
     p.add_argument(
         "--samp",
         action="store_true",
