@@ -44,23 +44,25 @@ class Discovery:
         self.store.ensure_session(session)
         n = self.collection.counts["embedded"]
         column = score_column(anomaly_method)
-        catalog = self.collection.catalog
-        if n == 0 or column not in catalog or catalog[column].iloc[:n].isna().any():
+        stored = self.collection.catalog_columns([column]) if column in self.collection.columns else None
+        if n == 0 or stored is None or stored[column].iloc[:n].isna().any():
             features = collection_features(self.collection, dim, seed)  # none: raises, saying what to run
             store_scores(self.collection, anomaly_method, anomaly_scores(features, anomaly_method, seed))
-        self.anomaly = self.collection.catalog[column].to_numpy(dtype=np.float64)[:n]
+            stored = self.collection.catalog_columns([column])
+        self.anomaly = stored[column].to_numpy(dtype=np.float64)[:n]
         basis, std = _gp_basis(self.collection, dim, seed)
         self.learner = ActiveLearner.from_basis(basis, self.anomaly, std=std)
         self.refresh()
 
     @property
     def catalog(self) -> pd.DataFrame:
+        """The whole catalog of the collection (the loop itself reads only the rows it shows)."""
         return self.collection.catalog
 
     def refresh(self) -> pd.DataFrame:
         """Re-read this session's ratings from the store and refit; returns them (latest per galaxy)."""
         latest = self.store.latest(self.session)
-        rows = self.collection.ids.get_indexer(latest["galaxy"])
+        rows = self.collection.find_rows(latest["galaxy"].tolist())
         usable = (rows >= 0) & (rows < len(self.learner))  # galaxies removed or not embedded yet are skipped
         self.learner.fit(rows[usable], latest["rating"].to_numpy()[usable])
         self.ratings = latest
@@ -68,7 +70,7 @@ class Discovery:
 
     def _table(self, rows: np.ndarray) -> pd.DataFrame:
         mean, std = self.learner.predict(rows)
-        table = self.catalog.iloc[rows].reset_index(drop=True)
+        table = self.collection.catalog_rows(rows)
         table.insert(1, "row", rows)
         table.insert(2, "interest", mean)
         table.insert(3, "uncertainty", std)

@@ -25,12 +25,15 @@ import ast
 import operator
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from embedder.errors import GalsearchError
+
+if TYPE_CHECKING:
+    from embedder.collection import Collection
 
 MAX_LENGTH = 10_000  # characters
 MAX_NODES = 5_000  # syntax-tree nodes (a list of 1,000 ids is about 1,000)
@@ -134,10 +137,15 @@ def column_values(column: pd.Series) -> np.ndarray:
     return column.to_numpy(dtype=object, na_value=None)
 
 
-def filter_rows(catalog: pd.DataFrame, where: str) -> np.ndarray:
-    """Sorted catalog rows satisfying the filter ``where`` (see the module's grammar)."""
+def filter_rows(catalog: pd.DataFrame | Collection, where: str) -> np.ndarray:
+    """Sorted catalog rows satisfying the filter ``where`` (see the module's grammar).
+
+    Of a collection, only the columns that the filter names are read.
+    """
     parsed = parse_filter(where, catalog.columns)
-    values = {name: column_values(catalog[name]) for name in parsed.columns}
+    names = sorted(parsed.columns)
+    frame = catalog[names] if isinstance(catalog, pd.DataFrame) else catalog.catalog_columns(names)
+    values = {name: column_values(frame[name]) for name in names}
     rows = np.flatnonzero(parsed.mask(values, len(catalog)))
     if not len(rows):
         raise FilterError(f"no galaxy satisfies the filter {where!r}")
