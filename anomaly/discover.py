@@ -59,7 +59,7 @@ class Discovery:
             stored = self.collection.catalog_columns([column])
         self.anomaly = stored[column].to_numpy(dtype=np.float64)[:n]
         self.features = collection_features(self.collection, dim, seed)
-        self.candidates = candidate_rows(self.anomaly, seed=seed)
+        self.candidates = candidate_rows(self.anomaly, MAX_CANDIDATES, seed)
         self.nystrom, basis, std = _gp_basis(self.collection, self.features, self.candidates, dim, seed)
         self.learner = ActiveLearner.from_basis(basis, self.anomaly[self.candidates], std=std)
         self.refresh()
@@ -145,7 +145,7 @@ class Discovery:
         return table
 
 
-def candidate_rows(anomaly: np.ndarray, limit: int = MAX_CANDIDATES, seed: int = 0) -> np.ndarray:
+def candidate_rows(anomaly: np.ndarray, limit: int, seed: int = 0) -> np.ndarray:
     """The sorted catalog rows a loop chooses among: every embedded galaxy while there are at most
     ``limit``; else the :data:`TOP_ANOMALIES` most anomalous and a sample (drawn with ``seed``) of the
     others, ``limit`` in all."""

@@ -245,3 +245,32 @@ def test_suggestions_equal_those_from_scoring_every_candidate(monkeypatch):
         pool = order[np.argsort(-scores, kind="stable")[: max(4 * n, 64)]]
         assert learner.suggest(n, exclude).tolist() == learner._diverse(pool, n).tolist()
     assert None in sorts  # some suggestion went past the first candidates and sorted them all
+
+
+def test_ratings_outside_the_candidates_count_as_the_candidates_own():
+    features, _ = blobs([200, 100, 8])
+    learner = ActiveLearner(features, anomaly_scores(features), n_inducing=64)
+    rows, ratings = np.array([3, 250, 301, 120]), np.array([5.0, 1.0, 4.0, 0.0])
+    inside = learner.fit(rows, ratings).mean_.copy()
+    scores = anomaly_scores(features)
+    outside = (learner.basis_[rows[2:]], scores[rows[2:]], ratings[2:])
+    assert np.allclose(learner.fit(rows[:2], ratings[:2], outside=outside).mean_, inside, atol=1e-5)
+    assert learner.rated_.tolist() == [3, 250]  # only candidates are marked rated
+
+
+def test_a_loop_over_a_large_collection_chooses_among_candidates(embedded_blobs, monkeypatch):
+    import anomaly.discover
+
+    monkeypatch.setattr(anomaly.discover, "MAX_CANDIDATES", 40)
+    monkeypatch.setattr(anomaly.discover, "TOP_ANOMALIES", 10)
+    hunt = Discovery(embedded_blobs, "s", user="ann")
+    top = np.argsort(-hunt.anomaly, kind="stable")[:10]
+    assert len(hunt.learner) == 40 and np.isin(top, hunt.candidates).all()
+    assert np.isin(hunt.suggest(5)["row"], hunt.candidates).all()
+    assert np.isin(hunt.ranking(40)["row"], hunt.candidates).all()
+    outside = np.setdiff1d(np.arange(64), hunt.candidates)[:2]
+    ids = hunt.catalog["id"].iloc[outside].tolist()
+    before = hunt.learner.mean_.copy()
+    hunt.rate_many([(ids[0], 5), (ids[1], 5)])
+    assert len(hunt.ratings) == 2 and not np.allclose(hunt.learner.mean_, before)  # they count
+    assert not len(hunt.learner.rated_)
