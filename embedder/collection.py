@@ -290,6 +290,15 @@ class Collection:
         dim = self.embedding_dim or 0
         return self._memmap(EMBEDDINGS, np.float32, (self.counts["embedded"], dim))
 
+    def embedding_rows(self, start: int, stop: int) -> np.ndarray:
+        """Embeddings of rows ``start`` to ``stop`` read into memory: a pass over every embedding in such
+        chunks keeps only a chunk resident, where one through :attr:`embeddings` maps them all."""
+        dim = self.embedding_dim or 0
+        count = max(min(stop, self.counts["embedded"]) - start, 0)
+        with open(self.path / EMBEDDINGS, "rb") as f:
+            f.seek(start * dim * 4)
+            return np.fromfile(f, dtype=np.float32, count=count * dim).reshape(count, dim)
+
     def _memmap(self, file: str, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
         if math.prod(shape) == 0:
             return np.zeros(shape, dtype=dtype)
