@@ -134,7 +134,8 @@ def column_values(column: pd.Series) -> np.ndarray:
         return column.fillna(False).to_numpy(dtype=bool)
     if pd.api.types.is_numeric_dtype(column.dtype):
         return column.to_numpy(dtype=np.float64, na_value=np.nan)
-    return column.to_numpy(dtype=object, na_value=None)
+    codes, distinct = pd.factorize(column)  # each distinct text made a Python object once, not per row
+    return np.append(np.asarray(distinct, dtype=object), None)[codes]  # code -1 (missing): None
 
 
 def filter_rows(catalog: pd.DataFrame | Collection, where: str) -> np.ndarray:
