@@ -42,19 +42,27 @@ class CatalogFile:
 
         self.path = Path(path)
         stat = self.path.stat()
+        import pyarrow as pa
+
         with pq.ParquetFile(self.path) as file:  # not pq.read_table, which imports pyarrow.dataset, pandas
             meta = file.metadata
-            self.names = [name for name in file.schema_arrow.names if not name.startswith("__index")]
+            schema = file.schema_arrow
+            self.names = [name for name in schema.names if not name.startswith("__index")]
+            self.text = {
+                f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+            }
             sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
         self.num_rows = int(meta.num_rows)
         self.starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])  # row group g: starts[g:g+2]
         self.state = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "rows": self.num_rows}
 
-    def columns(self, names: Sequence[str]) -> pd.DataFrame:
-        """Every row of the columns ``names``, as a DataFrame."""
+    def columns(self, names: Sequence[str], text_as_category: bool = False) -> pd.DataFrame:
+        """Every row of the columns ``names``, as a DataFrame; with ``text_as_category``, text columns
+        as pandas categories, decoded from the file's dictionaries without a string per row."""
         import pyarrow.parquet as pq
 
-        with pq.ParquetFile(self.path) as file:
+        dictionary = [name for name in names if name in self.text] if text_as_category else None
+        with pq.ParquetFile(self.path, read_dictionary=dictionary) as file:
             return file.read(columns=list(names)).to_pandas()
 
     def column(self, name: str) -> pa.ChunkedArray:

@@ -136,14 +136,14 @@ class Collection:
             problems.append(f"{CATALOG} is missing")
         else:
             try:
-                file = self._catalog_file()
-                duplicates = self._id_index().duplicates() if "id" in file.names else None
+                outline = self._catalog_file()
+                duplicates = self._id_index().duplicates() if "id" in outline.names else None
             except Exception as exc:  # pyarrow raises several types for damaged files
                 problems.append(f"{CATALOG} cannot be read: {exc}")
             else:
-                if file.num_rows != n:
+                if outline.num_rows != n:
                     problems.append(
-                        f"{CATALOG} has {file.num_rows} rows but the manifest counts {n} galaxies"
+                        f"{CATALOG} has {outline.num_rows} rows but the manifest counts {n} galaxies"
                     )
                 if duplicates is None:
                     problems.append(f"{CATALOG} has no 'id' column")
@@ -239,11 +239,12 @@ class Collection:
             return (frame if columns is None else frame[list(columns)]).reset_index(drop=True)
         return self._catalog_file().rows(rows, columns)
 
-    def catalog_columns(self, names: list[str]) -> pd.DataFrame:
-        """Every row of the catalog columns ``names``, read without the others."""
+    def catalog_columns(self, names: list[str], text_as_category: bool = False) -> pd.DataFrame:
+        """Every row of the catalog columns ``names``, read without the others; ``text_as_category``
+        allows text columns to come as pandas categories (much faster to read when they repeat)."""
         if self._catalog is not None:
             return self._catalog[list(names)].reset_index(drop=True)
-        return self._catalog_file().columns(names)
+        return self._catalog_file().columns(names, text_as_category)
 
     def _catalog_file(self) -> CatalogFile:
         if self._file is None:

@@ -24,6 +24,8 @@ FILTERS = [
     "class_name in ['ring', 'merger'] | isnull(z)",
     "notnull(z) & (abs(dec) > 30)",
     "log10(mag) > 1.3 and ra < 180",
+    "'n' < class_name <= 'spiral' or isnull(class_name)",
+    "class_name == class_name and not class_name != 'ring'",
 ]
 
 
