@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from embedder.collection import Collection, open_collection
 from embedder.errors import CollectionError
 
 from .features import DEFAULT_DIM, FIT_SAMPLE, collection_features
-from .learner import JITTER, LINEAR_WEIGHT, N_INDUCING, ActiveLearner, NystromBasis, prior_std
+from .learner import JITTER, LINEAR_WEIGHT, N_INDUCING, ActiveLearner, NystromBasis, gp_basis, prior_std
 from .ratings import MAX_RATING, MIN_RATING, Rating, RatingsError, default_user, ratings_store
 from .scores import DEFAULT_METHOD, anomaly_scores, score_column, store_scores
 
@@ -58,9 +59,9 @@ class Discovery:
             store_scores(self.collection, anomaly_method, anomaly_scores(features, anomaly_method, seed))
             stored = self.collection.catalog_columns([column])
         self.anomaly = stored[column].to_numpy(dtype=np.float64)[:n]
-        self.features = collection_features(self.collection, dim, seed)
+        self.features, self.seed = collection_features(self.collection, dim, seed), seed
         self.candidates = candidate_rows(self.anomaly, MAX_CANDIDATES, seed)
-        self.nystrom, basis, std = _gp_basis(self.collection, self.features, self.candidates, dim, seed)
+        basis, std = _gp_basis(self.collection, self._candidate_features(), self.candidates, dim, seed)
         self.learner = ActiveLearner.from_basis(basis, self.anomaly[self.candidates], std=std)
         self.refresh()
 
@@ -68,6 +69,16 @@ class Discovery:
     def catalog(self) -> pd.DataFrame:
         """The whole catalog of the collection (the loop itself reads only the rows it shows)."""
         return self.collection.catalog
+
+    def _candidate_features(self) -> np.ndarray:
+        if len(self.candidates) == len(self.features):
+            return self.features
+        return self.features[self.candidates]
+
+    @cached_property
+    def nystrom(self) -> NystromBasis:
+        """The map from features to GP features that made the candidates' (drawn again: it is seeded)."""
+        return NystromBasis.draw(self._candidate_features(), seed=self.seed)
 
     def _candidate_of(self, rows: np.ndarray) -> np.ndarray:
         """The learner's row of each catalog row, -1 for galaxies that are not candidates."""
@@ -161,11 +172,9 @@ def candidate_rows(anomaly: np.ndarray, limit: int, seed: int = 0) -> np.ndarray
 
 def _gp_basis(
     collection: Collection, features: np.ndarray, candidates: np.ndarray, dim: int, seed: int
-) -> tuple[NystromBasis, np.ndarray, np.ndarray]:
-    """The learner's GP feature map, the GP features of the candidates and their prior std, the last two
+) -> tuple[np.ndarray, np.ndarray]:
+    """The learner's GP features of the candidates (``features`` are theirs) and their prior std,
     computed once per state of the embeddings and set of candidates."""
-    chosen = features[candidates] if len(candidates) < len(features) else np.asarray(features)
-    nystrom = NystromBasis.draw(chosen, seed=seed)
     params = {
         "dim": dim,
         "seed": seed,
@@ -175,6 +184,8 @@ def _gp_basis(
         "jitter": JITTER,
         "candidates": hashlib.sha256(np.ascontiguousarray(candidates, dtype=np.int64)).hexdigest()[:16],
     }
-    basis = cached_array(collection, f"gp-basis-d{dim}-s{seed}", params, lambda: nystrom(chosen))
+    basis = cached_array(
+        collection, f"gp-basis-d{dim}-s{seed}", params, lambda: gp_basis(features, seed=seed)
+    )
     std = cached_array(collection, f"gp-std-d{dim}-s{seed}", params, lambda: prior_std(basis))
-    return nystrom, basis, std
+    return basis, std

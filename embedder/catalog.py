@@ -115,8 +115,8 @@ class IdIndex:
 
     def __init__(self, table: pa.Table):
         self.table = table
-        self.hashes = table.column("hash").to_numpy()
-        self.rows = table.column("row").to_numpy()
+        self.hashes = _numpy(table.column("hash"), np.uint64)
+        self.rows = _numpy(table.column("row"), np.int64)
         self.ids = table.column("id")
 
     @classmethod
@@ -185,6 +185,18 @@ class IdIndex:
         from collections import Counter
 
         same_hash = np.flatnonzero(self.hashes[1:] == self.hashes[:-1])
+        if not len(same_hash):
+            return []
         shared = np.union1d(same_hash, same_hash + 1)  # ids whose hash another id has: few, or an error
         counts = Counter(self.ids.take(shared).to_pylist())
         return [galaxy for galaxy, count in counts.items() if count > 1]
+
+
+def _numpy(column: pa.ChunkedArray, dtype: type) -> np.ndarray:
+    """A numeric Arrow column without nulls as numpy, without a copy when it is one chunk (Arrow's own
+    to_numpy imports pandas, which `galsearch info` does not need)."""
+    array = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    data = array.buffers()[1]
+    if data is None:
+        return np.empty(0, dtype=dtype)
+    return np.frombuffer(data, dtype=dtype)[array.offset : array.offset + len(array)]
