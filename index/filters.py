@@ -151,6 +151,8 @@ def column_values(column: pd.Series) -> np.ndarray | TextCodes:
         return column.fillna(False).to_numpy(dtype=bool)
     if pd.api.types.is_numeric_dtype(column.dtype):
         return column.to_numpy(dtype=np.float64, na_value=np.nan)
+    if isinstance(column.dtype, pd.CategoricalDtype):  # as a collection's text columns are read
+        return TextCodes(column.cat.codes.to_numpy(), np.asarray(column.cat.categories, dtype=object))
     codes, distinct = pd.factorize(column)
     return TextCodes(codes, np.asarray(distinct, dtype=object))
 
