@@ -19,7 +19,7 @@ import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
@@ -38,12 +38,11 @@ class CatalogFile:
     """The layout of one state of a catalog parquet file: rows, columns and row-group boundaries."""
 
     def __init__(self, path: Path):
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         self.path = Path(path)
         stat = self.path.stat()
-        import pyarrow as pa
-
         with pq.ParquetFile(self.path) as file:  # not pq.read_table, which imports pyarrow.dataset, pandas
             meta = file.metadata
             schema = file.schema_arrow
@@ -151,7 +150,7 @@ class IdIndex:
             pass
         return index
 
-    def write(self, f) -> None:
+    def write(self, f: IO[bytes]) -> None:
         """Write the index to the binary file ``f`` as an uncompressed Arrow file."""
         import pyarrow as pa
 
