@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,20 +46,17 @@ class Reduction:
     fitted: int
 
     @classmethod
-    def fit(cls, embeddings: np.ndarray, dim: int = DEFAULT_DIM, seed: int = 0) -> Reduction:
-        """Fit on ``embeddings``, or on a seeded sample of :data:`FIT_SAMPLE` of them when more."""
+    def fit(cls, sample: np.ndarray, n: int, dim: int = DEFAULT_DIM, seed: int = 0) -> Reduction:
+        """Fit on ``sample``, the rows :func:`fit_rows` (``n``, ``seed``) of ``n`` embeddings."""
         from sklearn.decomposition import PCA
 
         from index.store import normalized
 
-        n, width = embeddings.shape
-        dim = min(dim, width, n)
+        dim = min(dim, sample.shape[1], n)
         if dim < 1:
             raise CollectionError("no embeddings to reduce: embed the collection first (galsearch embed)")
-        rng = np.random.default_rng(seed)
-        sample = np.sort(rng.choice(n, FIT_SAMPLE, replace=False)) if n > FIT_SAMPLE else slice(None)
         pca = PCA(dim, whiten=True, svd_solver="randomized" if n > 10_000 else "full", random_state=seed)
-        pca.fit(normalized(embeddings[sample]))
+        pca.fit(normalized(sample))
         return cls(pca.mean_, pca.components_, np.sqrt(pca.explained_variance_), n)
 
     def __call__(self, embeddings: np.ndarray) -> np.ndarray:
@@ -68,10 +66,18 @@ class Reduction:
         return ((normalized(embeddings) - self.mean) @ self.components.T / self.scale).astype(np.float32)
 
 
+def fit_rows(n: int, seed: int = 0) -> np.ndarray:
+    """The rows of ``n`` embeddings that a reduction is fitted on: all, or a seeded sample of
+    :data:`FIT_SAMPLE` when more."""
+    if n <= FIT_SAMPLE:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, FIT_SAMPLE, replace=False))
+
+
 def reduce_embeddings(embeddings: np.ndarray, dim: int = DEFAULT_DIM, seed: int = 0) -> np.ndarray:
     """Unit-normalise embeddings, then PCA-whiten them to ``dim`` dimensions (float32, one row each)."""
     embeddings = np.asarray(embeddings)
-    reduction = Reduction.fit(embeddings, dim, seed)
+    reduction = Reduction.fit(embeddings[fit_rows(len(embeddings), seed)], len(embeddings), dim, seed)
     out = np.empty((len(embeddings), len(reduction.scale)), dtype=np.float32)
     for start in range(0, len(embeddings), CHUNK):
         out[start : start + CHUNK] = reduction(embeddings[start : start + CHUNK])
@@ -96,7 +102,8 @@ def collection_features(collection: Collection, dim: int = DEFAULT_DIM, seed: in
         if state is None or _refit_due(state[0], state[1], n):
             stem.parent.mkdir(exist_ok=True)
             stem.with_suffix(".npz").unlink(missing_ok=True)  # its rows are about to be overwritten
-            state = (Reduction.fit(collection.embeddings, dim, seed), 0)
+            sample = _read_rows(collection, fit_rows(n, seed))
+            state = (Reduction.fit(sample, n, dim, seed), 0)
         reduction, done = state
         width = len(reduction.scale)
         for start in tqdm(range(done, n, CHUNK), desc="reducing embeddings", disable=n - done <= CHUNK):
@@ -107,6 +114,21 @@ def collection_features(collection: Collection, dim: int = DEFAULT_DIM, seed: in
     except OSError:  # a read-only collection: compute them, uncached
         return reduce_embeddings(collection.embeddings, dim, seed)
     return np.memmap(stem.with_suffix(".f32"), dtype=np.float32, mode="r", shape=(n, width))
+
+
+def _read_rows(collection: Collection, rows: np.ndarray) -> np.ndarray:
+    """Embeddings at sorted ``rows``, read through a mapping that fetches only the pages touched (a
+    random sample of a large file, read-ahead, would bring in most of it)."""
+    n, width = collection.counts["embedded"], collection.embedding_dim
+    with (
+        open(collection.path / EMBEDDINGS, "rb") as f,
+        mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m,
+    ):
+        m.madvise(mmap.MADV_RANDOM)
+        array = np.frombuffer(m, dtype=np.float32, count=n * width).reshape(n, width)
+        sample = array[rows]
+        del array  # the mapping closes only when no array views it
+    return sample
 
 
 def _stem(collection: Collection, dim: int, seed: int) -> Path:

@@ -22,7 +22,7 @@ from anomaly import (
     reduce_embeddings,
     score_collection,
 )
-from anomaly.features import Reduction
+from anomaly.features import Reduction, fit_rows
 from anomaly.learner import LINEAR_WEIGHT, average_ranks
 from embedder import Collection, CollectionError, GalsearchError, embed, open_collection
 
@@ -329,7 +329,7 @@ def test_past_the_fit_sample_appended_galaxies_are_reduced_as_the_earlier_were(t
     add_vectors(coll, 200)  # 500 galaxies: reduced with the reduction fitted at 300
     extended = collection_features(coll)
     assert np.array_equal(extended[:300], first)
-    fitted = Reduction.fit(coll.embeddings[:300])
+    fitted = Reduction.fit(coll.embeddings[fit_rows(300)], 300)
     assert np.allclose(extended[300:], fitted(coll.embeddings[300:]), atol=1e-6)
     add_vectors(coll, 200)  # 700 > REFIT_GROWTH x 300: fitted again, every row recomputed
     assert np.array_equal(collection_features(coll), reduce_embeddings(coll.embeddings))
