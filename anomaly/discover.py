@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +15,12 @@ from embedder.collection import Collection, open_collection
 from embedder.errors import CollectionError
 
 from .features import DEFAULT_DIM, FIT_SAMPLE, collection_features
-from .learner import JITTER, LINEAR_WEIGHT, N_INDUCING, ActiveLearner, gp_basis, prior_std
+from .learner import JITTER, LINEAR_WEIGHT, N_INDUCING, ActiveLearner, NystromBasis, gp_basis, prior_std
 from .ratings import MAX_RATING, MIN_RATING, Rating, RatingsError, default_user, ratings_store
 from .scores import DEFAULT_METHOD, anomaly_scores, score_column, store_scores
+
+MAX_CANDIDATES = 1_000_000  # galaxies a loop ranks and suggests from; larger collections are sampled
+TOP_ANOMALIES = 100_000  # of which the most anomalous are always candidates
 
 
 class Discovery:
@@ -26,6 +31,10 @@ class Discovery:
     from the store, so ratings made by other processes in the same session count too. The GP features of
     the galaxies depend on the embeddings only, so they are computed once and cached in the collection
     (``cache/``): a new loop reads them, refits on the session's ratings and answers.
+
+    A collection of more than :data:`MAX_CANDIDATES` galaxies is searched through that many candidates
+    (see :func:`candidate_rows`), which keeps the GP features and a refit the size they are at a million
+    galaxies; a rated galaxy that is not a candidate still counts in the fit.
     """
 
     def __init__(
@@ -44,31 +53,58 @@ class Discovery:
         self.store.ensure_session(session)
         n = self.collection.counts["embedded"]
         column = score_column(anomaly_method)
-        catalog = self.collection.catalog
-        if n == 0 or column not in catalog or catalog[column].iloc[:n].isna().any():
+        stored = self.collection.catalog_columns([column]) if column in self.collection.columns else None
+        if n == 0 or stored is None or stored[column].iloc[:n].isna().any():
             features = collection_features(self.collection, dim, seed)  # none: raises, saying what to run
             store_scores(self.collection, anomaly_method, anomaly_scores(features, anomaly_method, seed))
-        self.anomaly = self.collection.catalog[column].to_numpy(dtype=np.float64)[:n]
-        basis, std = _gp_basis(self.collection, dim, seed)
-        self.learner = ActiveLearner.from_basis(basis, self.anomaly, std=std)
+            stored = self.collection.catalog_columns([column])
+        self.anomaly = stored[column].to_numpy(dtype=np.float64)[:n]
+        self.features, self.seed = collection_features(self.collection, dim, seed), seed
+        self.candidates = candidate_rows(self.anomaly, MAX_CANDIDATES, seed)
+        basis, std = _gp_basis(self.collection, self._candidate_features(), self.candidates, dim, seed)
+        self.learner = ActiveLearner.from_basis(basis, self.anomaly[self.candidates], std=std)
         self.refresh()
 
     @property
     def catalog(self) -> pd.DataFrame:
+        """The whole catalog of the collection (the loop itself reads only the rows it shows)."""
         return self.collection.catalog
+
+    def _candidate_features(self) -> np.ndarray:
+        if len(self.candidates) == len(self.features):
+            return self.features
+        return self.features[self.candidates]
+
+    @cached_property
+    def nystrom(self) -> NystromBasis:
+        """The map from features to GP features that made the candidates' (drawn again: it is seeded)."""
+        return NystromBasis.draw(self._candidate_features(), seed=self.seed)
+
+    def _candidate_of(self, rows: np.ndarray) -> np.ndarray:
+        """The learner's row of each catalog row, -1 for galaxies that are not candidates."""
+        at = np.minimum(np.searchsorted(self.candidates, rows), len(self.candidates) - 1)
+        return np.where(self.candidates[at] == rows, at, -1)
 
     def refresh(self) -> pd.DataFrame:
         """Re-read this session's ratings from the store and refit; returns them (latest per galaxy)."""
         latest = self.store.latest(self.session)
-        rows = self.collection.ids.get_indexer(latest["galaxy"])
-        usable = (rows >= 0) & (rows < len(self.learner))  # galaxies removed or not embedded yet are skipped
-        self.learner.fit(rows[usable], latest["rating"].to_numpy()[usable])
+        rows = self.collection.find_rows(latest["galaxy"].tolist())
+        ratings = latest["rating"].to_numpy(dtype=np.float64)
+        usable = (rows >= 0) & (rows < len(self.anomaly))  # galaxies removed or not embedded yet are skipped
+        rows, ratings = rows[usable], ratings[usable]
+        at = self._candidate_of(rows)
+        outside = rows[at < 0]
+        others = None
+        if len(outside):  # rated galaxies that are not candidates (in collections of over a million)
+            others = (self.nystrom(self.features[outside]), self.anomaly[outside], ratings[at < 0])
+        self.learner.fit(at[at >= 0], ratings[at >= 0], outside=others)
         self.ratings = latest
         return latest
 
-    def _table(self, rows: np.ndarray) -> pd.DataFrame:
-        mean, std = self.learner.predict(rows)
-        table = self.catalog.iloc[rows].reset_index(drop=True)
+    def _table(self, learner_rows: np.ndarray) -> pd.DataFrame:
+        mean, std = self.learner.predict(learner_rows)
+        rows = self.candidates[learner_rows]
+        table = self.collection.catalog_rows(rows)
         table.insert(1, "row", rows)
         table.insert(2, "interest", mean)
         table.insert(3, "uncertainty", std)
@@ -77,7 +113,10 @@ class Discovery:
 
     def suggest(self, n: int = 1, skip: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
         """The ``n`` galaxies to rate next (catalog rows with GP interest, uncertainty and anomaly score)."""
-        exclude = self.collection.rows_of(list(skip)) if skip else None
+        exclude = None
+        if skip:
+            at = self._candidate_of(self.collection.rows_of(list(skip)))
+            exclude = at[at >= 0]
         return self._table(self.learner.suggest(n, exclude))
 
     def rate(self, galaxy: str, rating: float) -> Rating:
@@ -92,7 +131,7 @@ class Discovery:
         ratings = [(str(galaxy), float(rating)) for galaxy, rating in ratings]
         rows = self.collection.rows_of([galaxy for galaxy, _ in ratings])
         for (galaxy, rating), row in zip(ratings, rows, strict=True):
-            if row >= len(self.learner):
+            if row >= len(self.anomaly):
                 raise CollectionError(
                     f"{galaxy} has no embedding yet: run `galsearch embed {self.collection.path}`"
                 )
@@ -117,9 +156,25 @@ class Discovery:
         return table
 
 
-def _gp_basis(collection: Collection, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The learner's GP features of every embedded galaxy and their prior std, computed once per state of
-    the embeddings."""
+def candidate_rows(anomaly: np.ndarray, limit: int, seed: int = 0) -> np.ndarray:
+    """The sorted catalog rows a loop chooses among: every embedded galaxy while there are at most
+    ``limit``; else the :data:`TOP_ANOMALIES` most anomalous and a sample (drawn with ``seed``) of the
+    others, ``limit`` in all."""
+    n = len(anomaly)
+    if n <= limit:
+        return np.arange(n)
+    top = min(TOP_ANOMALIES, limit)
+    anomalous = np.argpartition(-anomaly, top - 1)[:top]
+    others = np.setdiff1d(np.arange(n), anomalous, assume_unique=True)
+    sample = np.random.default_rng(seed).choice(others, limit - top, replace=False)
+    return np.sort(np.concatenate([anomalous, sample]))
+
+
+def _gp_basis(
+    collection: Collection, features: np.ndarray, candidates: np.ndarray, dim: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The learner's GP features of the candidates (``features`` are theirs) and their prior std,
+    computed once per state of the embeddings and set of candidates."""
     params = {
         "dim": dim,
         "seed": seed,
@@ -127,11 +182,10 @@ def _gp_basis(collection: Collection, dim: int, seed: int) -> tuple[np.ndarray, 
         "n_inducing": N_INDUCING,
         "linear_weight": LINEAR_WEIGHT,
         "jitter": JITTER,
+        "candidates": hashlib.sha256(np.ascontiguousarray(candidates, dtype=np.int64)).hexdigest()[:16],
     }
     basis = cached_array(
-        collection,
-        f"gp-basis-d{dim}-s{seed}",
-        params,
-        lambda: gp_basis(collection_features(collection, dim, seed), seed=seed),
+        collection, f"gp-basis-d{dim}-s{seed}", params, lambda: gp_basis(features, seed=seed)
     )
-    return basis, cached_array(collection, f"gp-std-d{dim}-s{seed}", params, lambda: prior_std(basis))
+    std = cached_array(collection, f"gp-std-d{dim}-s{seed}", params, lambda: prior_std(basis))
+    return basis, std

@@ -24,6 +24,7 @@ near-duplicates of galaxies already in it.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING
 
@@ -105,6 +106,7 @@ class ActiveLearner:
         self.noise, self.kappa = noise, kappa
         self.basis_, self.prior_std_ = basis, std
         self.prior_mean_ = np.zeros(n, dtype=np.float32)
+        self.prior_scores_ = None
         if prior is not None:
             prior = np.asarray(prior, dtype=np.float64)
             if prior.shape != (n,) or not np.isfinite(prior).all():
@@ -112,27 +114,57 @@ class ActiveLearner:
                     f"the prior needs one finite score per candidate ({n}), got {prior.shape}"
                 )
             quantile = average_ranks(prior) / n  # only the order of anomaly scores matters, not their tails
-            self.prior_mean_[:] = prior_weight * (quantile - quantile.mean()) / (quantile.std() or 1.0)
+            self.prior_scores_ = np.sort(prior)
+            self.prior_scaling_ = (quantile.mean(), quantile.std() or 1.0, prior_weight)
+            self.prior_mean_[:] = self._standardised(quantile)
         self.fit([], [])
+
+    def _standardised(self, quantile: np.ndarray) -> np.ndarray:
+        mean, std, weight = self.prior_scaling_
+        return weight * (quantile - mean) / std
+
+    def prior_mean_of(self, scores: np.ndarray) -> np.ndarray:
+        """The prior mean (standardised units) of galaxies with anomaly ``scores``, placed among the
+        candidates' scores as the candidates' own are (0 without a prior)."""
+        scores = np.asarray(scores, dtype=np.float64)
+        if self.prior_scores_ is None:
+            return np.zeros(len(scores), dtype=np.float32)
+        below = np.searchsorted(self.prior_scores_, scores, side="left")
+        up_to = np.searchsorted(self.prior_scores_, scores, side="right")
+        return self._standardised((below + up_to + 1) / 2 / len(self)).astype(np.float32)
 
     def __len__(self) -> int:
         return len(self.basis_)
 
-    def fit(self, rows: np.ndarray | list[int], ratings: np.ndarray | list[float]) -> ActiveLearner:
-        """Condition on ``ratings`` (0-5) of the candidates at ``rows``; replaces any earlier fit."""
+    def fit(
+        self,
+        rows: np.ndarray | list[int],
+        ratings: np.ndarray | list[float],
+        *,
+        outside: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    ) -> ActiveLearner:
+        """Condition on ``ratings`` (0-5) of the candidates at ``rows``; replaces any earlier fit.
+
+        ``outside`` adds rated galaxies that are not candidates: their :func:`gp_basis` rows (from the
+        same :class:`NystromBasis`), anomaly scores and ratings.
+        """
         rows = np.asarray(rows, dtype=np.int64)
         ratings = np.asarray(ratings, dtype=np.float64)
         if rows.shape != ratings.shape or (len(rows) and (rows.min() < 0 or rows.max() >= len(self))):
             raise GalsearchError(f"ratings must be one per rated row within the {len(self)} candidates")
+        basis, prior = self.basis_[rows].astype(np.float64), self.prior_mean_[rows]
+        if outside is not None:
+            basis = np.vstack([basis, np.asarray(outside[0], dtype=np.float64)])
+            prior = np.concatenate([prior, self.prior_mean_of(outside[1])])
+            ratings = np.concatenate([ratings, np.asarray(outside[2], dtype=np.float64)])
         self.rated_ = rows
         self.offset_ = float(ratings.mean()) if len(ratings) else 0.0
         self.scale_ = float(ratings.std()) if len(ratings) and ratings.std() > 0 else 1.0
-        if not len(rows):  # the posterior is the prior, without a pass over every candidate
+        if not len(ratings):  # the posterior is the prior, without a pass over every candidate
             width = self.basis_.shape[1]
             self.chol_, self.weights_, self.mean_ = np.eye(width), np.zeros(width), self.prior_mean_.copy()
             return self
-        targets = (ratings - self.offset_) / self.scale_ - self.prior_mean_[rows]
-        basis = self.basis_[rows].astype(np.float64)
+        targets = (ratings - self.offset_) / self.scale_ - prior
         with _one_blas_thread():
             precision = basis.T @ basis / self.noise**2 + np.eye(basis.shape[1])
             self.chol_ = cholesky(precision, lower=True)
@@ -204,6 +236,58 @@ class ActiveLearner:
         return ranked[chosen + extra]
 
 
+@dataclass(frozen=True)
+class NystromBasis:
+    """The map from reduced features x to GP features φ(x): the scaled linear part, then the Nyström part.
+
+    ``f(x) = φ(x)·β`` with ``β ~ N(0, I)`` has the learner's kernel over the ``inducing`` galaxies.
+    """
+
+    inducing: np.ndarray  # float64 (n_inducing, dim)
+    chol: np.ndarray  # lower Cholesky factor of the kernel between the inducing galaxies
+    length_scale: float
+    linear_weight: float
+
+    @classmethod
+    def draw(
+        cls,
+        features: np.ndarray,
+        *,
+        n_inducing: int = N_INDUCING,
+        length_scale: float | None = None,
+        linear_weight: float = LINEAR_WEIGHT,
+        seed: int = 0,
+    ) -> NystromBasis:
+        """``n_inducing`` inducing galaxies drawn from the rows of ``features`` with ``seed``; the Matérn
+        length scale defaults to √dim."""
+        n, dim = features.shape
+        rng = np.random.default_rng(seed)
+        inducing = np.asarray(features[np.sort(rng.choice(n, min(n_inducing, n), replace=False))], np.float64)
+        length_scale = length_scale or float(np.sqrt(dim))
+        chol = cholesky(_matern(length_scale)(inducing) + JITTER * np.eye(len(inducing)), lower=True)
+        return cls(inducing, chol, length_scale, linear_weight)
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        """φ of each row of ``features`` (float32 rows of width dim + n_inducing)."""
+        from sklearn.utils.validation import check_array
+
+        features = check_array(features, dtype=np.float32)
+        n, dim = features.shape
+        kernel = _matern(self.length_scale)
+        basis = np.empty((n, dim + len(self.inducing)), dtype=np.float32)
+        basis[:, :dim] = self.linear_weight * features / np.sqrt(dim)
+        for start in range(0, n, CHUNK):
+            block = kernel(self.inducing, features[start : start + CHUNK].astype(np.float64))
+            basis[start : start + CHUNK, dim:] = solve_triangular(self.chol, block, lower=True).T
+        return basis
+
+
+def _matern(length_scale: float):
+    from sklearn.gaussian_process.kernels import Matern
+
+    return Matern(length_scale=length_scale, nu=2.5)
+
+
 def gp_basis(
     features: np.ndarray,
     *,
@@ -212,26 +296,15 @@ def gp_basis(
     linear_weight: float = LINEAR_WEIGHT,
     seed: int = 0,
 ) -> np.ndarray:
-    """The GP features φ of each candidate (float32 rows): the scaled linear part, then the Nyström part.
-
-    ``f(x) = φ(x)·β`` with ``β ~ N(0, I)`` has the learner's kernel over ``n_inducing`` inducing candidates
-    drawn with ``seed``; the Matérn length scale defaults to √dim.
-    """
-    from sklearn.gaussian_process.kernels import Matern
+    """The GP features φ of each candidate (float32 rows), over ``n_inducing`` inducing candidates drawn
+    with ``seed`` (see :class:`NystromBasis`)."""
     from sklearn.utils.validation import check_array
 
     features = check_array(features, dtype=np.float32)
-    n, dim = features.shape
-    rng = np.random.default_rng(seed)
-    inducing = features[np.sort(rng.choice(n, min(n_inducing, n), replace=False))].astype(np.float64)
-    kernel = Matern(length_scale=length_scale or np.sqrt(dim), nu=2.5)
-    chol = cholesky(kernel(inducing) + JITTER * np.eye(len(inducing)), lower=True)
-    basis = np.empty((n, dim + len(inducing)), dtype=np.float32)
-    basis[:, :dim] = linear_weight * features / np.sqrt(dim)
-    for start in range(0, n, CHUNK):
-        block = kernel(inducing, features[start : start + CHUNK].astype(np.float64))
-        basis[start : start + CHUNK, dim:] = solve_triangular(chol, block, lower=True).T
-    return basis
+    nystrom = NystromBasis.draw(
+        features, n_inducing=n_inducing, length_scale=length_scale, linear_weight=linear_weight, seed=seed
+    )
+    return nystrom(features)
 
 
 @cache

@@ -19,11 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from .collection import CACHE as CACHE_DIR
 from .collection import EMBEDDINGS, Collection
 from .embed import IDENTITY_KEYS
 from .storage import atomic_write
-
-CACHE_DIR = "cache"
 
 
 def embeddings_state(collection: Collection) -> dict[str, Any]:

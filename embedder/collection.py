@@ -7,6 +7,7 @@ Layout (all paths relative to the collection directory)::
     images.u8         uint8 array (galaxies, H, W, C), C-order, row-aligned with the catalog
     embeddings.f32    float32 array (embedded, D), row-aligned with the catalog
     index/ ratings.sqlite heads/   written by the index, rating and fine-tuning commands
+    cache/            arrays derived from the embeddings or the catalog (see embedder.cache, .catalog)
 
 The manifest is the commit point: array files are appended first, then the catalog and the manifest
 are replaced atomically, so a crash leaves the last committed state readable (bytes past the committed
@@ -25,13 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .catalog import ROW_GROUP, CatalogFile, IdIndex
 from .errors import CollectionError
 from .storage import append_records, atomic_write, atomic_write_json, exclusive_lock, utc_now
 from .stretch import Stretch
 
 if TYPE_CHECKING:
     import pandas as pd
-    import pyarrow as pa
 
 FORMAT = "galsearch-collection"
 FORMAT_VERSION = 1
@@ -39,6 +40,7 @@ MANIFEST = "manifest.json"
 CATALOG = "catalog.parquet"
 IMAGES = "images.u8"
 EMBEDDINGS = "embeddings.f32"
+CACHE = "cache"
 LOCK = ".lock"
 
 
@@ -51,19 +53,9 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         raise CollectionError(f"{path} cannot be read: {exc}") from exc
 
 
-def _catalog_outline(path: Path) -> tuple[int, list[str], pa.ChunkedArray | None]:
-    """Row count, column names and id column of a catalog file, read without pandas (fast to import)."""
-    import pyarrow.parquet as pq
-
-    with pq.ParquetFile(path) as file:  # not pq.read_table, which imports pyarrow.dataset and pandas
-        names = [name for name in file.schema_arrow.names if not name.startswith("__index")]
-        ids = file.read(columns=["id"]).column("id") if "id" in names else None
-        return file.metadata.num_rows, names, ids
-
-
 def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
     buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
+    frame.to_parquet(buffer, index=False, row_group_size=ROW_GROUP)
     atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
@@ -73,8 +65,7 @@ class Collection:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.manifest = self._read_manifest()
-        self._catalog: pd.DataFrame | None = None
-        self._ids: pd.Index | None = None
+        self._forget_catalog()
         self.validate()
 
     # ---- creation and validation -------------------------------------------------------------
@@ -136,28 +127,28 @@ class Collection:
     def validate(self) -> None:
         """Check that every file exists and agrees with the manifest; list every problem found.
 
-        The catalog is checked through its file's metadata and id column; its other columns are read
-        (and a damaged file reported) when :attr:`catalog` is first used.
+        The catalog is checked through its file's metadata and its id index (see :mod:`embedder.catalog`);
+        its other columns are read (and a damaged file reported) when they are first used.
         """
         problems: list[str] = []
         n, m = self.counts["galaxies"], self.counts["embedded"]
-        catalog_file = self.path / CATALOG
-        if not catalog_file.is_file():
+        if not (self.path / CATALOG).is_file():
             problems.append(f"{CATALOG} is missing")
         else:
             try:
-                rows, _, ids = _catalog_outline(catalog_file)
+                outline = self._catalog_file()
+                duplicates = self._id_index().duplicates() if "id" in outline.names else None
             except Exception as exc:  # pyarrow raises several types for damaged files
                 problems.append(f"{CATALOG} cannot be read: {exc}")
             else:
-                if rows != n:
-                    problems.append(f"{CATALOG} has {rows} rows but the manifest counts {n} galaxies")
-                if ids is None:
+                if outline.num_rows != n:
+                    problems.append(
+                        f"{CATALOG} has {outline.num_rows} rows but the manifest counts {n} galaxies"
+                    )
+                if duplicates is None:
                     problems.append(f"{CATALOG} has no 'id' column")
-                elif _has_duplicates(ids):
-                    id_series = ids.to_pandas()
-                    dupes = id_series[id_series.duplicated()].head(5).tolist()
-                    problems.append(f"{CATALOG} has duplicate ids, e.g. {dupes}")
+                elif duplicates:
+                    problems.append(f"{CATALOG} has duplicate ids, e.g. {duplicates[:5]}")
         for file, rows, row_bytes in (
             (IMAGES, n, self.image_row_bytes),
             (EMBEDDINGS, m, 4 * self.embedding_dim if self.embedding_dim else 0),
@@ -226,26 +217,49 @@ class Collection:
 
     @property
     def catalog(self) -> pd.DataFrame:
-        """The catalog as a DataFrame, one row per galaxy in storage order."""
+        """The whole catalog as a DataFrame, one row per galaxy in storage order.
+
+        For a few rows or columns, :meth:`catalog_rows` and :meth:`catalog_columns` read only those.
+        """
         if self._catalog is None:
             self._catalog = _read_parquet(self.path / CATALOG)
         return self._catalog
-
-    @property
-    def ids(self) -> pd.Index:
-        """The catalog's ids as a pandas Index (built once per catalog), to look rows up by id."""
-        if self._ids is None:
-            import pandas as pd
-
-            self._ids = pd.Index(self.catalog["id"])
-        return self._ids
 
     @property
     def columns(self) -> list[str]:
         """The catalog's column names (read from the file's schema while the catalog is not loaded)."""
         if self._catalog is not None:
             return [str(c) for c in self._catalog.columns]
-        return _catalog_outline(self.path / CATALOG)[1]
+        return list(self._catalog_file().names)
+
+    def catalog_rows(self, rows: np.ndarray | list[int], columns: list[str] | None = None) -> pd.DataFrame:
+        """Catalog rows ``rows`` in that order (of ``columns``, default all), read without the rest."""
+        if self._catalog is not None:
+            frame = self._catalog.iloc[np.asarray(rows, dtype=np.int64)]
+            return (frame if columns is None else frame[list(columns)]).reset_index(drop=True)
+        return self._catalog_file().rows(rows, columns)
+
+    def catalog_columns(self, names: list[str], text_as_category: bool = False) -> pd.DataFrame:
+        """Every row of the catalog columns ``names``, read without the others; ``text_as_category``
+        allows text columns to come as pandas categories (much faster to read when they repeat)."""
+        if self._catalog is not None:
+            return self._catalog[list(names)].reset_index(drop=True)
+        return self._catalog_file().columns(names, text_as_category)
+
+    def _catalog_file(self) -> CatalogFile:
+        if self._file is None:
+            self._file = CatalogFile(self.path / CATALOG)
+        return self._file
+
+    def _id_index(self) -> IdIndex:
+        if self._ids is None:
+            self._ids = IdIndex.of(self._catalog_file(), self.path / CACHE)
+        return self._ids
+
+    def _forget_catalog(self) -> None:
+        self._catalog: pd.DataFrame | None = None
+        self._file: CatalogFile | None = None
+        self._ids: IdIndex | None = None
 
     def info(self) -> dict[str, Any]:
         """What ``galsearch info`` shows, JSON-ready: counts, image shape, preprocessing, encoder, columns."""
@@ -277,15 +291,28 @@ class Collection:
         dim = self.embedding_dim or 0
         return self._memmap(EMBEDDINGS, np.float32, (self.counts["embedded"], dim))
 
+    def embedding_rows(self, start: int, stop: int) -> np.ndarray:
+        """Embeddings of rows ``start`` to ``stop`` read into memory: a pass over every embedding in such
+        chunks keeps only a chunk resident, where one through :attr:`embeddings` maps them all."""
+        dim = self.embedding_dim or 0
+        count = max(min(stop, self.counts["embedded"]) - start, 0)
+        with open(self.path / EMBEDDINGS, "rb") as f:
+            f.seek(start * dim * 4)
+            return np.fromfile(f, dtype=np.float32, count=count * dim).reshape(count, dim)
+
     def _memmap(self, file: str, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
         if math.prod(shape) == 0:
             return np.zeros(shape, dtype=dtype)
         return np.memmap(self.path / file, dtype=dtype, mode="r", shape=shape)
 
+    def find_rows(self, ids: list[str]) -> np.ndarray:
+        """Catalog row numbers of the given ids, -1 for ids not in the collection."""
+        return self._id_index().find(ids)
+
     def rows_of(self, ids: list[str] | str) -> np.ndarray:
         """Catalog row numbers of the given ids; raises with the unknown ids listed."""
         ids = [ids] if isinstance(ids, str) else [str(i) for i in ids]
-        rows = self.ids.get_indexer(ids)
+        rows = self.find_rows(ids)
         missing = [i for i, r in zip(ids, rows, strict=True) if r < 0]
         if missing:
             shown = [m if len(m) <= 80 else m[:77] + "..." for m in missing[:10]]
@@ -300,13 +327,14 @@ class Collection:
         """Hold the collection's writer lock; re-reads the manifest so writes build on the latest state."""
         with exclusive_lock(self.path / LOCK, f"collection {self.path}"):
             self.manifest = self._read_manifest()
-            self._catalog, self._ids = None, None
+            self._forget_catalog()
             yield self
 
     def _commit(self, catalog: pd.DataFrame | None = None) -> None:
         if catalog is not None:
             _write_parquet(self.path / CATALOG, catalog)
-            self._catalog, self._ids = catalog, None
+            self._forget_catalog()
+            self._catalog = catalog
         self.manifest["updated"] = utc_now()
         atomic_write_json(self.path / MANIFEST, self.manifest)
 
@@ -361,12 +389,6 @@ class Collection:
         append_records(self.path / EMBEDDINGS, m * dim * 4, vectors.tobytes())
         self.counts["embedded"] = m + len(vectors)
         self._commit()
-
-
-def _has_duplicates(ids: pa.ChunkedArray) -> bool:
-    import pyarrow.compute as pc
-
-    return len(pc.unique(ids)) < len(ids)  # 5x faster than pc.count_distinct at 1M ids
 
 
 def read_rows(array: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -25,12 +25,15 @@ import ast
 import operator
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from embedder.errors import GalsearchError
+
+if TYPE_CHECKING:
+    from embedder.collection import Collection
 
 MAX_LENGTH = 10_000  # characters
 MAX_NODES = 5_000  # syntax-tree nodes (a list of 1,000 ids is about 1,000)
@@ -125,19 +128,47 @@ def parse_filter(text: str, columns: Iterable[str]) -> Filter:
     return Filter(text, tree, frozenset(names.values()), names)
 
 
-def column_values(column: pd.Series) -> np.ndarray:
-    """A catalog column as the evaluator takes it: float (NaN for missing), bool, or objects (None)."""
+@dataclass(frozen=True)
+class TextCodes:
+    """A text column as codes into its distinct values (-1: missing), so that a comparison or list
+    lookup is made once per distinct value rather than once per galaxy."""
+
+    codes: np.ndarray
+    distinct: np.ndarray  # objects
+
+    def spread(self, per_value: np.ndarray, missing: bool) -> np.ndarray:
+        """Per galaxy, the answer ``per_value`` gives for its value (``missing`` where it has none)."""
+        return np.append(np.asarray(per_value, dtype=bool), missing)[self.codes]
+
+    def objects(self) -> np.ndarray:
+        """Per galaxy, its text (None where missing)."""
+        return np.append(self.distinct, None)[self.codes]
+
+
+def column_values(column: pd.Series) -> np.ndarray | TextCodes:
+    """A catalog column as the evaluator takes it: float (NaN for missing), bool, or text codes."""
     if pd.api.types.is_bool_dtype(column.dtype):
         return column.fillna(False).to_numpy(dtype=bool)
     if pd.api.types.is_numeric_dtype(column.dtype):
         return column.to_numpy(dtype=np.float64, na_value=np.nan)
-    return column.to_numpy(dtype=object, na_value=None)
+    if isinstance(column.dtype, pd.CategoricalDtype):  # as a collection's text columns are read
+        return TextCodes(column.cat.codes.to_numpy(), np.asarray(column.cat.categories, dtype=object))
+    codes, distinct = pd.factorize(column)
+    return TextCodes(codes, np.asarray(distinct, dtype=object))
 
 
-def filter_rows(catalog: pd.DataFrame, where: str) -> np.ndarray:
-    """Sorted catalog rows satisfying the filter ``where`` (see the module's grammar)."""
+def filter_rows(catalog: pd.DataFrame | Collection, where: str) -> np.ndarray:
+    """Sorted catalog rows satisfying the filter ``where`` (see the module's grammar).
+
+    Of a collection, only the columns that the filter names are read.
+    """
     parsed = parse_filter(where, catalog.columns)
-    values = {name: column_values(catalog[name]) for name in parsed.columns}
+    names = sorted(parsed.columns)
+    if isinstance(catalog, pd.DataFrame):
+        frame = catalog[names]
+    else:
+        frame = catalog.catalog_columns(names, text_as_category=True)
+    values = {name: column_values(frame[name]) for name in names}
     rows = np.flatnonzero(parsed.mask(values, len(catalog)))
     if not len(rows):
         raise FilterError(f"no galaxy satisfies the filter {where!r}")
@@ -326,6 +357,8 @@ def _restore(message: str, quoted: dict[str, str]) -> str:
 
 def _kind(value: Any) -> str:
     """'bool', 'number' or 'text' for an evaluated array or scalar."""
+    if isinstance(value, TextCodes):
+        return "text"
     if isinstance(value, np.ndarray):
         return {"b": "bool", "O": "text"}.get(value.dtype.kind, "number")
     if isinstance(value, bool | np.bool_):
@@ -399,6 +432,11 @@ class _Evaluator:
         if len(kinds) > 1 and kinds != {"bool", "number"}:
             raise self.fail(node, f"cannot compare {_describe(left)} with {_describe(right)}")
         compare = _COMPARISONS[type(op)]
+        if isinstance(left, TextCodes) and isinstance(right, str):  # once per distinct value
+            return left.spread(self.ordered(node, op, left.distinct, right), isinstance(op, ast.NotEq))
+        if isinstance(right, TextCodes) and isinstance(left, str):
+            return right.spread(self.ordered(node, op, left, right.distinct), isinstance(op, ast.NotEq))
+        left, right = (v.objects() if isinstance(v, TextCodes) else v for v in (left, right))
         if kinds != {"text"} or isinstance(op, ast.Eq | ast.NotEq):
             return compare(left, right)
         left, right = np.broadcast_arrays(np.asarray(left, dtype=object), np.asarray(right, dtype=object))
@@ -411,6 +449,8 @@ class _Evaluator:
         options = [self.value(element) for element in listed.elts]
         if any(_kind(o) != _kind(left) and {_kind(o), _kind(left)} != {"bool", "number"} for o in options):
             raise self.fail(node, f"the list holds values of another type than {_describe(left)}")
+        if isinstance(left, TextCodes):  # once per distinct value
+            return left.spread(self.member(node, left.distinct, listed), False)
         if _kind(left) == "text":  # a hash lookup: numpy's isin sorts, which text with None cannot
             found = pd.Index(np.atleast_1d(left), dtype=object).isin(options)
             return found.reshape(np.shape(left))
@@ -419,7 +459,12 @@ class _Evaluator:
     def call(self, node: ast.Call) -> Any:
         function, argument = node.func.id, self.value(node.args[0])
         if function in ("isnull", "notnull"):
-            missing = pd.isna(argument) if _kind(argument) != "bool" else np.zeros(np.shape(argument), bool)
+            if isinstance(argument, TextCodes):
+                missing = argument.codes < 0
+            elif _kind(argument) != "bool":
+                missing = pd.isna(argument)
+            else:
+                missing = np.zeros(np.shape(argument), bool)
             return np.logical_not(missing) if function == "notnull" else np.asarray(missing)
         if _kind(argument) != "number":
             raise self.fail(node, f"{function}() takes a number, not {_describe(argument)}")

@@ -278,10 +278,10 @@ def _colour_values(collection: Collection, column: str | None, values, n: int) -
         return pd.Series(values)
     if column is None:
         return None
-    if column not in collection.catalog.columns:
-        known = ", ".join(map(str, collection.catalog.columns))
+    if column not in collection.columns:
+        known = ", ".join(collection.columns)
         raise CollectionError(f"no catalog column {column!r} to colour the map by; columns: {known}")
-    return collection.catalog[column].iloc[:n].reset_index(drop=True)  # keeps nullable dtypes
+    return collection.catalog_columns([column])[column].iloc[:n]  # keeps nullable dtypes
 
 
 def _highlight_rows(highlight, n: int) -> np.ndarray:

@@ -88,11 +88,11 @@ def search(
         raise QueryError(f"k must be at least 1, got {k}")
     k = min(k, len(coll))  # a larger k asks for nothing more, and would only size FAISS's result arrays
     _require_embedded(coll)
-    allowed = None if where is None else filter_rows(coll.catalog, where)
+    allowed = None if where is None else filter_rows(coll, where)
     matched, fetched = _position(coll, ra, dec, radius_arcsec, fetch)
     positives = _rows(coll, positive_ids + ([matched.id] if matched else []))
     negatives = _rows(coll, negative_ids)
-    if both := set(coll.catalog["id"].iloc[np.intersect1d(positives, negatives)]):
+    if both := set(coll.catalog_rows(np.intersect1d(positives, negatives), ["id"])["id"]):
         raise QueryError(f"galaxies asked for both as like and unlike: {sorted(both)[:10]}")
     vectors = coll.embeddings[positives]
     if image is not None:
@@ -102,7 +102,7 @@ def search(
     vector_index = _index_of(coll, device, dask)
     query = query_vector(vectors, coll.embeddings[negatives], vector_index.metric, negative_weight)
     scores, rows = _search_excluding(vector_index, query, k, np.union1d(positives, negatives), allowed)
-    result = _results(coll.catalog, rows, scores, vector_index.metric)
+    result = _results(coll, rows, scores, vector_index.metric)
     if matched is not None:
         result.attrs["matched"] = {"id": matched.id, "separation_arcsec": matched.separation_arcsec}
     if fetched is not None:
@@ -223,12 +223,12 @@ def match_position(
 
     if ra is None or dec is None:
         raise QueryError("give both ra and dec (degrees) to search around a position")
-    catalog = collection.catalog
-    if not {"ra", "dec"} <= set(catalog.columns):
+    if not {"ra", "dec"} <= set(collection.columns):
         raise QueryError(
             f"{collection.path} has no ra/dec columns, so positions cannot be looked up; "
-            f"its catalog columns are: {', '.join(map(str, catalog.columns))}"
+            f"its catalog columns are: {', '.join(collection.columns)}"
         )
+    catalog = collection.catalog_columns(["ra", "dec"])
     ra_all, dec_all = (pd.to_numeric(catalog[c], errors="coerce").to_numpy(float) for c in ("ra", "dec"))
     known = np.flatnonzero(np.isfinite(ra_all) & np.isfinite(dec_all))
     if not len(known):
@@ -239,7 +239,7 @@ def match_position(
         raise QueryError(f"invalid position ra={ra}, dec={dec}: {exc}") from exc
     nearest, separation, _ = target.match_to_catalog_sky(SkyCoord(ra_all[known], dec_all[known], unit="deg"))
     row, arcsec = int(known[nearest[0]]), float(separation.arcsec[0])
-    galaxy = str(catalog["id"].iloc[row])
+    galaxy = str(collection.catalog_rows([row], ["id"])["id"].iloc[0])
     if arcsec > radius_arcsec:
         raise QueryError(
             f"no galaxy within {radius_arcsec:g} arcsec of ra={ra}, dec={dec}; the nearest is {galaxy} "
@@ -257,9 +257,9 @@ def _search_excluding(
     return scores[0][keep][:k], rows[0][keep][:k]
 
 
-def _results(catalog: pd.DataFrame, rows: np.ndarray, scores: np.ndarray, metric: str) -> pd.DataFrame:
+def _results(coll: Collection, rows: np.ndarray, scores: np.ndarray, metric: str) -> pd.DataFrame:
     """Catalog rows as a result table: rank, id, similarity (cosine) or L2 distance, ra, dec, the rest."""
-    result = catalog.iloc[rows].reset_index(drop=True)
+    result = coll.catalog_rows(rows)
     front = ["id", *(c for c in ("ra", "dec") if c in result.columns)]
     result = result[front + [c for c in result.columns if c not in front]]
     if metric == "cosine":

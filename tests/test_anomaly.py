@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import TINY_ENCODER
 from sklearn.metrics import adjusted_rand_score
@@ -13,13 +16,15 @@ from anomaly import (
     KNNDistance,
     anomaly_scores,
     cluster_collection,
+    collection_features,
     fit_clusters,
     ratings_store,
     reduce_embeddings,
     score_collection,
 )
+from anomaly.features import Reduction, fit_rows
 from anomaly.learner import LINEAR_WEIGHT, average_ranks
-from embedder import CollectionError, GalsearchError, embed, open_collection
+from embedder import Collection, CollectionError, GalsearchError, embed, open_collection
 
 
 def blobs(
@@ -161,18 +166,24 @@ def test_average_ranks_are_scipys_rankdata():
     assert np.array_equal(average_ranks(values), rankdata(values))
 
 
+def cache_files(collection) -> list[str]:
+    """The files in the collection's cache/ folder, but for the catalog's id index."""
+    return sorted(p.name for p in (collection.path / "cache").glob("*") if not p.name.startswith("ids-"))
+
+
 def test_the_cached_gp_features_give_todays_ranking_cold_and_warm(embedded_blobs):
     features = reduce_embeddings(embedded_blobs.embeddings)
     today = ActiveLearner(features, anomaly_scores(features))  # as the loop was built before the cache
     cold = Discovery(embedded_blobs, "s", user="ann")
-    cached = sorted(p.name for p in (embedded_blobs.path / "cache").iterdir())
-    assert [name.rsplit("-", 1)[0] for name in cached] == [
-        "features-d16-s0",
-        "gp-basis-d16-s0",
-        "gp-std-d16-s0",
+    cached = cache_files(embedded_blobs)
+    assert [name.rsplit("-", 1)[0] + Path(name).suffix for name in cached] == [
+        "features-d16-s0.f32",
+        "features-d16-s0.npz",
+        "gp-basis-d16-s0.npy",
+        "gp-std-d16-s0.npy",
     ]
     warm = Discovery(open_collection(embedded_blobs.path), "s", user="ann")
-    assert sorted(p.name for p in (embedded_blobs.path / "cache").iterdir()) == cached
+    assert cache_files(embedded_blobs) == cached
     assert np.array_equal(warm.learner.basis_, cold.learner.basis_)
     assert np.array_equal(warm.learner.prior_std_, today.prior_std_)
     assert np.allclose(cold.learner.basis_, today.basis_, atol=1e-6)
@@ -187,24 +198,26 @@ def test_the_cached_gp_features_give_todays_ranking_cold_and_warm(embedded_blobs
 
 def test_a_new_embedding_replaces_the_cached_features(embedded_blobs):
     Discovery(embedded_blobs, "s")
-    before = {p.name for p in (embedded_blobs.path / "cache").iterdir()}
+    before = set(cache_files(embedded_blobs))
     embed(embedded_blobs, "random:test_vit", replace=True, progress=False)  # another encoder
     hunt = Discovery(open_collection(embedded_blobs.path), "s")
-    after = {p.name for p in (embedded_blobs.path / "cache").iterdir()}
-    assert len(after) == 3 and not before & after  # recomputed, and the stale files removed
+    after = set(cache_files(embedded_blobs))
+    assert len(after) == 4 and not before & after  # recomputed, and the stale files removed
     linear_part = LINEAR_WEIGHT * reduce_embeddings(hunt.collection.embeddings) / np.sqrt(16)
     assert np.allclose(hunt.learner.basis_[:, :16], linear_part)
 
 
 def test_an_unwritable_collection_computes_without_caching(embedded_blobs, monkeypatch):
+    import anomaly.features
     import embedder.cache
 
     def refuse(*args):
         raise PermissionError("read-only")
 
-    monkeypatch.setattr(embedder.cache, "atomic_write", refuse)
+    for module, writer in ((embedder.cache, "atomic_write"), (anomaly.features, "append_records")):
+        monkeypatch.setattr(module, writer, refuse)
     hunt = Discovery(embedded_blobs, "s")
-    assert not (embedded_blobs.path / "cache").exists() or not any((embedded_blobs.path / "cache").iterdir())
+    assert not cache_files(embedded_blobs)
     assert len(hunt.suggest(2)) == 2
 
 
@@ -245,3 +258,79 @@ def test_suggestions_equal_those_from_scoring_every_candidate(monkeypatch):
         pool = order[np.argsort(-scores, kind="stable")[: max(4 * n, 64)]]
         assert learner.suggest(n, exclude).tolist() == learner._diverse(pool, n).tolist()
     assert None in sorts  # some suggestion went past the first candidates and sorted them all
+
+
+def test_ratings_outside_the_candidates_count_as_the_candidates_own():
+    features, _ = blobs([200, 100, 8])
+    learner = ActiveLearner(features, anomaly_scores(features), n_inducing=64)
+    rows, ratings = np.array([3, 250, 301, 120]), np.array([5.0, 1.0, 4.0, 0.0])
+    inside = learner.fit(rows, ratings).mean_.copy()
+    scores = anomaly_scores(features)
+    outside = (learner.basis_[rows[2:]], scores[rows[2:]], ratings[2:])
+    assert np.allclose(learner.fit(rows[:2], ratings[:2], outside=outside).mean_, inside, atol=1e-5)
+    assert learner.rated_.tolist() == [3, 250]  # only candidates are marked rated
+
+
+def test_a_loop_over_a_large_collection_chooses_among_candidates(embedded_blobs, monkeypatch):
+    import anomaly.discover
+
+    monkeypatch.setattr(anomaly.discover, "MAX_CANDIDATES", 40)
+    monkeypatch.setattr(anomaly.discover, "TOP_ANOMALIES", 10)
+    hunt = Discovery(embedded_blobs, "s", user="ann")
+    top = np.argsort(-hunt.anomaly, kind="stable")[:10]
+    assert len(hunt.learner) == 40 and np.isin(top, hunt.candidates).all()
+    assert np.isin(hunt.suggest(5)["row"], hunt.candidates).all()
+    assert np.isin(hunt.ranking(40)["row"], hunt.candidates).all()
+    outside = np.setdiff1d(np.arange(64), hunt.candidates)[:2]
+    ids = hunt.catalog["id"].iloc[outside].tolist()
+    before = hunt.learner.mean_.copy()
+    hunt.rate_many([(ids[0], 5), (ids[1], 5)])
+    assert len(hunt.ratings) == 2 and not np.allclose(hunt.learner.mean_, before)  # they count
+    assert not len(hunt.learner.rated_)
+
+
+def vectors_collection(path: Path, n: int, width: int = 24) -> Collection:
+    """A collection of ``n`` 1-pixel galaxies with random embeddings (no encoder run)."""
+    coll = Collection.create(path, (1, 1, 1), {})
+    with coll.writing():
+        coll.start_embeddings({"architecture": "random-vectors", "dim": width}, width)
+    add_vectors(coll, n)
+    return coll
+
+
+def add_vectors(coll: Collection, n: int) -> None:
+    start = len(coll)
+    rows = pd.DataFrame({"id": [f"g{start + i}" for i in range(n)], "source": "test"})
+    vectors = np.random.default_rng(start).normal(0, 1, (n, coll.embedding_dim)) + np.arange(
+        coll.embedding_dim
+    )
+    with coll.writing():
+        coll.append_galaxies(np.zeros((n, 1, 1, 1), np.uint8), rows)
+        coll.append_embeddings(vectors)
+
+
+def test_cached_features_are_extended_as_galaxies_are_embedded(tmp_path):
+    coll = vectors_collection(tmp_path / "c", 300)
+    assert np.array_equal(collection_features(coll), reduce_embeddings(coll.embeddings))
+    add_vectors(coll, 100)  # while under FIT_SAMPLE galaxies, the reduction is fitted on all again
+    assert np.array_equal(collection_features(coll), reduce_embeddings(coll.embeddings))
+    assert len(cache_files(coll)) == 2
+
+
+def test_past_the_fit_sample_appended_galaxies_are_reduced_as_the_earlier_were(tmp_path, monkeypatch):
+    import anomaly.features
+
+    monkeypatch.setattr(anomaly.features, "FIT_SAMPLE", 100)
+    coll = vectors_collection(tmp_path / "c", 300)
+    first = np.array(collection_features(coll))
+    stamp = next((coll.path / "cache").glob("*.npz")).stat().st_mtime_ns
+    assert np.array_equal(collection_features(open_collection(coll.path)), first)  # reused
+    assert next((coll.path / "cache").glob("*.npz")).stat().st_mtime_ns == stamp
+    add_vectors(coll, 200)  # 500 galaxies: reduced with the reduction fitted at 300
+    extended = collection_features(coll)
+    assert np.array_equal(extended[:300], first)
+    fitted = Reduction.fit(coll.embeddings[fit_rows(300)], 300)
+    assert np.allclose(extended[300:], fitted(coll.embeddings[300:]), atol=1e-6)
+    add_vectors(coll, 200)  # 700 > REFIT_GROWTH x 300: fitted again, every row recomputed
+    assert np.array_equal(collection_features(coll), reduce_embeddings(coll.embeddings))
+    assert len(cache_files(coll)) == 2

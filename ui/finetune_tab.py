@@ -127,13 +127,14 @@ def build(state: AppState) -> None:
         return note, browse(head_name, wanted)
 
     def browse(head_name: str, wanted: str):
-        catalog = state.collection().catalog
+        coll = state.collection()
         head_name = (head_name or "").strip()
         column = f"{head_name}_prob_{wanted.strip()}" if wanted and wanted.strip() else f"{head_name}_prob"
-        if column not in catalog:
+        if column not in coll.columns:
             raise gr.Error(f"no column {column}: apply the head first, and name one of its classes")
-        rows = np.argsort(-catalog[column].to_numpy(dtype=float), kind="stable")[:BROWSE]
-        return state.gallery(rows, [f" · p={catalog[column].iloc[r]:.2f}" for r in rows])
+        probability = coll.catalog_columns([column])[column].to_numpy(dtype=float)
+        rows = np.argsort(-probability, kind="stable")[:BROWSE]
+        return state.gallery(rows, [f" · p={probability[r]:.2f}" for r in rows])
 
     apply.click(apply_head, [name, browse_class], [applied, predictions], api_name="apply_head")
     browse_class.submit(browse, [name, browse_class], predictions)

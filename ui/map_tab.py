@@ -20,8 +20,7 @@ SKIPPED_COLUMNS = {"id", "source", "ra", "dec"}
 
 def colour_choices(state: AppState) -> list[str]:
     """Catalog columns worth colouring by, and the ratings of each session."""
-    catalog = state.collection().catalog
-    columns = [c for c in catalog.columns if c not in SKIPPED_COLUMNS and not c.endswith("_prob")]
+    columns = [c for c in state.collection().columns if c not in SKIPPED_COLUMNS and not c.endswith("_prob")]
     sessions = ratings_store(state.path).sessions()["session"].tolist()
     return ["(none)", *columns, *(RATING_PREFIX + s for s in sessions)]
 

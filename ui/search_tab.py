@@ -48,7 +48,8 @@ def build(state: AppState) -> gr.Row:
                 allow_preview=False,
             )
         with gr.Column(scale=2):
-            galaxy_id = gr.Textbox(label="Galaxy id", placeholder="e.g. " + str(coll.catalog["id"].iloc[0]))
+            first_id = str(coll.catalog_rows([0], ["id"])["id"].iloc[0])
+            galaxy_id = gr.Textbox(label="Galaxy id", placeholder=f"e.g. {first_id}")
             with gr.Row():
                 ra = gr.Textbox(label="RA (deg)", placeholder="189.2")
                 dec = gr.Textbox(label="Dec (deg)", placeholder="62.2")
@@ -109,7 +110,7 @@ def build(state: AppState) -> gr.Row:
         box.submit(run, inputs, outputs, api_name=False, queue=False)
 
     def pick(evt: gr.SelectData) -> str:
-        return str(state.collection().catalog["id"].iloc[sample[evt.index]])
+        return str(state.collection().catalog_rows([sample[evt.index]], ["id"])["id"].iloc[0])
 
     def follow(found_table: pd.DataFrame, evt: gr.SelectData) -> str:
         return str(found_table["id"].iloc[evt.index])
@@ -153,19 +154,22 @@ def build(state: AppState) -> gr.Row:
 
 def _full_results(state: AppState, shown: pd.DataFrame) -> pd.DataFrame:
     """The shown results (rank, id, score, some columns) with every catalog column, for export."""
-    catalog = state.collection().catalog
-    own = [c for c in shown.columns if c == "id" or c not in catalog.columns]
-    return shown[own].astype({"id": str}).join(catalog.set_index("id"), on="id")
+    coll = state.collection()
+    own = [c for c in shown.columns if c == "id" or c not in coll.columns]
+    ids = shown["id"].astype(str)
+    found = coll.find_rows(ids.tolist())
+    records = coll.catalog_rows(found[found >= 0]).set_index("id")
+    return shown[own].astype({"id": str}).join(records, on="id")
 
 
 def _position(state: AppState, galaxy: str) -> tuple[float, float]:
     """The catalogued (ra, dec) of ``galaxy``."""
     coll = state.collection()
-    if not {"ra", "dec"} <= set(coll.catalog.columns):
+    if not {"ra", "dec"} <= set(coll.columns):
         raise gr.Error(
             f"The catalog of {coll.path} has no ra/dec columns: its galaxies have no place on the sky."
         )
-    record = coll.catalog.iloc[int(coll.rows_of(galaxy)[0])]
+    record = coll.catalog_rows(coll.rows_of(galaxy), ["ra", "dec"]).iloc[0]
     return float(record["ra"]), float(record["dec"])
 
 

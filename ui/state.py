@@ -73,17 +73,23 @@ class AppState:
                 self._collection, self._version = open_collection(self.path), version
             return self._collection
 
+    def captions(self, rows: np.ndarray, extras: list[str] | None = None) -> list[str]:
+        """``id · class`` (when the catalog has classes) plus the extra text, for each catalog row."""
+        coll = self.collection()
+        records = coll.catalog_rows(rows, [c for c in ("id", "class_name") if c in coll.columns])
+        labels = records["class_name"].map(" · {}".format) if "class_name" in records else [""] * len(rows)
+        extras = extras or [""] * len(rows)
+        return [f"{i}{label}{e}" for i, label, e in zip(records["id"], labels, extras, strict=True)]
+
     def caption(self, row: int, extra: str = "") -> str:
         """``id · class`` (when the catalog has classes) plus ``extra``."""
-        record = self.collection().catalog.iloc[row]
-        label = f" · {record['class_name']}" if "class_name" in record else ""
-        return f"{record['id']}{label}{extra}"
+        return self.captions(np.array([row]), [extra])[0]
 
     def gallery(self, rows: np.ndarray, extras: list[str] | None = None) -> list[tuple[np.ndarray, str]]:
         """Gallery items (enlarged stamp, caption) for catalog rows."""
         images = self.collection().images
-        extras = extras or [""] * len(rows)
-        return [(stamp(images[r]), self.caption(int(r), e)) for r, e in zip(rows, extras, strict=True)]
+        captions = self.captions(rows, extras)
+        return [(stamp(images[r]), caption) for r, caption in zip(rows, captions, strict=True)]
 
     def discovery(self, session: str, user: str) -> tuple[Discovery, threading.Lock]:
         """The active-learning loop of ``session`` for ``user`` with a lock to use it under; the last

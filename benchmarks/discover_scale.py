@@ -1,0 +1,146 @@
+"""The active learner's sessions at survey scale: starting a discover session and one rate -> suggest step.
+
+Writes a collection per size under ``--work``: 1-pixel images (a sparse file), 320-wide float32
+embeddings drawn around 50 cluster centres (in chunks: 12.8 GB at ten million galaxies) and a catalog
+whose ``anomaly_knn`` column is each galaxy's distance from its centre (a stand-in for the k-NN scores,
+which ``galsearch anomalies`` computes). Then times, each in a fresh process so that its peak resident
+memory is its own:
+
+- first session: the reduced features computed and cached, the candidates' GP features computed and
+  cached (see anomaly/features.py and anomaly/discover.py);
+- session start: the same with both cached (what every later ``discover`` call and web session pays);
+- rate -> suggest: one rating stored and refitted, then the next suggestion (median of 5).
+
+    python benchmarks/discover_scale.py --rows 1000000 10000000 --work /tmp/discover-scale
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+WIDTH = 320
+CENTRES = 50
+CHUNK = 250_000
+STEPS = 5
+
+
+def write_collection(path: Path, n: int, seed: int = 0) -> None:
+    """``n`` galaxies with clustered embeddings and a stand-in anomaly score, written in chunks."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from embedder.catalog import ROW_GROUP
+    from embedder.collection import CATALOG, EMBEDDINGS, IMAGES, MANIFEST, Collection
+    from embedder.storage import atomic_write_json
+
+    coll = Collection.create(path, (1, 1, 1), {}, name=f"discover-{n}")
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 1, (CENTRES, WIDTH)).astype(np.float32)
+    spread = rng.uniform(0.3, 1.0, CENTRES).astype(np.float32)
+    schema = pa.schema([("id", pa.string()), ("source", pa.string()), ("anomaly_knn", pa.float64())])
+    with open(path / EMBEDDINGS, "wb") as vectors, pq.ParquetWriter(path / CATALOG, schema) as catalog:
+        for start in range(0, n, CHUNK):
+            size = min(CHUNK, n - start)
+            cluster = rng.integers(0, CENTRES, size)
+            offsets = rng.standard_normal((size, WIDTH), dtype=np.float32) * spread[cluster, None]
+            vectors.write((centres[cluster] + offsets).tobytes())
+            columns = {
+                "id": pa.array([f"g{i:08d}" for i in range(start, start + size)]),
+                "source": pa.array(np.full(size, "synthetic")),
+                "anomaly_knn": np.linalg.norm(offsets, axis=1).astype(np.float64) / spread[cluster],
+            }
+            catalog.write_table(pa.table(columns, schema=schema), row_group_size=ROW_GROUP)
+    with open(path / IMAGES, "r+b") as f:
+        f.truncate(n)  # sparse: takes no disk
+    manifest = coll.manifest
+    manifest["counts"] = {"galaxies": n, "embedded": n}
+    manifest["encoder"] = {"architecture": "synthetic-clusters", "dim": WIDTH}
+    manifest["embeddings"] = {"file": EMBEDDINGS, "dtype": "float32", "dim": WIDTH}
+    atomic_write_json(path / MANIFEST, manifest)
+
+
+def measure(path: Path, what: str) -> dict[str, float]:
+    """Run one measurement in this process; returns seconds (imports not counted)."""
+    import pandas  # noqa: F401  (imports are not what is measured)
+    import sklearn.decomposition  # noqa: F401
+
+    import index.store  # noqa: F401
+    from anomaly.discover import Discovery
+
+    session = f"bench-{os.getpid()}"
+    start = time.perf_counter()
+    hunt = Discovery(path, session, user="bench")
+    out = {"seconds": time.perf_counter() - start}
+    if what == "rate -> suggest":
+        times = []
+        for _ in range(STEPS):
+            galaxy = str(hunt.suggest(1)["id"].iloc[0])
+            start = time.perf_counter()
+            hunt.rate(galaxy, 5.0)
+            hunt.suggest(1)
+            times.append(time.perf_counter() - start)
+        out["seconds"] = float(np.median(times))
+    return out
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM: unlike ru_maxrss, not inherited across fork and exec)."""
+    status = Path("/proc/self/status").read_text()
+    return int(status.split("VmHWM:")[1].split()[0]) / 1024
+
+
+def in_process(path: Path, what: str) -> dict[str, float]:
+    """:func:`measure` in a fresh Python process, with its peak resident memory."""
+    command = [sys.executable, __file__, "--measure", what, "--path", str(path)]
+    return json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    parser.add_argument("--work", type=Path, help="folder for the collections (default: a temporary one)")
+    parser.add_argument("--measure", help=argparse.SUPPRESS)
+    parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        result = measure(args.path, args.measure)
+        result["peak_rss_mb"] = peak_rss_mb()
+        print(json.dumps(result))
+        return
+    work = args.work or Path(tempfile.mkdtemp(prefix="discover-scale-"))
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"{platform.processor() or platform.machine()}, {datetime.now(UTC):%Y-%m-%d}, load {load}\n")
+    print("| galaxies | step | seconds | peak RSS (MB) |")
+    print("|---:|---|---:|---:|")
+    for n in args.rows:
+        path = work / f"discover-{n}"
+        if not (path / "manifest.json").exists():
+            start = time.perf_counter()
+            write_collection(path, n)
+            print(
+                f"| {n:,} | write the collection (benchmark set-up) | {time.perf_counter() - start:.1f} | |"
+            )
+        shutil.rmtree(path / "cache", ignore_errors=True)
+        for what in ("first session (features and GP features cached)", "session start", "rate -> suggest"):
+            result = in_process(path, what)
+            print(f"| {n:,} | {what} | {result['seconds']:.2f} | {result['peak_rss_mb']:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
