@@ -108,6 +108,9 @@ def cmd_embed(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         device=args.device,
         progress=not args.quiet,
+        dask=args.dask,
+        workers=args.workers,
+        partition_rows=args.partition_rows,
     )
     print(report.summary())
 
@@ -504,6 +507,30 @@ def _add_stretch_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_dask_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """--dask ADDRESS / --workers N and --partition-rows, for the commands that run on a Dask cluster."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="run on the Dask cluster whose scheduler is at ADDRESS (e.g. tcp://host:8786); every worker "
+        "needs galsearch and the collection's folder at the same path (a shared filesystem)",
+    )
+    where.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="run on a Dask cluster of N worker processes on this machine",
+    )
+    parser.add_argument(
+        "--partition-rows",
+        type=int,
+        default=4096,  # embedder.distributed.PARTITION_ROWS, named here so that --help stays fast
+        metavar="N",
+        help=f"{what} per Dask task, the work a killed worker or run repeats (default 4096)",
+    )
+
+
 def _add_table_options(
     parser: argparse.ArgumentParser, what: str, formats: tuple[str, ...] = FORMATS
 ) -> None:
@@ -616,6 +643,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replace", action="store_true", help="discard embeddings made by another encoder")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    _add_dask_options(p, "rows")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = command(
