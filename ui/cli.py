@@ -71,6 +71,9 @@ def cmd_ingest(args: argparse.Namespace) -> None:
         bands=args.bands,
         cutout_size=args.cutout_size,
         progress=not args.quiet,
+        dask=args.dask,
+        workers=args.workers,
+        partition_rows=args.partition_rows,
     )
     print(report.summary())
 
@@ -588,6 +591,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_stretch_options(p)
     p.add_argument("--bands", type=_bands, help="channels to keep, in R,G,B order, e.g. 3,2,1")
+    _add_dask_options(p, "files of a folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = command(
