@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -48,16 +49,12 @@ def dask_client(address: str | None = None, workers: int | None = None) -> Itera
         return
     if workers < 1:
         raise ClusterError(f"a local cluster needs at least 1 worker, got {workers}")
-    with (
-        LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-        ) as cluster,
-        Client(cluster, direct_to_workers=True) as client,
-    ):
+    with warnings.catch_warnings():  # the scheduler's health endpoint takes another port if 8787 is taken
+        warnings.filterwarnings("ignore", "Port 8787 is already in use", UserWarning)
+        cluster = LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        )
+    with cluster, Client(cluster, direct_to_workers=True) as client:
         yield client
 
 

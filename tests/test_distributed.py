@@ -21,7 +21,7 @@ from PIL import Image
 
 from embedder import EncoderError, embed, ingest, load_encoder, open_collection
 
-ROWS, PARTITION, BATCH = 96, 16, 16
+ROWS, PARTITION, BATCH = 64, 16, 16
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +52,11 @@ def embed_serially(path: Path) -> None:
     embed(path, TINY_ENCODER, batch_size=BATCH, device="cpu", progress=False)
 
 
-def test_local_workers_embed_as_one_process_does(two_copies):
+def test_a_cluster_embeds_as_one_process_does(cluster, two_copies):
     serial, distributed = two_copies
     embed_serially(serial)
     report = embed(
-        distributed, TINY_ENCODER, batch_size=BATCH, device="cpu", progress=False, workers=2,
+        distributed, TINY_ENCODER, batch_size=BATCH, device="cpu", progress=False, dask=cluster,
         partition_rows=PARTITION,
     )  # fmt: skip
     assert (report.embedded, report.resumed_from, report.encoder) == (ROWS, 0, TINY_ENCODER)
@@ -66,39 +66,6 @@ def test_local_workers_embed_as_one_process_does(two_copies):
 def test_a_cluster_takes_an_encoder_spec_not_an_object(blob_collection):
     with pytest.raises(EncoderError, match="spec"):
         embed(blob_collection, load_encoder(TINY_ENCODER, "cpu"), workers=2, progress=False)
-
-
-def _killer(key_prefix: str, marker: Path) -> WorkerPlugin:
-    """A worker plugin that SIGKILLs its worker process when the task ``key_prefix...`` starts, once."""
-
-    class KillOnce(WorkerPlugin):
-        name = "kill-once"
-
-        def transition(self, key, start, finish, **kwargs):
-            if finish == "executing" and str(key).startswith(key_prefix) and not marker.exists():
-                marker.touch()
-                os.kill(os.getpid(), signal.SIGKILL)
-
-    return KillOnce()
-
-
-@pytest.mark.slow
-def test_a_killed_worker_costs_only_its_partition(cluster, two_copies, tmp_path):
-    serial, distributed = two_copies
-    embed_serially(serial)
-    marker = tmp_path / "killed"
-    with Client(cluster) as client:
-        client.register_plugin(_killer("_embed_partition-2-", marker))
-        try:
-            report = embed(
-                distributed, TINY_ENCODER, batch_size=BATCH, device="cpu", progress=False, dask=cluster,
-                partition_rows=PARTITION,
-            )  # fmt: skip
-        finally:
-            client.unregister_worker_plugin("kill-once")
-    assert marker.exists()  # a worker did die running the third partition
-    assert report.embedded == ROWS
-    assert_same_embeddings(serial, distributed)
 
 
 # The CLI in a child process that SIGKILLs itself (no cleanup runs) right after committing its second
@@ -135,6 +102,40 @@ def test_a_killed_driver_resumes_after_its_last_committed_partition(cluster, two
     assert_same_embeddings(serial, distributed)
 
 
+def _killer(key_prefix: str, marker: Path) -> WorkerPlugin:
+    """A worker plugin that SIGKILLs its worker process when the task ``key_prefix...`` starts, once."""
+
+    class KillOnce(WorkerPlugin):
+        name = "kill-once"
+
+        def transition(self, key, start, finish, **kwargs):
+            if finish == "executing" and str(key).startswith(key_prefix) and not marker.exists():
+                marker.touch()
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    return KillOnce()
+
+
+@pytest.mark.slow
+def test_a_killed_worker_costs_only_its_partition(cluster, two_copies, tmp_path):
+    serial, distributed = two_copies
+    embed_serially(serial)
+    marker = tmp_path / "killed"
+    with Client(cluster) as client:
+        assert all(address.startswith("tcp://127.0.0.1:") for address in client.nthreads())
+        client.register_plugin(_killer("_embed_partition-2-", marker))
+        try:
+            report = embed(
+                distributed, TINY_ENCODER, batch_size=BATCH, device="cpu", progress=False, dask=cluster,
+                partition_rows=PARTITION,
+            )  # fmt: skip
+        finally:
+            client.unregister_worker_plugin("kill-once")
+    assert marker.exists()  # a worker did die running the third partition
+    assert report.embedded == ROWS
+    assert_same_embeddings(serial, distributed)
+
+
 def write_cutout_folder(folder: Path) -> Path:
     """FITS and PNG cutouts of blob galaxies, with a text file first, a duplicate id, a corrupt PNG
     and a blank image among them."""
@@ -151,10 +152,10 @@ def write_cutout_folder(folder: Path) -> Path:
     return folder
 
 
-def test_ingest_on_a_cluster_stores_what_one_process_does(cluster, tmp_path):
+def test_ingest_on_local_workers_stores_what_one_process_does(cluster, tmp_path):
     folder = write_cutout_folder(tmp_path / "cutouts")
     serial = ingest(folder, tmp_path / "serial", progress=False)
-    distributed = ingest(folder, tmp_path / "dask", progress=False, dask=cluster, partition_rows=3)
+    distributed = ingest(folder, tmp_path / "dask", progress=False, workers=2, partition_rows=3)
     assert (distributed.stored, distributed.already_present) == (serial.stored, 0) == (12, 0)
     assert distributed.skipped == serial.skipped and len(serial.skipped) == 4
     a, b = open_collection(tmp_path / "serial"), open_collection(tmp_path / "dask")

@@ -1,0 +1,104 @@
+"""Embedding throughput on a local Dask cluster against one process, on the demo collection.
+
+    python benchmarks/dask_embed.py [--collection DIR] [--encoder SPEC] [--threads N] [--workers 1,2]
+                                    [--batch-size N] [--partition-rows N]
+
+Each run embeds a fresh unembedded copy of the collection. Throughput is rows over the embedding time
+that ``embed`` reports (from the first row to the last commit); startup is the rest of the wall time
+(loading the encoder, and for the cluster starting its processes). ``--threads N`` pins this process
+and the workers it starts to N CPUs, split evenly between the workers. Target: one worker within 10% of
+one process, with identical embeddings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from embedder import DEFAULT_ENCODER, embed, ingest, open_collection
+from embedder.demo import build_demo, default_demo_path
+
+
+def unembedded_copy(collection: Path, workdir: Path) -> Path:
+    """A new collection with the same images and ids, nothing embedded."""
+    coll = open_collection(collection)
+    source = workdir / "images.npz"
+    np.savez(source, images=np.array(coll.images), ids=coll.catalog["id"].to_numpy(str))
+    ingest(source, workdir / "fresh", progress=False)
+    return workdir / "fresh"
+
+
+def run(fresh: Path, target: Path, workers: int | None, args: argparse.Namespace) -> tuple[float, float]:
+    """Embed a copy of ``fresh`` at ``target``; (images/s while embedding, startup seconds)."""
+    shutil.copytree(fresh, target)
+    start = time.perf_counter()
+    report = embed(
+        target,
+        args.encoder,
+        batch_size=args.batch_size,
+        device="cpu",
+        progress=False,
+        workers=workers,
+        partition_rows=args.partition_rows,
+    )
+    wall = time.perf_counter() - start
+    return report.embedded / report.seconds, wall - report.seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--collection", type=Path, help="default: the demo collection (built if needed)")
+    parser.add_argument("--encoder", default=DEFAULT_ENCODER)
+    parser.add_argument("--threads", type=int, help="CPUs to use in all (default: all this process may)")
+    parser.add_argument("--workers", default="1,2", help="local cluster sizes to run (default 1,2)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--partition-rows", type=int, default=512)
+    args = parser.parse_args()
+    cpus = sorted(os.sched_getaffinity(0))
+    if args.threads:
+        os.sched_setaffinity(0, cpus[: args.threads])  # inherited by the workers this process starts
+    threads = len(os.sched_getaffinity(0))
+    load = os.getloadavg()[0]
+    torch.set_num_threads(threads)
+    collection = args.collection or build_demo(default_demo_path(), progress=False).path
+    coll = open_collection(collection)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        fresh = unembedded_copy(collection, workdir)
+        single, startup = run(fresh, workdir / "single", None, args)
+        reference = np.array(open_collection(workdir / "single").embeddings)
+        rows.append(("one process", "", threads, single, startup, 0.0))
+        for n in (int(w) for w in args.workers.split(",")):
+            rate, startup = run(fresh, workdir / f"workers-{n}", n, args)
+            difference = np.abs(open_collection(workdir / f"workers-{n}").embeddings - reference).max()
+            rows.append((f"`--workers {n}`", n, max(1, threads // n), rate, startup, float(difference)))
+    side, _, channels = coll.image_shape
+    print(f"collection {collection}: {len(coll)} images {side}x{side}x{channels}; encoder {args.encoder}")
+    print(
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
+        f"{threads} of {os.cpu_count()} CPUs, load average {load:.1f} then {os.getloadavg()[0]:.1f}; batch "
+        f"{args.batch_size}, {args.partition_rows} rows per partition\n"
+    )
+    print("| run | workers | threads per worker | images/s | vs one process | startup s | max abs diff |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, n, per_worker, rate, startup, difference in rows:
+        print(
+            f"| {name} | {n} | {per_worker} | {rate:.0f} | {rate / single:.0%} | {startup:.1f} | "
+            f"{difference:.1e} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
