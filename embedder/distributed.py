@@ -58,6 +58,13 @@ def dask_client(address: str | None = None, workers: int | None = None) -> Itera
         yield client
 
 
+def row_ranges(start: int, stop: int, rows: int) -> list[tuple[int, int]]:
+    """``start:stop`` cut into (first, stop) ranges of ``rows`` rows, the last one shorter."""
+    if rows < 1:
+        raise ValueError(f"a partition needs at least 1 row, got {rows}")
+    return [(first, min(first + rows, stop)) for first in range(start, stop, rows)]
+
+
 def in_order(
     client: Client, func: Callable[..., Any], partitions: Iterable[tuple], **shared: Any
 ) -> Iterator[Any]:

@@ -6,7 +6,6 @@ import json
 import threading
 import time
 from dataclasses import dataclass
-from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -101,8 +100,6 @@ def embed(
             raise EncoderError(
                 "Dask workers load the encoder themselves: give its spec (a string), not an Encoder"
             )
-        if partition_rows < 1:
-            raise ValueError(f"partition_rows must be at least 1, got {partition_rows}")
         from .distributed import dask_client
 
         with dask_client(dask, workers) as client:
@@ -170,13 +167,12 @@ def _embed_partitions(
     """Embed rows ``start:`` on the cluster, one task per partition, committing each in row order."""
     from tqdm.auto import tqdm
 
-    from .distributed import in_order, slots_per_host
+    from .distributed import in_order, row_ranges, slots_per_host
 
-    edges = [*range(start, len(coll), partition_rows), len(coll)]
     results = in_order(
         client,
         _embed_partition,
-        pairwise(edges),
+        row_ranges(start, len(coll), partition_rows),
         collection=str(coll.path.resolve()),
         image_shape=coll.image_shape,
         wanted=wanted,

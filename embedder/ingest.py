@@ -257,10 +257,8 @@ def _ingest_on_cluster(
     progress: bool,
 ) -> None:
     """Have Dask workers read and prepare the files of ``folder``, and store them in the folder's order."""
-    from .distributed import dask_client, in_order
+    from .distributed import dask_client, in_order, row_ranges
 
-    if partition_rows < 1:
-        raise ValueError(f"partition_rows must be at least 1, got {partition_rows}")
     files = folder_files(folder.resolve())
     with tqdm(total=len(files), desc="ingest", unit="img", disable=not progress) as bar:
         todo = [(str(path), relative) for path, relative in files if file_id(relative) not in writer.existing]
@@ -275,7 +273,7 @@ def _ingest_on_cluster(
             return
         side, channels = writer.shape
         with dask_client(dask, workers) as client:
-            partitions = ((todo[i : i + partition_rows],) for i in range(first, len(todo), partition_rows))
+            partitions = ((todo[a:b],) for a, b in row_ranges(first, len(todo), partition_rows))
             results = in_order(
                 client,
                 _prepare_files,

@@ -41,6 +41,16 @@ def _bands(text: str) -> list[int]:
         ) from None
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def _stretch(args: argparse.Namespace) -> Stretch | None:
     """The stretch the ingest options (--stretch, --percentiles, --softening, --per-channel) describe, the
     defaults filling in; None without any, which means the collection's own (or the default)."""
@@ -517,17 +527,17 @@ def _add_dask_options(parser: argparse.ArgumentParser, what: str) -> None:
         "--dask",
         metavar="ADDRESS",
         help="run on the Dask cluster whose scheduler is at ADDRESS (e.g. tcp://host:8786); every worker "
-        "needs galsearch and the collection's folder at the same path (a shared filesystem)",
+        "needs galsearch and the same files at the same paths (a shared filesystem)",
     )
     where.add_argument(
         "--workers",
-        type=int,
+        type=_positive,
         metavar="N",
         help="run on a Dask cluster of N worker processes on this machine",
     )
     parser.add_argument(
         "--partition-rows",
-        type=int,
+        type=_positive,
         default=4096,  # embedder.distributed.PARTITION_ROWS, named here so that --help stays fast
         metavar="N",
         help=f"{what} per Dask task, the work a killed worker or run repeats (default 4096)",
