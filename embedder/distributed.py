@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 PARTITION_ROWS = 4096  # rows (or files) per task: seconds of work, few enough tasks for the scheduler
 CONNECT_TIMEOUT = "20s"
 # Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_ set, which makes glibc allocate every large
-# array afresh with mmap: torch on CPUs then embeds 20-35% slower. Local workers start without it.
+# array afresh with mmap: torch then embedded 17-34% slower on CPUs here. Local workers start without it.
 WORKER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 
 
