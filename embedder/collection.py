@@ -402,3 +402,12 @@ def read_rows(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
 def open_collection(path: str | Path) -> Collection:
     """Open and validate the collection at ``path``."""
     return Collection(path)
+
+
+def image_rows(path: str | Path, image_shape: tuple[int, int, int], start: int, stop: int) -> np.ndarray:
+    """Images ``start:stop`` of the collection at ``path`` as a read-only memory map, without opening the
+    collection (for Dask workers, which read their rows' pixels from the shared files themselves)."""
+    row_bytes = math.prod(image_shape)
+    return np.memmap(
+        Path(path) / IMAGES, np.uint8, mode="r", offset=start * row_bytes, shape=(stop - start, *image_shape)
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,10 +11,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .collection import Collection, open_collection
+from .collection import Collection, image_rows, open_collection
+from .distributed import PARTITION_ROWS
 from .errors import EncoderError
 
 if TYPE_CHECKING:
+    from distributed import Client
+
     from .encoders import Encoder
 
 DEFAULT_ENCODER = "default"  # encoders.DEFAULT_SPEC, named here so that importing this module loads no torch
@@ -65,36 +70,64 @@ def embed(
     batch_size: int = 128,
     device: str | None = None,
     progress: bool = True,
+    dask: str | None = None,
+    workers: int | None = None,
+    partition_rows: int = PARTITION_ROWS,
 ) -> EmbedReport:
     """Embed the galaxies of ``collection`` that have no embedding yet.
 
     A re-run continues where an interrupted one stopped, and embeds galaxies ingested since. If the
     collection was embedded with a different encoder, this refuses unless ``replace`` is set, which
     discards the old embeddings and starts again: embeddings of two encoders are never mixed.
-    """
-    from .encoders import load_encoder
 
+    With ``dask`` (a scheduler address, ``tcp://host:8786``) or ``workers`` (a local cluster of that many
+    processes), the rows are cut into partitions of ``partition_rows`` that Dask workers embed in
+    parallel, each loading the encoder (a spec) once and reading its rows from the collection's files,
+    which must be on a filesystem every worker sees; partitions are committed here in row order.
+    """
     coll = collection if isinstance(collection, Collection) else open_collection(collection)
-    enc = load_encoder(encoder, device) if isinstance(encoder, str) else encoder
-    wanted = enc.fingerprint(coll.image_shape[0], tta)
-    with coll.writing():
-        current = coll.encoder
-        if current is not None and coll.counts["embedded"] and not same_encoder(current, wanted):
-            if not replace:
-                raise EncoderError(
-                    f"{coll.path} is embedded with {describe(current)}; you asked for {describe(wanted)}. "
-                    "Embeddings of two encoders are never mixed: re-embed everything with --replace "
-                    "(replace=True), or embed into another collection"
-                )
-            current = None
-        if current is None or not same_encoder(current, wanted):
-            coll.start_embeddings(wanted, enc.dim)
-        start = coll.counts["embedded"]
-        started = time.perf_counter()
-        _embed_rows(coll, enc, start, tta, batch_size, progress)
-    return EmbedReport(
-        coll.path, enc.spec, len(coll) - start, start, len(coll), time.perf_counter() - started
-    )
+    if dask is None and workers is None:
+        from .encoders import load_encoder
+
+        enc = load_encoder(encoder, device) if isinstance(encoder, str) else encoder
+        with coll.writing():
+            start = _begin(coll, enc.fingerprint(coll.image_shape[0], tta), replace)
+            started = time.perf_counter()
+            _embed_rows(coll, enc, start, tta, batch_size, progress)
+        spec = enc.spec
+    else:
+        if not isinstance(encoder, str):
+            raise EncoderError(
+                "Dask workers load the encoder themselves: give its spec (a string), not an Encoder"
+            )
+        from .distributed import dask_client
+
+        with dask_client(dask, workers) as client:
+            wanted = client.submit(
+                _worker_fingerprint, encoder, device, coll.image_shape[0], tta, pure=False
+            ).result()
+            with coll.writing():
+                start = _begin(coll, wanted, replace)
+                started = time.perf_counter()
+                _embed_partitions(client, coll, wanted, start, device, batch_size, partition_rows, progress)
+        spec = wanted["spec"]
+    return EmbedReport(coll.path, spec, len(coll) - start, start, len(coll), time.perf_counter() - started)
+
+
+def _begin(coll: Collection, wanted: dict, replace: bool) -> int:
+    """Apply the one-encoder rule for embeddings made by ``wanted``; the first row to embed (in writing)."""
+    current = coll.encoder
+    if current is not None and coll.counts["embedded"] and not same_encoder(current, wanted):
+        if not replace:
+            raise EncoderError(
+                f"{coll.path} is embedded with {describe(current)}; you asked for {describe(wanted)}. "
+                "Embeddings of two encoders are never mixed: re-embed everything with --replace "
+                "(replace=True), or embed into another collection"
+            )
+        current = None
+    if current is None or not same_encoder(current, wanted):
+        coll.start_embeddings(wanted, wanted["dim"])
+    return coll.counts["embedded"]
 
 
 def _embed_rows(
@@ -119,6 +152,100 @@ def _embed_rows(
         if pending:  # also on Ctrl-C: every finished batch is kept
             coll.append_embeddings(np.concatenate(pending))
         bar.close()
+
+
+def _embed_partitions(
+    client: Client,
+    coll: Collection,
+    wanted: dict,
+    start: int,
+    device: str | None,
+    batch_size: int,
+    partition_rows: int,
+    progress: bool,
+) -> None:
+    """Embed rows ``start:`` on the cluster, one task per partition, committing each in row order."""
+    from tqdm.auto import tqdm
+
+    from .distributed import in_order, row_ranges, slots_per_host
+
+    results = in_order(
+        client,
+        _embed_partition,
+        row_ranges(start, len(coll), partition_rows),
+        collection=str(coll.path.resolve()),
+        image_shape=coll.image_shape,
+        wanted=wanted,
+        device=device,
+        batch_size=batch_size,
+        slots=slots_per_host(client),
+    )
+    with tqdm(total=len(coll), initial=start, desc="embed", unit="img", disable=not progress) as bar:
+        for vectors in results:
+            coll.append_embeddings(vectors)
+            bar.update(len(vectors))
+
+
+# ---- on a Dask worker -------------------------------------------------------------------------------
+
+_worker_encoder: tuple[str, Encoder] | None = None  # the last encoder this process loaded, by fingerprint
+_worker_lock = threading.Lock()
+
+
+def _worker_fingerprint(spec: str, device: str | None, image_size: int, tta: bool) -> dict:
+    """The fingerprint of the encoder ``spec`` as a worker loads it (keeping it loaded for the tasks)."""
+    from .encoders import load_encoder
+
+    global _worker_encoder
+    with _worker_lock:
+        encoder = load_encoder(spec, device)
+        fingerprint = encoder.fingerprint(image_size, tta)
+        _worker_encoder = (_cache_key(fingerprint, device), encoder)
+    return fingerprint
+
+
+def _embed_partition(
+    first: int,
+    stop: int,
+    *,
+    collection: str,
+    image_shape: tuple[int, int, int],
+    wanted: dict,
+    device: str | None,
+    batch_size: int,
+    slots: dict[str, int],
+) -> np.ndarray:
+    """Embeddings of rows ``first:stop``, read from the collection's image file, by the ``wanted`` encoder."""
+    import torch
+
+    from .distributed import cpus_per_task
+    from .encoders import load_encoder
+
+    global _worker_encoder
+    torch.set_num_threads(cpus_per_task(slots))
+    key = _cache_key(wanted, device)
+    with _worker_lock:
+        if _worker_encoder is None or _worker_encoder[0] != key:
+            encoder = load_encoder(wanted["spec"], device)
+            if not same_encoder(encoder.fingerprint(image_shape[0], wanted["tta"]), wanted):
+                raise EncoderError(
+                    f"the encoder {wanted['spec']!r} loads with other weights or preprocessing on this "
+                    "worker than on the first one: every worker needs the same files and versions"
+                )
+            _worker_encoder = (key, encoder)
+        encoder = _worker_encoder[1]
+    images = image_rows(collection, image_shape, first, stop)
+    return np.concatenate(
+        [
+            encoder.embed(images[i : i + batch_size], tta=wanted["tta"])
+            for i in range(0, stop - first, batch_size)
+        ]
+    )
+
+
+def _cache_key(fingerprint: dict, device: str | None) -> str:
+    identity = {k: fingerprint.get(k) for k in IDENTITY_KEYS}
+    return json.dumps([identity, device], sort_keys=True)
 
 
 def encoder_of(collection: Collection, device: str | None = None) -> Encoder:

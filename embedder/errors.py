@@ -15,3 +15,7 @@ class IngestError(GalsearchError):
 
 class EncoderError(GalsearchError):
     """An encoder spec cannot be resolved or loaded, or does not match the collection."""
+
+
+class ClusterError(GalsearchError):
+    """A Dask cluster cannot be reached, or lost a task more often than it retries."""

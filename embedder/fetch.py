@@ -52,7 +52,7 @@ from tqdm.auto import tqdm
 from .collection import MANIFEST, Collection
 from .errors import GalsearchError, IngestError
 from .ingest import IngestReport, ingest
-from .sources import Item, Positions, _read_file, read_positions, valid_radec
+from .sources import Item, Positions, read_file, read_positions, valid_radec
 from .storage import atomic_write, atomic_write_json, utc_now
 from .stretch import Stretch
 
@@ -314,7 +314,7 @@ class _Fetcher:
         path = self.path(ra, dec)
         note = path.with_name(path.name + ".failed")
         if path.is_file():
-            item = _read_file(path, path.name, None)
+            item = read_file(path, path.name)
             if item.error is None:
                 return "cached", item
             path.unlink()  # damaged since it was written: fetch it again
@@ -413,7 +413,7 @@ def _write_checked(path: Path, content: bytes | Callable[[Any], Any], request: C
     """Write a cutout (bytes, or a writer of a file object) atomically, read it back and keep it only if it
     is readable and not blank; else CutoutFailure."""
     atomic_write(path, content if callable(content) else lambda f: f.write(content))
-    item = _read_file(path, path.name, None)
+    item = read_file(path, path.name)
     if item.error is not None:
         path.unlink()
         kind = "truncated file" if "truncated" in item.error else "corrupt file"

@@ -13,8 +13,9 @@ from skimage.transform import resize
 from tqdm.auto import tqdm
 
 from .collection import MANIFEST, Collection
+from .distributed import PARTITION_ROWS
 from .errors import IngestError
-from .sources import Item, read_source
+from .sources import Item, file_id, folder_files, read_file, read_source
 from .stretch import Stretch, to_uint8
 
 MIN_SIDE = 8
@@ -109,6 +110,9 @@ def ingest(
     cutout_size: int = 64,
     commit_every: int = 2048,
     progress: bool = True,
+    dask: str | None = None,
+    workers: int | None = None,
+    partition_rows: int = PARTITION_ROWS,
 ) -> IngestReport:
     """Add the galaxies in ``source`` to ``collection`` (created if absent); bad items are reported, skipped.
 
@@ -119,84 +123,197 @@ def ingest(
     keeps the central fraction of each image (for cutouts much wider than their galaxies); both are
     fixed when the collection is created. Work is committed every ``commit_every`` galaxies, so an
     interrupted run keeps what it stored and a re-run skips the ids already present.
+
+    With ``dask`` (a scheduler address) or ``workers`` (a local cluster of that many processes), the
+    files of a folder are read and prepared by Dask workers, ``partition_rows`` files per task, and
+    stored here in the folder's order: the same collection as without them.
     """
-    collection = Path(collection)
-    items = (
-        read_source(Path(source), catalog=catalog, bands=bands, cutout_size=cutout_size)
-        if isinstance(source, str | Path)
-        else source
-    )
-    report = IngestReport(collection)
-    coll = Collection(collection) if (collection / MANIFEST).exists() else None
-    if coll is not None:
-        if stretch is not None and stretch != coll.stretch:
-            raise IngestError(
-                f"{collection} stretches its images with a {coll.stretch}, not a {stretch}: a collection "
-                "keeps one stretch (leave out the stretch options, or ingest into a new collection)"
-            )
-        stretch = coll.stretch
-        if crop is not None and crop != coll.crop:
-            raise IngestError(f"{collection} keeps the central {coll.crop:.3g} of each image, not {crop:.3g}")
-        crop = coll.crop
-    stretch = stretch or Stretch()
-    crop = 1.0 if crop is None else crop
-    if not 0 < crop <= 1:
-        raise IngestError(f"crop is the central fraction of each image to keep, in (0, 1]; got {crop:g}")
-    seen: set[str] = set(coll.catalog["id"]) if coll is not None else set()
-    existing = set(seen)
-    buffer_images: list[np.ndarray] = []
-    buffer_rows: list[dict] = []
-
-    def flush() -> None:
-        if buffer_images:
-            with coll.writing():
-                coll.append_galaxies(np.stack(buffer_images), pd.DataFrame(buffer_rows))
-            report.stored += len(buffer_images)
-            buffer_images.clear()
-            buffer_rows.clear()
-
+    writer = _Writer(Path(collection), size, stretch, crop, commit_every)
     try:
-        total = operator.length_hint(items) or None
-        for item in tqdm(items, total=total, desc="ingest", unit="img", disable=not progress):
-            if item.error is not None:
-                report.skipped.append(Skipped(item.source, item.id, item.error))
-                continue
-            if item.id in existing:
-                report.already_present += 1
-                continue
-            if item.id in seen:
-                report.skipped.append(Skipped(item.source, item.id, "duplicate id (an earlier item has it)"))
-                continue
-            try:
-                side, channels = (
-                    coll.image_shape[1:] if coll is not None else _new_shape(item.image, size, crop)
+        if dask is None and workers is None:
+            items = (
+                read_source(Path(source), catalog=catalog, bands=bands, cutout_size=cutout_size)
+                if isinstance(source, str | Path)
+                else source
+            )
+            total = operator.length_hint(items) or None
+            for item in tqdm(items, total=total, desc="ingest", unit="img", disable=not progress):
+                writer.offer(item)
+        else:
+            if catalog is not None or not isinstance(source, str | Path) or not Path(source).is_dir():
+                raise IngestError(
+                    f"a Dask cluster ingests a folder of cutouts, one file per galaxy; {source} is read "
+                    "by one process (leave out --dask/--workers)"
                 )
-                stored = prepare_image(item.image, side, channels, stretch, crop)
-            except ValueError as exc:
-                report.skipped.append(Skipped(item.source, item.id, str(exc)))
-                continue
-            if coll is None:
-                preprocessing = {
-                    "size": side,
-                    "channels": channels,
-                    "stretch": stretch.to_dict(),
-                    "crop": crop,
-                }
-                coll = Collection.create(collection, (side, side, channels), preprocessing)
-            seen.add(item.id)
-            buffer_images.append(stored)
-            buffer_rows.append({"id": item.id, "source": item.source, **item.columns})
-            if len(buffer_images) >= commit_every:
-                flush()
+            _ingest_on_cluster(Path(source), writer, bands, dask, workers, partition_rows, progress)
     finally:
-        if coll is not None:
-            flush()
-    if coll is None or (report.stored == 0 and report.already_present == 0):
-        reasons = "; ".join(sorted({s.reason for s in report.skipped})[:5]) or "the source holds no images"
-        raise IngestError(f"no valid images in {source}: {reasons}")
-    with coll.writing():
-        coll.record_source({"source": str(source), "stored": report.stored, "skipped": len(report.skipped)})
-    return report
+        writer.flush()
+    return writer.finish(source)
+
+
+class _Writer:
+    """Ingest's one writer: stores, counts as present or skips each item in turn, committing in order."""
+
+    def __init__(
+        self, path: Path, size: int | None, stretch: Stretch | None, crop: float | None, commit_every: int
+    ):
+        self.report = IngestReport(path)
+        self.coll = Collection(path) if (path / MANIFEST).exists() else None
+        if self.coll is not None:
+            if stretch is not None and stretch != self.coll.stretch:
+                raise IngestError(
+                    f"{path} stretches its images with a {self.coll.stretch}, not a {stretch}: a collection "
+                    "keeps one stretch (leave out the stretch options, or ingest into a new collection)"
+                )
+            stretch = self.coll.stretch
+            if crop is not None and crop != self.coll.crop:
+                raise IngestError(
+                    f"{path} keeps the central {self.coll.crop:.3g} of each image, not {crop:.3g}"
+                )
+            crop = self.coll.crop
+        self.stretch = stretch or Stretch()
+        self.crop = 1.0 if crop is None else crop
+        if not 0 < self.crop <= 1:
+            raise IngestError(
+                f"crop is the central fraction of each image to keep, in (0, 1]; got {self.crop:g}"
+            )
+        self.size, self.commit_every = size, commit_every
+        self.existing: set[str] = set(self.coll.catalog["id"]) if self.coll is not None else set()
+        self.seen = set(self.existing)
+        self.images: list[np.ndarray] = []
+        self.rows: list[dict] = []
+
+    @property
+    def shape(self) -> tuple[int, int] | None:
+        """Side and channels of the stored images; None until the first valid image creates the collection."""
+        return None if self.coll is None else self.coll.image_shape[1:]
+
+    def offer(self, item: Item, prepared: np.ndarray | str | None = None) -> None:
+        """Take the next item; ``prepared`` is its stored image or why it has none (None: prepare it here)."""
+        if item.error is not None:
+            self.report.skipped.append(Skipped(item.source, item.id, item.error))
+            return
+        if item.id in self.existing:
+            self.report.already_present += 1
+            return
+        if item.id in self.seen:
+            self.report.skipped.append(Skipped(item.source, item.id, "duplicate id (an earlier item has it)"))
+            return
+        if prepared is None:
+            try:
+                side, channels = self.shape or _new_shape(item.image, self.size, self.crop)
+                prepared = prepare_image(item.image, side, channels, self.stretch, self.crop)
+            except ValueError as exc:
+                prepared = str(exc)
+        if isinstance(prepared, str):
+            self.report.skipped.append(Skipped(item.source, item.id, prepared))
+            return
+        if self.coll is None:
+            side, _, channels = prepared.shape
+            preprocessing = {
+                "size": side,
+                "channels": channels,
+                "stretch": self.stretch.to_dict(),
+                "crop": self.crop,
+            }
+            self.coll = Collection.create(self.report.collection, prepared.shape, preprocessing)
+        self.seen.add(item.id)
+        self.images.append(prepared)
+        self.rows.append({"id": item.id, "source": item.source, **item.columns})
+        if len(self.images) >= self.commit_every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit the galaxies taken since the last commit."""
+        if self.images:
+            with self.coll.writing():
+                self.coll.append_galaxies(np.stack(self.images), pd.DataFrame(self.rows))
+            self.report.stored += len(self.images)
+            self.images.clear()
+            self.rows.clear()
+
+    def finish(self, source: object) -> IngestReport:
+        """Record the source in the collection's provenance; IngestError if nothing at all was usable."""
+        report, coll = self.report, self.coll
+        if coll is None or (report.stored == 0 and report.already_present == 0):
+            reasons = (
+                "; ".join(sorted({s.reason for s in report.skipped})[:5]) or "the source holds no images"
+            )
+            raise IngestError(f"no valid images in {source}: {reasons}")
+        with coll.writing():
+            coll.record_source(
+                {"source": str(source), "stored": report.stored, "skipped": len(report.skipped)}
+            )
+        return report
+
+
+def _ingest_on_cluster(
+    folder: Path,
+    writer: _Writer,
+    bands: list[int] | None,
+    dask: str | None,
+    workers: int | None,
+    partition_rows: int,
+    progress: bool,
+) -> None:
+    """Have Dask workers read and prepare the files of ``folder``, and store them in the folder's order."""
+    from .distributed import dask_client, in_order, row_ranges
+
+    files = folder_files(folder.resolve())
+    with tqdm(total=len(files), desc="ingest", unit="img", disable=not progress) as bar:
+        todo = [(str(path), relative) for path, relative in files if file_id(relative) not in writer.existing]
+        writer.report.already_present += len(files) - len(todo)  # present by name: not even read again
+        bar.update(len(files) - len(todo))
+        first = 0
+        while writer.shape is None and first < len(todo):  # the first valid image shapes a new collection
+            writer.offer(read_file(Path(todo[first][0]), todo[first][1], bands))
+            first += 1
+            bar.update()
+        if first == len(todo):
+            return
+        side, channels = writer.shape
+        with dask_client(dask, workers) as client:
+            partitions = ((todo[a:b],) for a, b in row_ranges(first, len(todo), partition_rows))
+            results = in_order(
+                client,
+                _prepare_files,
+                partitions,
+                bands=bands,
+                side=side,
+                channels=channels,
+                stretch=writer.stretch.to_dict(),
+                crop=writer.crop,
+            )
+            for prepared in results:
+                for item, image in prepared:
+                    writer.offer(item, image)
+                bar.update(len(prepared))
+
+
+def _prepare_files(
+    files: list[tuple[str, str]],
+    *,
+    bands: list[int] | None,
+    side: int,
+    channels: int,
+    stretch: dict,
+    crop: float,
+) -> list[tuple[Item, np.ndarray | str | None]]:
+    """On a Dask worker: read and prepare cutout files (path, relative path); the items come back without
+    their raw pixels, each with its stored image or why it has none (None: unreadable, as the item says)."""
+    stretch_ = Stretch(**stretch)
+    results: list[tuple[Item, np.ndarray | str | None]] = []
+    for path, relative in files:
+        item = read_file(Path(path), relative, bands)
+        prepared = None
+        if item.error is None:
+            try:
+                prepared = prepare_image(item.image, side, channels, stretch_, crop)
+            except ValueError as exc:
+                prepared = str(exc)
+            item.image = None
+        results.append((item, prepared))
+    return results
 
 
 def _new_shape(image: np.ndarray, size: int | None, crop: float) -> tuple[int, int]:

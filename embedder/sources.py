@@ -184,10 +184,25 @@ def read_folder(folder: Path, bands: list[int] | None = None) -> Iterator[Item]:
     The id is the file's path inside ``folder`` without its image suffixes (``sub/name`` for subfolders);
     hidden files are ignored and any other file is reported as not an image.
     """
+    for path, relative in folder_files(folder):
+        yield read_file(path, relative, bands)
+
+
+def folder_files(folder: Path) -> list[tuple[Path, str]]:
+    """The files of a folder of cutouts that :func:`read_folder` reads, in its order: (path, relative
+    path as a POSIX string); hidden files and folders are left out."""
     files = {p.relative_to(folder): p for p in folder.rglob("*") if p.is_file()}
-    for relative in sorted(files, key=Path.as_posix):
-        if not any(part.startswith(".") for part in relative.parts):
-            yield _read_file(files[relative], relative.as_posix(), bands)
+    return [
+        (files[relative], relative.as_posix())
+        for relative in sorted(files, key=Path.as_posix)
+        if not any(part.startswith(".") for part in relative.parts)
+    ]
+
+
+def file_id(relative: str) -> str:
+    """The id of the item read from the file at ``relative`` (a path inside its folder): without suffix."""
+    suffix = _image_suffix(relative) or Path(relative).suffix
+    return relative[: len(relative) - len(suffix)]
 
 
 def _image_suffix(name: str) -> str | None:
@@ -201,19 +216,20 @@ def read_image_file(path: str | Path, bands: list[int] | None = None) -> Item:
     path = Path(path)
     if not path.is_file():
         raise IngestError(f"image file {path} does not exist")
-    item = _read_file(path, path.name, bands)
+    item = read_file(path, path.name, bands)
     if item.error is not None:
         raise IngestError(f"cannot use {path}: {item.error}")
     return item
 
 
-def _read_file(path: Path, relative: str, bands: list[int] | None) -> Item:
-    """One cutout file as an Item, or an Item with the reason it cannot be used."""
+def read_file(path: Path, relative: str, bands: list[int] | None = None) -> Item:
+    """One cutout file, named ``relative`` inside its folder, as an Item, or an Item with the reason it
+    cannot be used."""
     suffix = _image_suffix(path.name)
+    item_id = file_id(relative)
     if suffix is None:
         reason = f"not an image file (suffix {path.suffix or 'none'}); expected FITS, PNG or JPEG"
-        return Item(relative.removesuffix(path.suffix), relative, error=reason)
-    item_id = relative[: -len(suffix)]
+        return Item(item_id, relative, error=reason)
     try:
         if suffix in FITS_SUFFIXES:
             image, columns = _read_fits(path, bands)

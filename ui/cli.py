@@ -41,6 +41,16 @@ def _bands(text: str) -> list[int]:
         ) from None
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def _stretch(args: argparse.Namespace) -> Stretch | None:
     """The stretch the ingest options (--stretch, --percentiles, --softening, --per-channel) describe, the
     defaults filling in; None without any, which means the collection's own (or the default)."""
@@ -71,6 +81,9 @@ def cmd_ingest(args: argparse.Namespace) -> None:
         bands=args.bands,
         cutout_size=args.cutout_size,
         progress=not args.quiet,
+        dask=args.dask,
+        workers=args.workers,
+        partition_rows=args.partition_rows,
     )
     print(report.summary())
 
@@ -108,6 +121,9 @@ def cmd_embed(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         device=args.device,
         progress=not args.quiet,
+        dask=args.dask,
+        workers=args.workers,
+        partition_rows=args.partition_rows,
     )
     print(report.summary())
 
@@ -515,6 +531,30 @@ def _add_stretch_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_dask_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """--dask ADDRESS / --workers N and --partition-rows, for the commands that run on a Dask cluster."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="run on the Dask cluster whose scheduler is at ADDRESS (e.g. tcp://host:8786); every worker "
+        "needs galsearch and the same files at the same paths (a shared filesystem)",
+    )
+    where.add_argument(
+        "--workers",
+        type=_positive,
+        metavar="N",
+        help="run on a Dask cluster of N worker processes on this machine",
+    )
+    parser.add_argument(
+        "--partition-rows",
+        type=_positive,
+        default=4096,  # embedder.distributed.PARTITION_ROWS, named here so that --help stays fast
+        metavar="N",
+        help=f"{what} per Dask task, the work a killed worker or run repeats (default 4096)",
+    )
+
+
 def _add_table_options(
     parser: argparse.ArgumentParser, what: str, formats: tuple[str, ...] = FORMATS
 ) -> None:
@@ -572,6 +612,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_stretch_options(p)
     p.add_argument("--bands", type=_bands, help="channels to keep, in R,G,B order, e.g. 3,2,1")
+    _add_dask_options(p, "files of a folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = command(
@@ -627,6 +668,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replace", action="store_true", help="discard embeddings made by another encoder")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    _add_dask_options(p, "rows")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = command(
