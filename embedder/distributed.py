@@ -9,6 +9,7 @@ flight, which the next run repeats.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 import warnings
@@ -59,6 +60,8 @@ def dask_client(address: str | None = None, workers: int | None = None) -> Itera
         cluster = LocalCluster(
             n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
         )
+    # closing, a nanny warns when its worker (torch's teardown) takes over 4 s to exit, then ends it: noise
+    logging.getLogger("distributed.nanny").setLevel(logging.ERROR)
     with cluster, Client(cluster, direct_to_workers=True) as client:
         yield client
 
