@@ -16,10 +16,8 @@ fresh process so that its peak resident memory is its own:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from fresh_process import in_process, report
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -164,18 +163,6 @@ def measure(path: Path, what: str) -> dict[str, float]:
     return out
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident memory (VmHWM: unlike ru_maxrss, not inherited across fork and exec)."""
-    status = Path("/proc/self/status").read_text()
-    return int(status.split("VmHWM:")[1].split()[0]) / 1024
-
-
-def in_process(path: Path, what: str) -> dict[str, float]:
-    """:func:`measure` in a fresh Python process, with its peak resident memory."""
-    command = [sys.executable, __file__, "--measure", what, "--path", str(path)]
-    return json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -186,9 +173,7 @@ def main() -> None:
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
-        result = measure(args.path, args.measure)
-        result["peak_rss_mb"] = peak_rss_mb()
-        print(json.dumps(result))
+        report(measure(args.path, args.measure))
         return
     work = args.work or Path(tempfile.mkdtemp(prefix="catalog-scale-"))
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -212,7 +197,7 @@ def main() -> None:
             if what.startswith("open (first"):
                 for index in (path / "cache").glob("ids-*.arrow"):
                     index.unlink()
-            result = in_process(path, what)
+            result = in_process(__file__, path, what)
             seconds = result.get("seconds", result.get("open"))
             print(f"| {n:,} | {what} | {seconds:.3f} | {result['peak_rss_mb']:.0f} |", flush=True)
 

@@ -17,11 +17,9 @@ memory is its own:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from fresh_process import in_process, report
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -97,18 +96,6 @@ def measure(path: Path, what: str) -> dict[str, float]:
     return out
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident memory (VmHWM: unlike ru_maxrss, not inherited across fork and exec)."""
-    status = Path("/proc/self/status").read_text()
-    return int(status.split("VmHWM:")[1].split()[0]) / 1024
-
-
-def in_process(path: Path, what: str) -> dict[str, float]:
-    """:func:`measure` in a fresh Python process, with its peak resident memory."""
-    command = [sys.executable, __file__, "--measure", what, "--path", str(path)]
-    return json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -119,9 +106,7 @@ def main() -> None:
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
-        result = measure(args.path, args.measure)
-        result["peak_rss_mb"] = peak_rss_mb()
-        print(json.dumps(result))
+        report(measure(args.path, args.measure))
         return
     work = args.work or Path(tempfile.mkdtemp(prefix="discover-scale-"))
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -138,7 +123,7 @@ def main() -> None:
             )
         shutil.rmtree(path / "cache", ignore_errors=True)
         for what in ("first session (features and GP features cached)", "session start", "rate -> suggest"):
-            result = in_process(path, what)
+            result = in_process(__file__, path, what)
             print(f"| {n:,} | {what} | {result['seconds']:.2f} | {result['peak_rss_mb']:.0f} |", flush=True)
 
 
