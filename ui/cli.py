@@ -740,7 +740,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--rerank",
         type=int,
         metavar="K",
-        help="re-score a shortlist of K x k candidates exactly from the stored embeddings (default: 10 for "
+        help="re-score a shortlist of K x k candidates exactly from the stored embeddings (default: 20 for "
         "compressed factories such as PQ/SQ, none for float ones; 0: never)",
     )
     p.add_argument(
