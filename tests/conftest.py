@@ -51,6 +51,26 @@ def blob_collection(tmp_path: Path) -> Collection:
     return open_collection(tmp_path / "blobs")
 
 
+def cli_killed_after_commits(commits: int, setup: str = "") -> str:
+    """Python source of the galsearch CLI that SIGKILLs its own process (no cleanup runs) right after its
+    ``commits``-th commit of embeddings: a hard kill at the same point however fast or busy the machine
+    is. ``setup`` runs first (e.g. to commit after every batch); run it as ``python -c SOURCE ARGS...``."""
+    return f"""
+import os, signal, sys
+import ui.cli
+from embedder.collection import Collection
+{setup}
+append, commits = Collection.append_embeddings, []
+def append_then_die(self, rows):
+    append(self, rows)
+    commits.append(len(rows))
+    if len(commits) == {commits}:
+        os.kill(os.getpid(), signal.SIGKILL)
+Collection.append_embeddings = append_then_die
+sys.exit(ui.cli.main())
+"""
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as s:

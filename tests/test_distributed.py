@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
-from conftest import TINY_ENCODER, blob_images, write_blob_npz
+from conftest import TINY_ENCODER, blob_images, cli_killed_after_commits, write_blob_npz
 from distributed import Client, LocalCluster
 from distributed.diagnostics.plugin import WorkerPlugin
 from PIL import Image
@@ -68,21 +68,8 @@ def test_a_cluster_takes_an_encoder_spec_not_an_object(blob_collection):
         embed(blob_collection, load_encoder(TINY_ENCODER, "cpu"), workers=2, progress=False)
 
 
-# The CLI in a child process that SIGKILLs itself (no cleanup runs) right after committing its second
-# partition: the kill comes at the same point however fast or busy the machine and the cluster are.
-KILLED_AFTER_TWO_PARTITIONS = """
-import os, signal, sys
-import ui.cli
-from embedder.collection import Collection
-append, commits = Collection.append_embeddings, []
-def append_then_die(self, rows):
-    append(self, rows)
-    commits.append(len(rows))
-    if len(commits) == 2:
-        os.kill(os.getpid(), signal.SIGKILL)
-Collection.append_embeddings = append_then_die
-sys.exit(ui.cli.main())
-"""
+# The CLI in a child process that kills itself right after committing its second partition.
+KILLED_AFTER_TWO_PARTITIONS = cli_killed_after_commits(2)
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import TINY_ENCODER, blob_images, write_blob_npz
+from conftest import TINY_ENCODER, blob_images, cli_killed_after_commits, write_blob_npz
 
 from embedder import EncoderError, embed, encoder_of, ingest, load_encoder, open_collection
 
@@ -93,22 +93,12 @@ def test_interrupted_embed_resumes_where_it_stopped(tmp_path, monkeypatch):
     _assert_rows_match_a_fresh_run(open_collection(tmp_path / "c"), slice(done - 8, done + 8))
 
 
-# The CLI in a child process that commits after every batch and kills itself (SIGKILL: no cleanup runs)
-# right after its third commit: a hard kill at the same point however fast or busy the machine is.
-KILLED_AFTER_THREE_COMMITS = """
-import os, signal, sys
-import embedder.embed, ui.cli
-from embedder.collection import Collection
-sys.modules["embedder.embed"].COMMIT_SECONDS = 0.0  # the module: embedder.embed names the function
-append, commits = Collection.append_embeddings, []
-def append_then_die(self, rows):
-    append(self, rows)
-    commits.append(len(rows))
-    if len(commits) == 3:
-        os.kill(os.getpid(), signal.SIGKILL)
-Collection.append_embeddings = append_then_die
-sys.exit(ui.cli.main())
-"""
+# The CLI in a child process that commits after every batch and kills itself right after its third commit.
+KILLED_AFTER_THREE_COMMITS = cli_killed_after_commits(
+    3,
+    setup="import embedder.embed\n"
+    'sys.modules["embedder.embed"].COMMIT_SECONDS = 0.0  # the module: embedder.embed names the function',
+)
 
 
 @pytest.mark.slow
