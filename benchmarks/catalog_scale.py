@@ -15,17 +15,12 @@ fresh process so that its peak resident memory is its own:
 
 from __future__ import annotations
 
-import argparse
-import os
-import platform
 import sys
-import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-from fresh_process import in_process, report
+from fresh_process import arguments, in_process
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -164,20 +159,10 @@ def measure(path: Path, what: str) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
-    parser.add_argument("--work", type=Path, help="folder for the collections (default: a temporary one)")
-    parser.add_argument("--measure", help=argparse.SUPPRESS)
-    parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.measure:
-        report(measure(args.path, args.measure))
+    args = arguments(__doc__, measure, "catalog-scale-")
+    if args is None:
         return
-    work = args.work or Path(tempfile.mkdtemp(prefix="catalog-scale-"))
-    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"{platform.processor() or platform.machine()}, {datetime.now(UTC):%Y-%m-%d}, load {load}\n")
+    work = args.work
     print("| galaxies | read | seconds | peak RSS (MB) |")
     print("|---:|---|---:|---:|")
     for n in args.rows:
