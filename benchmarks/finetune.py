@@ -1,11 +1,11 @@
 """Fine-tuning on small labelled sets: ring accuracy, few-shot learning curve, GZ1 balanced accuracy.
 
-    python benchmarks/finetune.py [--work DIR] [--auto-budget S] [--draws N]
+    python benchmarks/finetune.py [--work DIR] [--auto-budget S] [--draws N] [--encoder SPEC]
 
 Data: ../shared/data (rings: GZ DECaLS ring / not ring; GZ1: five classes, spirals merged), embedded
-with the default encoder. Heads train on the *train* split of benchmarks/splits.py and are measured on
-its *test* split (the default encoder was trained on the train splits only). Each row gives the head,
-the test metrics, the device and the wall time of the run.
+with the default encoder (or ``--encoder``). Heads train on the *train* split of benchmarks/splits.py
+and are measured on its *test* split (the default encoder was trained on the train splits only). Each
+row gives the head, the test metrics, the device and the wall time of the run.
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ RUNS = {
 CURVE = (10, 30, 100)
 
 
-def collection(work: Path, name: str):
+def collection(work: Path, name: str, encoder: str):
     """The whole development file as one embedded collection, plus train and test label tables."""
     path = work / f"{name}_all"
     if not (path / "manifest.json").exists():
         ingest(shared_file(name), path, progress=False)
-    embed(path, DEFAULT_ENCODER, replace=True, progress=False)
+    embed(path, encoder, replace=True, progress=False)
     coll = open_collection(path)
     train, test = split(name, work)
     tables = []
@@ -56,14 +56,16 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("work"))
     parser.add_argument("--auto-budget", type=float, default=120, help="seconds for --auto (default 120)")
     parser.add_argument("--draws", type=int, default=5, help="draws per learning-curve point (default 5)")
+    parser.add_argument("--encoder", default=DEFAULT_ENCODER, help="encoder spec (default: the shipped one)")
     args = parser.parse_args()
     device = default_device()
-    print(f"machine: {platform.processor() or platform.machine()}; device: {device}\n")
+    machine = platform.processor() or platform.machine()
+    print(f"machine: {machine}; device: {device}; encoder: {args.encoder}\n")
     print("| data | task | head | accuracy | balanced accuracy | ROC AUC | seconds |")
     print("|---|---|---|---|---|---|---|")
     best = {}
     for name, task in (("rings", "classify"), ("gz1", "classify")):
-        coll, train_table, test_table = collection(args.work, name)
+        coll, train_table, test_table = collection(args.work, name, args.encoder)
         train = read_labels(train_table, coll, task)
         test = read_labels(test_table, coll, task)
         runs = dict(RUNS)
