@@ -36,6 +36,11 @@ RUNS = {  # name: (description, pretrain arguments)
     "decay-0.75-bn": ("same, --layer-decay 0.75 --no-freeze-bn", DECAY | {"freeze_bn": False}),
     "random-lite0": ("random tf_efficientnet_lite0, --lr 2e-3", {"architecture": "tf_efficientnet_lite0"}),
     "random-atto": ("random convnext_atto, --lr 2e-3 (the default's recipe)", {}),
+    "random-resnet18": ("random resnet18, --lr 2e-3 (a BatchNorm control)", {"architecture": "resnet18"}),
+    "random-resnet18-labels": (
+        "random resnet18, --lr 2e-3 --method supervised",
+        {"architecture": "resnet18", "method": "supervised"},
+    ),
 }
 FROZEN = ("default", "imagenet:efficientnet_lite0")
 INPUT_SIZE = 64

@@ -286,6 +286,16 @@ def embedding_dim(model: torch.nn.Module) -> int:
     return int(model.num_classes or model.num_features)
 
 
+def train_mode(model: torch.nn.Module, freeze_bn: bool) -> None:
+    """Put ``model`` in training mode; with ``freeze_bn`` its BatchNorm layers stay in eval mode, so they
+    normalise with the running statistics they have (their scale and shift still learn)."""
+    model.train()
+    if freeze_bn:
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
 def layer_decay_groups(model: torch.nn.Module, lr: float, decay: float) -> list[dict]:
     """Optimiser parameter groups, one per timm block of ``model`` from the stem up to the final norm
     (as its ``group_matcher`` orders them); the top block learns at ``lr * decay``, each block below at

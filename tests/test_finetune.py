@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import TINY_ENCODER
 
-from embedder import GalsearchError, embed, open_collection
+from embedder import GalsearchError, embed, load_encoder, open_collection
 from embedder.training.finetune import FinetuneConfig, finetune, learning_curve, predict
 from embedder.training.heads import load_head
 from embedder.training.labels import LabelError, read_labels
@@ -171,3 +172,15 @@ def test_finetune_and_predict_commands(blobs, tmp_path, capsys):
     assert (coll.path / "heads" / "shapes" / "learning_curve.png").is_file()
     table.assign(label="ring").to_csv(tmp_path / "one.csv", index=False)
     assert main(["finetune", str(coll.path), "--labels", str(tmp_path / "one.csv")]) == 1
+
+
+@pytest.mark.parametrize("freeze_bn", [True, False])
+def test_unfrozen_batchnorm_layers_keep_the_encoders_statistics_unless_asked(blob_collection, freeze_bn):
+    embed(blob_collection, "random:test_efficientnet", device="cpu", progress=False)
+    coll = open_collection(blob_collection.path)
+    labels = read_labels(pd.DataFrame({"id": coll.catalog["id"], "label": coll.catalog["class_name"]}), coll)
+    initial = load_encoder("random:test_efficientnet", "cpu").model.state_dict()
+    statistics = {k: v for k, v in initial.items() if k.endswith(("running_mean", "running_var"))}
+    config = FinetuneConfig(unfreeze=1, epochs=1, freeze_bn=freeze_bn, device="cpu")
+    trained = finetune(coll, labels, config).head.encoder.model.state_dict()
+    assert statistics and all(torch.equal(v, trained[k]) for k, v in statistics.items()) == freeze_bn

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from ..collection import Collection, read_rows
 from ..embed import encoder_of
-from ..encoders import Encoder, default_device, layer_decay_groups
+from ..encoders import Encoder, default_device, layer_decay_groups, train_mode
 from ..errors import GalsearchError
 from .augment import Augment
 from .heads import Head, HeadNet, head_folder, head_path, load_head, output_count
@@ -52,6 +52,7 @@ class FinetuneConfig:
     lr: float | None = None  # 3e-3 on frozen embeddings, 3e-4 when unfreezing
     weight_decay: float = 1e-2
     layer_decay: float = 0.75
+    freeze_bn: bool = True  # unfrozen BatchNorm layers keep the encoder's running statistics
     epochs: int | None = None  # 300 frozen, 30 unfrozen (early stopping ends most runs sooner)
     patience: int | None = None  # epochs without validation improvement: 30 frozen, 5 unfrozen
     batch_size: int = 64
@@ -222,7 +223,7 @@ def fit_head(
     for _ in bar:
         net.train()
         if encoder is not None:
-            encoder.model.train()
+            train_mode(encoder.model, config.freeze_bn)
         for batch in np.array_split(
             rng.permutation(train), max(1, math.ceil(len(train) / config.batch_size))
         ):

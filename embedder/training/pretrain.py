@@ -48,6 +48,7 @@ from ..encoders import (
     layer_decay_groups,
     load_encoder,
     save_encoder,
+    train_mode,
     weights_digest,
 )
 from ..errors import GalsearchError
@@ -58,7 +59,6 @@ Method = Literal["ssl", "supervised", "both"]
 CHECKPOINT_SECONDS = 300.0
 LOG_EVERY = 10
 ARCHITECTURE, LR, INIT_LR = "convnext_atto", 2e-3, 5e-4  # INIT_LR: from --init weights
-BATCH_NORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm)
 
 
 @dataclass
@@ -273,14 +273,6 @@ class _Trainer:
         blocks = layer_decay_groups(self.model.backbone, self.config.lr, self.config.layer_decay)
         return [*blocks, {"params": heads}]
 
-    def train_mode(self) -> None:
-        """The model in training mode; with ``freeze_bn`` its BatchNorm layers stay in eval mode."""
-        self.model.train()
-        if self.config.freeze_bn:
-            for module in self.model.modules():
-                if isinstance(module, BATCH_NORMS):
-                    module.eval()
-
     def order(self, epoch: int) -> np.ndarray:
         """The epoch's shuffled image order (a function of seed and epoch, so a resumed run repeats it)."""
         generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
@@ -442,7 +434,7 @@ def pretrain(
         unit="step",
         disable=not progress,
     )
-    trainer.train_mode()
+    train_mode(trainer.model, trainer.config.freeze_bn)
     for epoch in range(start_epoch, epochs):
         order = trainer.order(epoch)
         for step in range(start_step if epoch == start_epoch else 0, per_epoch):
