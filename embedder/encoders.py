@@ -88,11 +88,10 @@ class Encoder:
         } | provenance
 
     def to(self, device: str | torch.device) -> Encoder:
-        """Move the model to ``device`` (channels-last on CUDA) and return self."""
-        device = torch.device(device)
-        self.model.to(device)
-        if device.type == "cuda":
-            self.model.to(memory_format=torch.channels_last)
+        """Move the model to ``device``, channels-last (the faster layout for convolutions on GPUs; on
+        this project's CPU 5-40% faster for EfficientNet-Lite0, ResNet-18 and ConvNeXt), and return
+        self."""
+        self.model.to(torch.device(device), memory_format=torch.channels_last)
         return self
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
@@ -127,8 +126,7 @@ class Encoder:
         if tta:
             views = [torch.rot90(v, k, dims=(2, 3)) for v in (x, x.flip(3)) for k in range(4)]
             x = torch.cat(views)
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             features = self.model(x).float()
         if tta:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from safetensors import safe_open
 
 from embedder import EncoderError, load_encoder, open_collection, save_encoder
 from embedder.encoders import DEFAULT_WEIGHTS, layer_decay_groups
+from ui.cli import build_parser
 
 ARCH = TINY_ENCODER.removeprefix("random:")
 
@@ -69,12 +71,26 @@ def test_damaged_checkpoint_is_reported(tmp_path):
 
 def test_default_encoder_ships_with_the_package(images):
     encoder = load_encoder("default", "cpu")
-    assert (encoder.architecture, encoder.input_size, encoder.channels) == ("convnext_atto", 64, 3)
-    assert encoder.embed(images).shape == (4, encoder.dim)
+    assert (encoder.architecture, encoder.input_size, encoder.channels) == ("tf_efficientnet_lite0", 64, 3)
+    assert encoder.embed(images).shape == (4, encoder.dim) == (4, 256)
     assert DEFAULT_WEIGHTS.stat().st_size <= 25 * 2**20
+
+
+def test_default_encoder_was_trained_by_make_default_encoder():
+    """The shipped file's training metadata matches `make default-encoder`, parsed as the CLI does."""
+    root = Path(__file__).resolve().parent.parent
+    dry_run = subprocess.run(
+        ["make", "-n", "default-encoder"], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.replace("\\\n", " ")
+    command = shlex.split(next(line for line in dry_run.splitlines() if " pretrain " in line))
+    recipe = build_parser().parse_args(command[command.index("pretrain") :])
     with safe_open(str(DEFAULT_WEIGHTS), framework="pt") as f:
         training = json.loads(f.metadata()["galsearch"])["training"]
-    assert training["method"] == "both" and "gz1_train" in training["collections"]
+    assert training["collections"] == [path.name for path in recipe.collections]
+    assert training["init"] == recipe.init == "imagenet:efficientnet_lite0"
+    assert training["vote_columns"] == recipe.votes
+    for key in ("method", "input_size", "epochs", "embed_dim", "seed", "batch_size", "layer_decay"):
+        assert training[key] == getattr(recipe, key), key
 
 
 def test_unknown_name_suggests_close_matches():
