@@ -21,8 +21,8 @@ import torch
 from encoder_quality import embed_batches, knn_precision, load_parts, machine, probe
 from sklearn.metrics import balanced_accuracy_score
 
-import embedder.training.pretrain as training
 from embedder import Encoder, ingest, load_encoder
+from embedder.training.pretrain import _Trainer, pretrain
 
 IMAGENET = {"init": "imagenet:efficientnet_lite0"}
 DECAY = IMAGENET | {"layer_decay": 0.75}
@@ -81,7 +81,7 @@ class Averages:
 
 def instrument(averages: Averages) -> None:
     """Make every training step update ``averages``, and EfficientNets train channels-last."""
-    step, init = training._Trainer.step, training._Trainer.__init__
+    step, init = _Trainer.step, _Trainer.__init__
 
     def stepping(self, indices):
         losses = step(self, indices)
@@ -93,7 +93,7 @@ def instrument(averages: Averages) -> None:
         if "efficientnet" in self.config.architecture:
             self.model.to(memory_format=torch.channels_last)
 
-    training._Trainer.step, training._Trainer.__init__ = stepping, building
+    _Trainer.step, _Trainer.__init__ = stepping, building
 
 
 def main() -> None:
@@ -121,7 +121,7 @@ def main() -> None:
         out = args.work / "pretrain_init" / f"{name}.safetensors"
         out.parent.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
-        report = training.pretrain(
+        report = pretrain(
             [collection], out, **options, epochs=args.epochs, device="cpu", restart=True, progress=False
         )
         minutes = f"{(time.perf_counter() - started) / 60:.1f}"
