@@ -7,8 +7,7 @@ seed 0 unless the run says otherwise) and is measured on the *test* split as in 
 precision@10 (overall and class-balanced) and a logistic-regression probe on 100 train labels per class
 (balanced accuracy, mean ± std of 5 draws). The frozen rows measure encoders as they are. ``--ema``
 also measures, for every run, exponential moving averages of the backbone's weights taken after each
-step. EfficientNets train channels-last here, which is 3x faster on a CPU and changes no result
-beyond float rounding (pretrain itself uses channels-last on CUDA only).
+step.
 """
 
 from __future__ import annotations
@@ -80,20 +79,15 @@ class Averages:
 
 
 def instrument(averages: Averages) -> None:
-    """Make every training step update ``averages``, and EfficientNets train channels-last."""
-    step, init = _Trainer.step, _Trainer.__init__
+    """Make every training step update ``averages``."""
+    step = _Trainer.step
 
     def stepping(self, indices):
         losses = step(self, indices)
         averages.update(self.model.backbone)
         return losses
 
-    def building(self, *args, **kwargs):
-        init(self, *args, **kwargs)
-        if "efficientnet" in self.config.architecture:
-            self.model.to(memory_format=torch.channels_last)
-
-    _Trainer.step, _Trainer.__init__ = stepping, building
+    _Trainer.step = stepping
 
 
 def main() -> None:

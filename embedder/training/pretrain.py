@@ -244,9 +244,7 @@ class _Trainer:
         self.state_file = out.with_name(out.name + ".state.pt")
         self.log_file = out.with_name(out.name + ".log.csv")
         torch.manual_seed(config.seed)
-        self.model = _Model(config, data.classes, init).to(device)
-        if device.type == "cuda":
-            self.model.to(memory_format=torch.channels_last)
+        self.model = _Model(config, data.classes, init).to(device, memory_format=torch.channels_last)
         self.steps_per_epoch = len(data) // config.batch_size
         self.optimizer = torch.optim.AdamW(
             self._parameter_groups(), lr=config.lr, weight_decay=config.weight_decay
@@ -283,8 +281,7 @@ class _Trainer:
         images = self.data.images(indices, self.device)
         views = torch.cat([self.augment(images, self.generator), self.augment(images, self.generator)])
         views = (views - self.mean) / self.std
-        if self.device.type == "cuda":
-            views = views.contiguous(memory_format=torch.channels_last)
+        views = views.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             features = self.model.backbone(views).float()
         ssl, sup = _losses(self.model, features, self.data, indices, self.class_weights, self.config)
