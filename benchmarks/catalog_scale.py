@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from fresh_process import arguments, in_process
+from sparse_collection import made_once, write_sparse_collection
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -81,13 +82,7 @@ def unique_positions(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 def write_collection(path: Path, n: int) -> None:
     """A catalog-only collection of ``n`` galaxies (1 x 1 images in a sparse file, no embeddings)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    from embedder.catalog import ROW_GROUP
-    from embedder.collection import CATALOG, IMAGES, MANIFEST, Collection
-    from embedder.storage import atomic_write_json
-
-    coll = Collection.create(path, (1, 1, 1), {}, name=f"catalog-{n}")
     ra, dec = unique_positions(n)
     rng = np.random.default_rng(1)
     schema = pa.schema(
@@ -100,24 +95,20 @@ def write_collection(path: Path, n: int) -> None:
             ("class_name", pa.string()),
         ]
     )
-    with pq.ParquetWriter(path / CATALOG, schema) as writer:
-        for start in range(0, n, CHUNK):
-            part = slice(start, min(start + CHUNK, n))
-            size = part.stop - part.start
-            columns = {
-                "id": pa.array(iau_ids(ra[part], dec[part])).cast(pa.string()),
-                "source": pa.array(np.full(size, "synthetic")),
-                "ra": ra[part],
-                "dec": dec[part],
-                "mag": rng.normal(19.5, 1.2, size),
-                "class_name": pa.array(CLASSES[rng.integers(0, len(CLASSES), size)]),
-            }
-            writer.write_table(pa.table(columns, schema=schema), row_group_size=ROW_GROUP)
-    with open(path / IMAGES, "r+b") as f:
-        f.truncate(n)  # sparse: takes no disk
-    manifest = coll.manifest
-    manifest["counts"]["galaxies"] = n
-    atomic_write_json(path / MANIFEST, manifest)
+
+    def chunk(start: int, size: int) -> tuple[dict, None]:
+        part = slice(start, start + size)
+        columns = {
+            "id": pa.array(iau_ids(ra[part], dec[part])).cast(pa.string()),
+            "source": pa.array(np.full(size, "synthetic")),
+            "ra": ra[part],
+            "dec": dec[part],
+            "mag": rng.normal(19.5, 1.2, size),
+            "class_name": pa.array(CLASSES[rng.integers(0, len(CLASSES), size)]),
+        }
+        return columns, None
+
+    write_sparse_collection(path, n, schema, chunk, CHUNK)
 
 
 def measure(path: Path, what: str) -> dict[str, float]:
@@ -167,10 +158,7 @@ def main() -> None:
     print("|---:|---|---:|---:|")
     for n in args.rows:
         path = work / f"catalog-{n}"
-        if not (path / "manifest.json").exists():
-            start = time.perf_counter()
-            write_collection(path, n)
-            print(f"| {n:,} | write the catalog (benchmark set-up) | {time.perf_counter() - start:.1f} | |")
+        made_once(path, n, write_collection, "catalog")
         for what in (
             "open (first: id index built)",
             "open",

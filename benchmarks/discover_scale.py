@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 from fresh_process import arguments, in_process
+from sparse_collection import made_once, write_sparse_collection
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -36,36 +37,23 @@ STEPS = 5
 def write_collection(path: Path, n: int, seed: int = 0) -> None:
     """``n`` galaxies with clustered embeddings and a stand-in anomaly score, written in chunks."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    from embedder.catalog import ROW_GROUP
-    from embedder.collection import CATALOG, EMBEDDINGS, IMAGES, MANIFEST, Collection
-    from embedder.storage import atomic_write_json
-
-    coll = Collection.create(path, (1, 1, 1), {}, name=f"discover-{n}")
     rng = np.random.default_rng(seed)
     centres = rng.normal(0, 1, (CENTRES, WIDTH)).astype(np.float32)
     spread = rng.uniform(0.3, 1.0, CENTRES).astype(np.float32)
     schema = pa.schema([("id", pa.string()), ("source", pa.string()), ("anomaly_knn", pa.float64())])
-    with open(path / EMBEDDINGS, "wb") as vectors, pq.ParquetWriter(path / CATALOG, schema) as catalog:
-        for start in range(0, n, CHUNK):
-            size = min(CHUNK, n - start)
-            cluster = rng.integers(0, CENTRES, size)
-            offsets = rng.standard_normal((size, WIDTH), dtype=np.float32) * spread[cluster, None]
-            vectors.write((centres[cluster] + offsets).tobytes())
-            columns = {
-                "id": pa.array([f"g{i:08d}" for i in range(start, start + size)]),
-                "source": pa.array(np.full(size, "synthetic")),
-                "anomaly_knn": np.linalg.norm(offsets, axis=1).astype(np.float64) / spread[cluster],
-            }
-            catalog.write_table(pa.table(columns, schema=schema), row_group_size=ROW_GROUP)
-    with open(path / IMAGES, "r+b") as f:
-        f.truncate(n)  # sparse: takes no disk
-    manifest = coll.manifest
-    manifest["counts"] = {"galaxies": n, "embedded": n}
-    manifest["encoder"] = {"architecture": "synthetic-clusters", "dim": WIDTH}
-    manifest["embeddings"] = {"file": EMBEDDINGS, "dtype": "float32", "dim": WIDTH}
-    atomic_write_json(path / MANIFEST, manifest)
+
+    def chunk(start: int, size: int) -> tuple[dict, np.ndarray]:
+        cluster = rng.integers(0, CENTRES, size)
+        offsets = rng.standard_normal((size, WIDTH), dtype=np.float32) * spread[cluster, None]
+        columns = {
+            "id": pa.array([f"g{i:08d}" for i in range(start, start + size)]),
+            "source": pa.array(np.full(size, "synthetic")),
+            "anomaly_knn": np.linalg.norm(offsets, axis=1).astype(np.float64) / spread[cluster],
+        }
+        return columns, centres[cluster] + offsets
+
+    write_sparse_collection(path, n, schema, chunk, CHUNK, dim=WIDTH)
 
 
 def measure(path: Path, what: str) -> dict[str, float]:
@@ -101,12 +89,7 @@ def main() -> None:
     print("|---:|---|---:|---:|")
     for n in args.rows:
         path = work / f"discover-{n}"
-        if not (path / "manifest.json").exists():
-            start = time.perf_counter()
-            write_collection(path, n)
-            print(
-                f"| {n:,} | write the collection (benchmark set-up) | {time.perf_counter() - start:.1f} | |"
-            )
+        made_once(path, n, write_collection, "collection")
         shutil.rmtree(path / "cache", ignore_errors=True)
         for what in ("first session (features and GP features cached)", "session start", "rate -> suggest"):
             result = in_process(__file__, path, what)
