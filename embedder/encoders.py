@@ -61,7 +61,7 @@ class Encoder:
     std: tuple[float, ...]
     interpolation: str
     weights_sha256: str
-    provenance: dict | None = None  # where packaged weights came from: package, version, file, licence...
+    provenance: dict | None = None  # where the weights came from: package, version, file, licence; training
 
     @property
     def dim(self) -> int:
@@ -345,6 +345,8 @@ def _from_path(path: Path) -> tuple[torch.nn.Module, str, dict]:
         )
     model = create_backbone(architecture, input_size=meta.get("input_size"), embed_dim=meta.get("embed_dim"))
     _load_state_dict(model, state_dict, path)
+    if "training" in meta:  # how galsearch made these weights (with its own init's provenance, if any)
+        meta = meta | {"provenance": {"training": meta["training"]}}
     return model, architecture, meta
 
 

@@ -212,6 +212,14 @@ def test_init_from_imagenet_weights_records_their_provenance(tmp_path, collectio
     assert (training["lr"], training["layer_decay"], training["freeze_bn"]) == (5e-4, 1.0, True)
 
 
+def test_init_from_a_trained_checkpoint_records_how_that_was_trained(tmp_path, collection, bn_init):
+    first, second = tmp_path / "first.safetensors", tmp_path / "second.safetensors"
+    pretrain([collection], first, init=str(bn_init), method="supervised", epochs=1, **FROM_INIT)
+    pretrain([collection], second, init=str(first), method="supervised", epochs=1, **FROM_INIT)
+    assert training_metadata(second)["init_provenance"] == {"training": training_metadata(first)}
+    assert load_encoder(str(second), "cpu").provenance == {"training": training_metadata(second)}
+
+
 # The CLI in a child process that kills itself (SIGKILL: no cleanup runs) right after saving its state at
 # its third epoch: a hard kill at the same point however fast or busy the machine is.
 KILLED_AFTER_EPOCH_THREE = """
