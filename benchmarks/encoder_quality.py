@@ -17,9 +17,9 @@ Prints one markdown table, a row per encoder, measured on the test splits of ``b
 Encoders (default: the shipped encoder, ImageNet EfficientNet-Lite0 frozen, the same network from random
 weights, and pixel-PCA) are any ``load_encoder`` spec or ``pixel-pca``: a baseline of 32x32 downsampled
 pixels, standardised per image, projected on the 64 principal components of the dataset's train split.
-Every network sees the images at ``--input-size`` px (default 64, what the default encoder is trained
-at). The targets under the table are checked against the ``default`` row (the first row when ``default``
-is absent).
+Every network sees the images at ``--input-size`` px (default 64; the default encoder is trained at 96,
+its README row is measured with ``--input-size 96``). The targets under the table are checked against
+the ``default`` row (the first row when ``default`` is absent).
 """
 
 from __future__ import annotations

