@@ -64,5 +64,5 @@ default-encoder: setup
 		--epochs 4 --seed 0
 	cp embedder/weights/default.safetensors $(WORK)/previous_default.safetensors
 	cp $(WORK)/default.safetensors embedder/weights/default.safetensors
-	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/encoder_quality.py --work $(WORK) --input-size 96 \
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/encoder_quality.py --work $(WORK) \
 		--encoders default $(WORK)/previous_default.safetensors

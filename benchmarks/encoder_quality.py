@@ -17,8 +17,8 @@ Prints one markdown table, a row per encoder, measured on the test splits of ``b
 Encoders (default: the shipped encoder, ImageNet EfficientNet-Lite0 frozen, the same network from random
 weights, and pixel-PCA) are any ``load_encoder`` spec or ``pixel-pca``: a baseline of 32x32 downsampled
 pixels, standardised per image, projected on the 64 principal components of the dataset's train split.
-Every network sees the images at ``--input-size`` px (default 64; the default encoder is trained at 96,
-its README row is measured with ``--input-size 96``). The targets under the table are checked against
+Every network sees the images at ``--input-size`` px (default: the default encoder's, what it was trained
+at). The targets under the table are checked against
 the ``default`` row (the first row when ``default`` is absent).
 """
 
@@ -47,7 +47,7 @@ from sklearn.preprocessing import StandardScaler
 from splits import DATASETS, split
 
 from embedder import Encoder, EncoderError, load_encoder
-from embedder.encoders import default_device
+from embedder.encoders import DEFAULT_SPEC, default_device
 
 DEFAULT_SPECS = ("default", "imagenet:efficientnet_lite0", "random:tf_efficientnet_lite0", "pixel-pca")
 K = 10
@@ -268,15 +268,16 @@ def main() -> None:
     parser.add_argument("--encoders", nargs="+", default=list(DEFAULT_SPECS), metavar="SPEC")
     parser.add_argument("--work", type=Path, help="folder for the split files (default: a temporary one)")
     parser.add_argument("--device", default=default_device())
-    parser.add_argument("--input-size", type=int, default=64, help="px every network sees (default 64)")
+    parser.add_argument("--input-size", type=int, help="px every network sees (default: the default's)")
     args = parser.parse_args()
+    input_size = args.input_size or load_encoder(DEFAULT_SPEC, "cpu").input_size
     rows, seconds, notes = {}, {}, []
     with tempfile.TemporaryDirectory() as tmp:
         parts = load_parts(args.work or Path(tmp))
         for spec in args.encoders:
             start = time.perf_counter()
             try:
-                embed = make_embedder(spec, args.device, parts, args.input_size)
+                embed = make_embedder(spec, args.device, parts, input_size)
             except EncoderError as exc:
                 notes.append(f"`{spec}` skipped: {exc}")
                 print(notes[-1], file=sys.stderr)
@@ -288,7 +289,10 @@ def main() -> None:
         f"{name} {np.sum(part.labels >= 0)}" for name, part in parts.items() if name.endswith("_test")
     )
     print(machine(args.device))
-    print(f"test galaxies: {sizes}; probes: {DRAWS} draws of N labels/class from the train splits\n")
+    print(
+        f"test galaxies: {sizes}; networks see {input_size} px; "
+        f"probes: {DRAWS} draws of N labels/class from the train splits\n"
+    )
     if rows:
         print(LEGEND + "\n")
         print(table(rows, seconds) + "\n")
