@@ -6,7 +6,8 @@ Prints one markdown table, a row per encoder, measured on the test splits of ``b
 (the default encoder is trained on the train splits only):
 
 * GZ1 kNN precision@10: the fraction of each test galaxy's 10 nearest test galaxies (cosine) of its own
-  class (spirals merged), averaged over galaxies (overall) and per class then over classes (balanced);
+  class (spirals merged), averaged over galaxies (overall) and per class then over classes (balanced),
+  also with TTA (``galsearch embed --tta``: each embedding the mean over 8 rotations and flips);
   the same for GZ2's weak odd_spiral/other label, among its labelled test galaxies;
 * linear probes: logistic regression on standardised features, trained on 10, 30 and 100 labelled
   galaxies per class drawn from the train split, scored on the test split (rings: accuracy; GZ1 and GZ2:
@@ -74,7 +75,8 @@ TARGETS = (  # (description, column, threshold)
     ("rotation overlap, TTA", "rot. TTA", 0.9),
 )
 LEGEND = (
-    "P@10: kNN precision@10 (bal.: class-balanced); rings N/cl: rings probe accuracy and GZ1/GZ2 N/cl: "
+    "P@10: kNN precision@10 (bal.: class-balanced; TTA: the same on TTA embeddings); "
+    "rings N/cl: rings probe accuracy and GZ1/GZ2 N/cl: "
     "probe balanced accuracy, N labels per class; rot.: top-10 neighbour overlap under a 90° rotation"
 )
 
@@ -205,6 +207,7 @@ def evaluate(embed: Embed, parts: dict[str, Part]) -> dict[str, float | tuple[fl
 
     row: dict[str, float | tuple[float, float]] = {}
     row["GZ1 P@10"], row["GZ1 P@10 bal."] = knn_precision(*labelled("gz1_test"))
+    row["GZ1 TTA"], row["GZ1 TTA bal."] = knn_precision(f["gz1_test", True], parts["gz1_test"].labels)
     for n in PROBE_SIZES:
         row[f"rings {n}/cl"] = probe(labelled("rings_train"), labelled("rings_test"), n, accuracy_score)
     for n in PROBE_SIZES:

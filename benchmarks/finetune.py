@@ -1,14 +1,15 @@
 """Fine-tuning on small labelled sets: ring accuracy, few-shot learning curve, GZ1 balanced accuracy.
 
     python benchmarks/finetune.py [--work DIR] [--auto-budget S] [--draws N] [--encoder SPEC]
-                                  [--seeds N] [--data rings gz1]
+                                  [--seeds N] [--data rings gz1] [--tta]
 
 Data: ../shared/data (rings: GZ DECaLS ring / not ring; GZ1: five classes, spirals merged), embedded
 with the default encoder (or ``--encoder``). Heads train on the *train* split of benchmarks/splits.py
 and are measured on its *test* split (the default encoder was trained on the train splits only). Each
 row gives the head, the test metrics (mean ± std over ``--seeds`` seeds of the head's initialisation,
 validation split and batches: the rings test split has 92 galaxies, so one seed's accuracy moves by
-several hundredths) and the mean wall time of a run.
+several hundredths) and the mean wall time of a run. ``--tta`` embeds with ``galsearch embed --tta``
+(each embedding the mean over 8 rotations and flips), which the frozen heads train and predict on.
 """
 
 from __future__ import annotations
@@ -38,12 +39,12 @@ CURVE = (10, 30, 100)
 DATA = {"rings": "classify", "gz1": "classify"}  # data set: task
 
 
-def collection(work: Path, name: str, encoder: str):
+def collection(work: Path, name: str, encoder: str, tta: bool):
     """The whole development file as one embedded collection, plus train and test label tables."""
     path = work / f"{name}_all"
     if not (path / "manifest.json").exists():
         ingest(shared_file(name), path, progress=False)
-    embed(path, encoder, replace=True, progress=False)
+    embed(path, encoder, replace=True, tta=tta, progress=False)
     coll = open_collection(path)
     train, test = split(name, work)
     tables = []
@@ -65,16 +66,18 @@ def main() -> None:
     parser.add_argument("--encoder", default=DEFAULT_ENCODER, help="encoder spec (default: the shipped one)")
     parser.add_argument("--seeds", type=int, default=1, help="seeds per head: mean ± std (default 1)")
     parser.add_argument("--data", nargs="+", choices=list(DATA), default=list(DATA))
+    parser.add_argument("--tta", action="store_true", help="embed with the 8 rotations and flips")
     args = parser.parse_args()
     device = default_device()
     machine = platform.processor() or platform.machine()
-    print(f"machine: {machine}; device: {device}; encoder: {args.encoder}; seeds 0-{args.seeds - 1}\n")
+    tta = ", TTA" if args.tta else ""
+    print(f"machine: {machine}; device: {device}; encoder: {args.encoder}{tta}; seeds 0-{args.seeds - 1}\n")
     print("| data | task | head | accuracy | balanced accuracy | ROC AUC | seconds |")
     print("|---|---|---|---|---|---|---|")
     best = {}
     for name in args.data:
         task = DATA[name]
-        coll, train_table, test_table = collection(args.work, name, args.encoder)
+        coll, train_table, test_table = collection(args.work, name, args.encoder, args.tta)
         train = read_labels(train_table, coll, task)
         test = read_labels(test_table, coll, task)
         runs = dict(RUNS)
@@ -109,7 +112,7 @@ def main() -> None:
                 best[name] = (FinetuneConfig(**{**trained, "seed": 0, "device": device}), balanced, label)
     if "rings" not in best:
         return
-    coll, train_table, test_table = collection(args.work, "rings", args.encoder)
+    coll, train_table, test_table = collection(args.work, "rings", args.encoder, args.tta)
     config, _, label = best["rings"]
     curve = learning_curve(
         coll,
