@@ -59,9 +59,12 @@ default-encoder: setup
 	HF_HUB_OFFLINE=1 $(BIN)/galsearch pretrain $(TRAIN_SPLITS) \
 		--init imagenet:efficientnet_lite0 --input-size 64 --method both --votes $(RINGS_VOTES) \
 		--embed-dim 256 --epochs 5 --seed 0 --out $(WORK)/default64.safetensors
-	HF_HUB_OFFLINE=1 $(BIN)/galsearch pretrain $(TRAIN_SPLITS) --out $(WORK)/default.safetensors \
+	HF_HUB_OFFLINE=1 $(BIN)/galsearch pretrain $(TRAIN_SPLITS) --out $(WORK)/default96.safetensors \
 		--init $(WORK)/default64.safetensors --input-size 96 --method both --votes $(RINGS_VOTES) \
 		--epochs 4 --seed 0
+	HF_HUB_OFFLINE=1 $(BIN)/galsearch pretrain $(TRAIN_SPLITS) --out $(WORK)/default.safetensors \
+		--init $(WORK)/default96.safetensors --input-size 96 --method both --votes $(RINGS_VOTES) \
+		--epochs 6 --lr 2.5e-4 --seed 1
 	cp embedder/weights/default.safetensors $(WORK)/previous_default.safetensors
 	cp $(WORK)/default.safetensors embedder/weights/default.safetensors
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/encoder_quality.py --work $(WORK) \
