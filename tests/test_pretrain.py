@@ -215,8 +215,10 @@ def test_init_from_imagenet_weights_records_their_provenance(tmp_path, collectio
 def test_init_from_a_trained_checkpoint_records_how_that_was_trained(tmp_path, collection, bn_init):
     first, second = tmp_path / "first.safetensors", tmp_path / "second.safetensors"
     pretrain([collection], first, init=str(bn_init), method="supervised", epochs=1, **FROM_INIT)
-    pretrain([collection], second, init=str(first), method="supervised", epochs=1, **FROM_INIT)
+    same_size = {k: v for k, v in FROM_INIT.items() if k != "input_size"}  # the default: first's 32 px
+    pretrain([collection], second, init=str(first), method="supervised", epochs=1, **same_size)
     assert training_metadata(second)["init_provenance"] == {"training": training_metadata(first)}
+    assert training_metadata(second)["input_size"] == 32
     assert load_encoder(str(second), "cpu").provenance == {"training": training_metadata(second)}
 
 

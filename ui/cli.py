@@ -682,7 +682,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="start from this encoder's weights (any --encoder spec, e.g. imagenet:efficientnet_lite0)",
     )
     p.add_argument("--arch", help="any timm architecture (default convnext_atto, or the --init encoder's)")
-    p.add_argument("--input-size", type=int, default=64, help="input side in pixels (default 64)")
+    p.add_argument(
+        "--input-size",
+        type=int,
+        help="input side in pixels (default: an --init checkpoint's own, trained by pretrain; else 64)",
+    )
     p.add_argument(
         "--method",
         choices=["ssl", "supervised", "both"],

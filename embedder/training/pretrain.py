@@ -59,6 +59,7 @@ Method = Literal["ssl", "supervised", "both"]
 CHECKPOINT_SECONDS = 300.0
 LOG_EVERY = 10
 ARCHITECTURE, LR, INIT_LR = "convnext_atto", 2e-3, 5e-4  # INIT_LR: from --init weights
+INPUT_SIZE = 64
 
 
 @dataclass
@@ -67,7 +68,7 @@ class PretrainConfig:
 
     collections: list[str]
     architecture: str = ARCHITECTURE
-    input_size: int = 64
+    input_size: int = INPUT_SIZE
     method: Method = "both"
     label_column: str = "label"
     vote_columns: list[str] = field(default_factory=list)
@@ -357,7 +358,7 @@ def pretrain(
     *,
     init: str | None = None,
     architecture: str | None = None,
-    input_size: int = 64,
+    input_size: int | None = None,
     method: Method = "both",
     label_column: str = "label",
     vote_columns: list[str] | None = None,
@@ -377,6 +378,8 @@ def pretrain(
 
     ``init`` is the spec of an encoder to start from (its architecture; ``architecture`` may only repeat
     it); without it training starts from random weights of ``architecture`` (default convnext_atto).
+    ``input_size`` defaults to the size ``init`` was trained at by this function (e.g. ``default``'s 96 px:
+    training on carries on at its resolution), else to 64 px (ImageNet or hub weights, random ones).
     ``lr`` (default 2e-3 from random weights, 5e-4 from ``init``), ``layer_decay`` (default 1: none) and
     ``freeze_bn`` (default: with ``init``) are explained in the module docstring.
     ``vote_columns`` names catalog columns of vote fractions in [0, 1] to learn besides the labels (with
@@ -400,7 +403,7 @@ def pretrain(
     config = PretrainConfig(
         [str(Path(c).resolve()) for c in collections],
         initial.architecture if initial else architecture or ARCHITECTURE,
-        input_size,
+        input_size or _trained_size(initial) or INPUT_SIZE,
         method,
         label_column,
         list(vote_columns or []),
@@ -477,6 +480,13 @@ def pretrain(
         trainer.log,
         encoder,
     )
+
+
+def _trained_size(encoder: Encoder | None) -> int | None:
+    """The input size ``encoder`` was trained at by :func:`pretrain`, if it was."""
+    if encoder is None or "training" not in (encoder.provenance or {}):
+        return None
+    return encoder.input_size
 
 
 def _losses(
