@@ -46,8 +46,8 @@ bench: setup
 # [pretrained] extra's wheel) fine-tuned on the demo and the GZ1, GZ2 and rings train splits of ../shared/data
 # (their labels, the rings' vote fractions and SimCLR on every image) with a 256-value embedding, in four stages
 # (progressive resizing): 5 epochs at 64 px; 4 more at 96 px, GZ1's full resolution; 6 more at 96 px with half the
-# learning rate; 4 on the labels and vote fractions alone. 1,444 steps, about 100 minutes on a 2-core CPU; each
-# stage resumes when re-run after an interruption. Then the quality benchmark
+# learning rate; 4 on the labels and vote fractions alone, every data set drawn equally often. 1,444 steps, about
+# 105 minutes on a 2-core CPU; each stage resumes when re-run after an interruption. Then the quality benchmark
 # compares it with the encoder it replaces (work/previous_default.safetensors); the README gives the numbers.
 TRAIN_SPLITS := $(WORK)/demo $(WORK)/gz1_train $(WORK)/gz2_train $(WORK)/rings_train
 RINGS_VOTES := smooth-or-featured_featured-or-disk_fraction disk-edge-on_no_fraction has-spiral-arms_no_fraction
@@ -68,7 +68,7 @@ default-encoder: setup
 		--epochs 6 --lr 2.5e-4 --seed 1
 	HF_HUB_OFFLINE=1 $(BIN)/galsearch pretrain $(TRAIN_SPLITS) --out $(WORK)/default.safetensors \
 		--init $(WORK)/stage3.safetensors --input-size 96 --method supervised --votes $(RINGS_VOTES) \
-		--epochs 4 --lr 2.5e-4 --seed 3
+		--epochs 4 --lr 2.5e-4 --seed 3 --balance
 	cp embedder/weights/default.safetensors $(WORK)/previous_default.safetensors
 	cp $(WORK)/default.safetensors embedder/weights/default.safetensors
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/encoder_quality.py --work $(WORK) \

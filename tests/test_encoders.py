@@ -100,6 +100,7 @@ def test_default_encoder_was_trained_by_make_default_encoder():
         for key in ("method", "input_size", "epochs", "seed", "batch_size", "layer_decay"):
             assert made[key] == getattr(recipe, key), key
         assert recipe.lr is None or made["lr"] == recipe.lr
+        assert made.get("balance", False) == recipe.balance  # stages trained before --balance existed lack it
         assert made["embed_dim"] == stages[0].embed_dim
 
 

@@ -17,7 +17,8 @@ from safetensors import safe_open
 from embedder import GalsearchError, ingest, load_encoder, open_collection, save_encoder
 from embedder.imagenet import WEIGHTS
 from embedder.training.augment import Augment
-from embedder.training.pretrain import pretrain
+from embedder.training.pretrain import epoch_order, pretrain
+from ui.cli import main
 
 TINY = {
     "architecture": "test_convnext",
@@ -236,6 +237,26 @@ def save_then_die(self, epoch, step):
 _Trainer.save = save_then_die
 sys.exit(ui.cli.main())
 """
+
+
+def test_balance_gives_every_collection_an_equal_share_of_each_epoch():
+    collection_of = np.repeat([0, 1, 2], [3000, 300, 30])
+    plain = epoch_order(collection_of, seed=5, balance=False)
+    np.testing.assert_array_equal(np.sort(plain), np.arange(len(collection_of)))
+    balanced = epoch_order(collection_of, seed=5, balance=True)
+    assert len(balanced) == len(collection_of)
+    np.testing.assert_allclose(np.bincount(collection_of[balanced]) / len(balanced), 1 / 3, atol=0.03)
+    np.testing.assert_array_equal(balanced, epoch_order(collection_of, seed=5, balance=True))
+
+
+def test_balanced_training_on_a_big_and_a_small_collection_records_it(tmp_path, collection):
+    small = tmp_path / "small"
+    ingest(write_blob_npz(tmp_path / "small.npz", 16, seed=1), small, progress=False)
+    out = tmp_path / "balanced.safetensors"
+    options = "--balance --arch test_convnext --input-size 32 --batch-size 32 --epochs 2 --device cpu --quiet"
+    main(["pretrain", str(collection), str(small), "--out", str(out), *options.split()])
+    assert training_metadata(out)["balance"] is True
+    assert load_encoder(str(out), "cpu").embed(open_collection(small).images).shape[0] == 16
 
 
 @pytest.mark.slow

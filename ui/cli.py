@@ -147,6 +147,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
         freeze_bn=args.freeze_bn,
         embed_dim=args.embed_dim,
         drop_path=args.drop_path,
+        balance=args.balance,
         seed=args.seed,
         device=args.device,
         restart=args.restart,
@@ -727,6 +728,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RATE",
         default=0.0,
         help="stochastic depth, against memorising (e.g. 0.1; default 0)",
+    )
+    p.add_argument(
+        "--balance",
+        action="store_true",
+        help="draw every collection equally often, whatever its size (a small set of rare objects counts "
+        "as much as a big one; default: each image once an epoch)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")

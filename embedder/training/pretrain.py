@@ -84,6 +84,7 @@ class PretrainConfig:
     layer_decay: float = 1.0  # learning-rate factor per timm block, from the top down
     freeze_bn: bool = False  # BatchNorm layers keep their running statistics (eval mode)
     embed_dim: int | None = None  # a linear embedding of this size on the pooled features (None: none)
+    balance: bool = False  # every collection an equal share of each epoch, whatever its size
 
 
 @dataclass
@@ -273,9 +274,8 @@ class _Trainer:
         return [*blocks, {"params": heads}]
 
     def order(self, epoch: int) -> np.ndarray:
-        """The epoch's shuffled image order (a function of seed and epoch, so a resumed run repeats it)."""
-        generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
-        return torch.randperm(len(self.data), generator=generator).numpy()
+        """The epoch's images (a function of seed and epoch, so a resumed run repeats it)."""
+        return epoch_order(self.data.where[:, 0], self.config.seed * 100_003 + epoch, self.config.balance)
 
     def step(self, indices: np.ndarray) -> dict[str, float]:
         """One optimisation step on two augmented views of the given images; the losses."""
@@ -369,6 +369,7 @@ def pretrain(
     freeze_bn: bool | None = None,
     embed_dim: int | None = None,
     drop_path: float = 0.0,
+    balance: bool = False,
     seed: int = 0,
     device: str | None = None,
     restart: bool = False,
@@ -386,7 +387,9 @@ def pretrain(
     ``method`` ``supervised`` or ``both``); ``drop_path`` is the backbone's stochastic-depth rate, a
     regulariser against memorising small data. ``embed_dim`` adds a trained linear layer that maps the
     pooled features to a compact embedding of that length (the init's, when it has one), which every
-    loss then reads: the vectors the index stores are that size.
+    loss then reads: the vectors the index stores are that size. ``balance`` gives every collection an
+    equal share of each epoch's images, drawn with replacement (a 214-image set of rare objects then weighs
+    as much in the losses as 3,000 common ones); without it each image is seen once an epoch.
     """
     out = Path(out)
     if out.suffix != ".safetensors":
@@ -417,6 +420,7 @@ def pretrain(
         layer_decay=layer_decay,
         freeze_bn=freeze_bn if freeze_bn is not None else initial is not None,
         embed_dim=embed_dim or (initial.model.num_classes or None if initial else None),
+        balance=balance,
     )
     data = _Data([open_collection(c) for c in collections], config)
     if len(data) < 2 * batch_size:
@@ -480,6 +484,17 @@ def pretrain(
         trainer.log,
         encoder,
     )
+
+
+def epoch_order(collection_of: np.ndarray, seed: int, balance: bool) -> np.ndarray:
+    """Indices of one epoch's images: a permutation, or with ``balance`` a draw (with replacement) of as
+    many images in which every collection (``collection_of`` names each image's) has an equal share."""
+    generator = torch.Generator().manual_seed(seed)
+    if not balance:
+        return torch.randperm(len(collection_of), generator=generator).numpy()
+    sizes = np.bincount(collection_of)
+    weights = torch.from_numpy(1.0 / sizes[collection_of])
+    return torch.multinomial(weights, len(collection_of), replacement=True, generator=generator).numpy()
 
 
 def _trained_size(encoder: Encoder | None) -> int | None:
