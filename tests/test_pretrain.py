@@ -153,9 +153,20 @@ def test_bad_requests_are_refused(tmp_path, collection):
     with pytest.raises(GalsearchError, match="safetensors"):
         pretrain([collection], tmp_path / "e.pt", **TINY)
     pretrain([collection], tmp_path / "e.safetensors", epochs=1, **TINY)
-    with pytest.raises(GalsearchError, match="--restart"):
+    with pytest.raises(GalsearchError, match=r"\(epochs: 1 then, 2 now\); use --restart"):
         pretrain([collection], tmp_path / "e.safetensors", epochs=2, **TINY)
     assert pretrain([collection], tmp_path / "e.safetensors", epochs=2, restart=True, **TINY).steps == 8
+
+
+def test_state_saved_before_a_setting_existed_resumes_with_its_default(tmp_path, collection):
+    pretrain([collection], tmp_path / "e.safetensors", epochs=2, **TINY)
+    state_file = tmp_path / "e.safetensors.state.pt"
+    state = torch.load(state_file, weights_only=True)
+    del state["config"]["balance"]  # as written before --balance existed
+    torch.save(state, state_file)
+    assert pretrain([collection], tmp_path / "e.safetensors", epochs=2, **TINY).resumed_from_epoch == 2
+    with pytest.raises(GalsearchError, match="balance: False then, True now"):
+        pretrain([collection], tmp_path / "e.safetensors", epochs=2, balance=True, **TINY)
 
 
 def test_init_starts_from_the_given_weights(tmp_path, collection, bn_init):

@@ -324,9 +324,13 @@ class _Trainer:
             raise GalsearchError(
                 f"cannot read training state {self.state_file} ({exc}); use --restart"
             ) from exc
-        if state["config"] != asdict(self.config):
+        # a setting added since the state was saved takes its default, which does what runs did before it
+        saved = {**asdict(PretrainConfig(collections=[])), **state["config"]}
+        current = asdict(self.config)
+        if differing := [k for k in current if saved[k] != current[k]]:
+            settings = "; ".join(f"{k}: {saved[k]!r} then, {current[k]!r} now" for k in differing)
             raise GalsearchError(
-                f"{self.state_file} is from a run with other settings ({state['config']}); "
+                f"{self.state_file} is from a run with other settings ({settings}); "
                 "use --restart to start again, or another --out"
             )
         self.model.load_state_dict(state["model"])
