@@ -7,10 +7,11 @@ import pandas as pd
 import pytest
 import torch
 from conftest import TINY_ENCODER
+from safetensors.torch import load_file, save_file
 
 from embedder import GalsearchError, embed, load_encoder, open_collection
 from embedder.training.finetune import FinetuneConfig, finetune, learning_curve, predict
-from embedder.training.heads import load_head
+from embedder.training.heads import HeadNet, load_head
 from embedder.training.labels import LabelError, read_labels
 from ui.cli import main
 
@@ -55,6 +56,20 @@ def test_binary_head_sets_a_threshold_for_the_target_recall(blobs):
     assert {"recall", "false_discovery_rate"} <= set(metrics)
     positive = result.head.predict_scores(coll)[labels.rows[labels.targets == 1], 1]
     assert (positive >= metrics["threshold"]).mean() >= 0.75  # 0.9 on the validation part it was set on
+
+
+def test_folds_give_cross_validated_metrics_and_a_head_trained_on_every_label(blobs):
+    coll, table = blobs
+    labels = read_labels(table, coll, "binary", positive="compact")
+    result = finetune(coll, labels, FinetuneConfig(device="cpu"), name="cv", folds=4)
+    metrics = result.metrics
+    assert metrics["folds"] == 4 and metrics["n"] == 64 and np.sum(metrics["confusion_matrix"]) == 64
+    assert metrics["balanced_accuracy"] > 0.85 and metrics["threshold"] == result.head.threshold
+    assert result.head.training["labels"] == 64 and result.out_of_fold.shape == (64, 2)
+    assert "cross-validated metrics on all 64 labels (4 folds" in result.summary()
+    assert load_head(result.folder).metrics["folds"] == 4 and (result.folder / "roc.png").is_file()
+    with pytest.raises(GalsearchError, match="not both"):
+        finetune(coll, labels, FinetuneConfig(device="cpu"), test_labels=labels, folds=4)
 
 
 def test_regression_of_vote_fractions(blobs):
@@ -184,3 +199,16 @@ def test_unfrozen_batchnorm_layers_keep_the_encoders_statistics_unless_asked(blo
     config = FinetuneConfig(unfreeze=1, epochs=1, freeze_bn=freeze_bn, device="cpu")
     trained = finetune(coll, labels, config).head.encoder.model.state_dict()
     assert statistics and all(torch.equal(v, trained[k]) for k, v in statistics.items()) == freeze_bn
+
+
+def test_a_feature_constant_in_training_is_ignored_not_blown_up(tmp_path):
+    spread = torch.tensor([1.0, 2.0, 3.0, 0.0, 1e-5])  # the last two barely vary among the training labels
+    net = HeadNet("linear", 5, 2, torch.zeros(5), spread)
+    x = torch.tensor([[1.0, 1.0, 5.0, 0.0, 0.0]])
+    elsewhere = x.clone()
+    elsewhere[0, 3:] = 4.0  # a galaxy outside the training labels where those features are not constant
+    assert torch.equal(net(x), net(elsewhere))
+    save_file(net.state_dict(), tmp_path / "net.safetensors")  # the ignored features survive saving
+    again = HeadNet("linear", 5, 2, torch.zeros(5), torch.ones(5))
+    again.load_state_dict(load_file(tmp_path / "net.safetensors"))
+    assert torch.equal(again(elsewhere), net(elsewhere))

@@ -381,6 +381,66 @@ def _discover_interactively(hunt: Discovery) -> None:
                 print(f"error: {exc}")
 
 
+def _galaxy_ids(text: str) -> list[str]:
+    ids = [galaxy.strip() for galaxy in text.split(",")]
+    if not all(ids):
+        raise argparse.ArgumentTypeError(f"galaxy ids are separated by commas, got {text!r}")
+    return ids
+
+
+def _labelling(text: str) -> tuple[list[str], str]:
+    ids, _, label = text.rpartition("=")
+    if not ids or not label.strip():
+        raise argparse.ArgumentTypeError(f"a labelling is ID[,ID...]=CLASS, e.g. g1,g2=ring, got {text!r}")
+    return _galaxy_ids(ids), label.strip()
+
+
+def cmd_label(args: argparse.Namespace) -> None:
+    adds, removals = args.add or [], args.remove or []
+    changes = adds or removals or args.undo or args.export
+    if changes and args.set is None:
+        args.usage_error("--add, --remove, --undo and --export need --set NAME")
+    if changes and not _as_text(args):
+        args.usage_error(
+            "--format and --output write the table shown without --add, --remove, --undo, --export"
+        )
+    from anomaly.labels import check_ids, label_store
+    from embedder.collection import open_collection
+
+    coll = open_collection(args.collection)
+    store = label_store(coll.path)
+    check_ids(
+        coll, [galaxy for ids, _ in adds for galaxy in ids] + [galaxy for ids in removals for galaxy in ids]
+    )
+    for ids, label in adds:
+        stored = store.label(args.set, ids, label, args.user)
+        _say(args, f"labelled {stored} galaxies as {label!r} in set {args.set!r}")
+    for ids in removals:
+        removed = store.unlabel(args.set, ids, args.user)
+        _say(args, f"removed {removed} labels from set {args.set!r} ({len(set(ids)) - removed} had none)")
+    if args.undo:
+        undone = store.undo(args.set, args.user)
+        if undone is None:
+            what = "you have none"
+        elif undone["label"].isna().iloc[0]:
+            what = f"the removal of {len(undone)} labels"
+        else:
+            what = f"{len(undone)} galaxies labelled {undone['label'].iloc[0]!r}"
+        _say(args, f"undid your latest action in set {args.set!r}: {what}")
+    if args.export:
+        rows = store.export(args.export, args.set)
+        _say(args, f"wrote {rows} labels of set {args.set!r} to {args.export}")
+    if changes:
+        return
+    table = store.sets() if args.set is None else store.current(args.set)
+    if not _as_text(args):
+        _write_table(args, table, "rows")
+    elif table.empty:
+        print("no labels yet: add some with --set NAME --add ID[,ID...]=CLASS")
+    else:
+        _print_table(table)
+
+
 def cmd_clusters(args: argparse.Namespace) -> None:
     from anomaly.clusters import cluster_collection
     from embedder.collection import open_collection
@@ -400,6 +460,13 @@ def _sizes(text: str) -> list[int]:
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
+    if args.from_ratings is not None and args.task not in ("classify", "binary"):
+        args.usage_error("--from-ratings trains a binary classifier: leave out --task")
+    if args.positive_at is not None and args.from_ratings is None:
+        args.usage_error("--positive-at goes with --from-ratings")
+    if args.folds is not None and (args.test_labels or args.curve):
+        args.usage_error("--folds measures by cross-validation: leave out --test-labels and --curve")
+    from anomaly.classifier import labels_from_ratings, labels_from_set
     from embedder import open_collection
     from embedder.storage import safe_name
     from embedder.training.finetune import FinetuneConfig, finetune, learning_curve, summarize_curve
@@ -408,8 +475,20 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     from embedder.training.plots import plot_learning_curve
 
     coll = open_collection(args.collection)
-    labels = read_labels(args.labels, coll, args.task, args.columns, args.positive)
-    test = args.test_labels and read_labels(args.test_labels, coll, args.task, args.columns, args.positive)
+    if args.from_ratings is not None:
+        positive_at = 4.0 if args.positive_at is None else args.positive_at
+        labels = labels_from_ratings(coll, args.from_ratings, positive_at)
+        default_name = safe_name(args.from_ratings, "ratings")
+    elif args.from_labels is not None:
+        labels = labels_from_set(coll, args.from_labels, args.task, args.positive)
+        default_name = safe_name(args.from_labels, "labels")
+    else:
+        labels = read_labels(args.labels, coll, args.task, args.columns, args.positive)
+        default_name = safe_name(Path(args.labels).stem, "labels")
+    test = args.test_labels and read_labels(args.test_labels, coll, labels.task, args.columns, args.positive)
+    folds = args.folds
+    if folds is None and args.labels is None and not (test or args.curve):
+        folds = 5  # labels from ratings or a label set: cross-validated by default
     config = FinetuneConfig(
         head=args.head,
         unfreeze=args.unfreeze,
@@ -420,7 +499,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         seed=args.seed,
         device=args.device,
     )
-    name = args.name or safe_name(Path(args.labels).stem, "labels")
+    name = args.name or default_name
     if args.curve:
         curve = learning_curve(
             coll,
@@ -434,8 +513,8 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         folder = head_folder(coll, name)
         folder.mkdir(parents=True, exist_ok=True)
         curve.to_csv(folder / "learning_curve.csv", index=False)
-        metric = "rmse" if args.task == "regress" else "balanced_accuracy"
-        summary = summarize_curve(curve, args.task)
+        metric = "rmse" if labels.task == "regress" else "balanced_accuracy"
+        summary = summarize_curve(curve, labels.task)
         plot_learning_curve(summary, metric, folder / "learning_curve.png")
         print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         print(f"wrote learning_curve.csv and learning_curve.png to {folder}")
@@ -446,11 +525,38 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         config,
         name=name,
         test_labels=test or None,
+        folds=folds,
         auto_budget_s=args.time_budget if args.auto else None,
         progress=not args.quiet,
     )
     print(result.summary())
     print(f"apply it to every galaxy with: galsearch predict {coll.path} --head {name}")
+
+
+def cmd_suspects(args: argparse.Namespace) -> None:
+    from anomaly.classifier import labels_from_set, suspects
+    from embedder import open_collection
+    from embedder.training.finetune import FinetuneConfig
+    from embedder.training.labels import read_labels
+
+    coll = open_collection(args.collection)
+    if args.labels is not None:
+        labels = read_labels(args.labels, coll, args.task, args.columns)
+    else:
+        labels = labels_from_set(coll, args.from_labels, args.task)
+    config = FinetuneConfig(seed=args.seed, device=args.device)
+    table = suspects(coll, labels, args.n, config, args.folds, progress=not args.quiet)
+    for note in table.attrs["notes"]:
+        _say(args, note)
+    _say(
+        args,
+        f"the {len(table)} of {len(labels)} labels most in doubt (each predicted by a head that did not "
+        f"train on it); confident learning flags {table.attrs['issues']} of all as issues",
+    )
+    if _as_text(args):
+        _print_table(table[["id", "label", "predicted", "probability", "issue"]])
+    else:
+        _write_table(args, table, "suspects")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -842,6 +948,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="also send the --next/--ranking table to TOPCAT (or any SAMP tool) via this machine's SAMP hub",
     )
 
+    p = command("label", cmd_label, "label galaxies as classes in named label sets; list sets and labels")
+    p.add_argument("collection", type=Path)
+    p.add_argument(
+        "--set",
+        metavar="NAME",
+        help="the label set, e.g. morphology (created by its first --add); "
+        "without --add/--remove/--undo/--export: show its labels (default: list the sets)",
+    )
+    p.add_argument("--user", help="who is labelling (default: the login name)")
+    p.add_argument(
+        "--add",
+        type=_labelling,
+        action="append",
+        metavar="ID[,ID...]=CLASS",
+        help="label these galaxies as CLASS, one action (repeatable; the class follows the last '=')",
+    )
+    p.add_argument(
+        "--remove",
+        type=_galaxy_ids,
+        action="append",
+        metavar="ID[,ID...]",
+        help="remove these galaxies' labels, one action (repeatable; the history keeps them)",
+    )
+    p.add_argument("--undo", action="store_true", help="delete your latest action in the set (all its rows)")
+    p.add_argument(
+        "--export",
+        type=Path,
+        metavar="FILE",
+        help="write the set's labels (id, label, user, time) as .csv/.fits/.xml for finetune --labels",
+    )
+    _add_table_options(p, "the table of label sets or of the set's labels")
+
     p = command("clusters", cmd_clusters, "group galaxies into morphology clusters without labels")
     p.add_argument("collection", type=Path)
     p.add_argument("--max-clusters", type=int, default=20, help="upper bound; unneeded clusters stay empty")
@@ -851,7 +989,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("finetune", cmd_finetune, "train a classifier or regressor on labelled galaxies")
     p.add_argument("collection", type=Path)
-    p.add_argument("--labels", type=Path, required=True, help="CSV/FITS/VOTable with an id column and labels")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--labels", type=Path, help="CSV/FITS/VOTable with an id column and labels")
+    source.add_argument(
+        "--from-ratings",
+        metavar="SESSION",
+        help="train on a discover session's ratings: latest rating >= --positive-at is 'interesting'",
+    )
+    source.add_argument("--from-labels", metavar="SET", help="train on a label set (see galsearch label)")
+    p.add_argument(
+        "--positive-at", type=float, metavar="R", help="--from-ratings: lowest positive rating (default 4)"
+    )
+    p.add_argument(
+        "--folds",
+        type=int,
+        metavar="K",
+        help="cross-validated metrics, the head trained on all labels (default: 5 for --from-ratings and "
+        "--from-labels; a held-out quarter for --labels)",
+    )
     p.add_argument("--task", choices=["classify", "binary", "regress"], default="classify")
     p.add_argument("--columns", type=lambda t: t.split(","), help="label column(s), comma-separated")
     p.add_argument("--positive", help="binary: the positive class (default: the later in sorted order)")
@@ -864,7 +1019,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, default=1e-2)
     p.add_argument("--epochs", type=int, help="at most this many (default 300 frozen, 30 unfrozen)")
     p.add_argument("--target-recall", type=float, default=0.99, help="binary: recall the threshold reaches")
-    p.add_argument("--name", help="head name (default: the label file's name); saved in COLLECTION/heads/")
+    p.add_argument(
+        "--name", help="head name (default: the file, session or set name); saved in COLLECTION/heads/"
+    )
     p.add_argument("--auto", action="store_true", help="search head, unfreezing, lr and weight decay by CV")
     p.add_argument(
         "--time-budget", type=float, default=300, metavar="S", help="--auto time box (default 300 s)"
@@ -874,6 +1031,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="cpu, cuda or cuda:N")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = command(
+        "suspects",
+        cmd_suspects,
+        "list the labels a classifier doubts most (confident learning on out-of-fold predictions)",
+    )
+    p.add_argument("collection", type=Path)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--labels", type=Path, help="CSV/FITS/VOTable with an id column and labels")
+    source.add_argument("--from-labels", metavar="SET", help="a label set (see galsearch label)")
+    p.add_argument("-n", type=int, default=20, help="how many to list (default 20)")
+    p.add_argument("--task", choices=["classify", "binary"], default="classify")
+    p.add_argument("--columns", type=lambda t: t.split(","), help="--labels: the label column")
+    p.add_argument("--folds", type=int, default=5, metavar="K", help="cross-validation folds (default 5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="cpu, cuda or cuda:N")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_table_options(p, "the list (with quality, issue flag and catalog columns)")
+    p.epilog = (
+        "An encoder echoes the labels it was trained with (the default one: the GZ1, GZ2 and rings train "
+        "splits), so to doubt such labels embed with one that never saw them, e.g. "
+        "--encoder imagenet:efficientnet_lite0."
+    )
 
     p = command("predict", cmd_predict, "apply a trained head to every galaxy (adds catalog columns)")
     p.add_argument("collection", type=Path)

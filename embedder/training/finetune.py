@@ -1,7 +1,9 @@
 """Fine-tune on small labelled sets: heads on frozen embeddings or partly unfrozen encoders.
 
 Protocol: a test part of the labels (``test_fraction``, stratified; or separate ``test_labels``) is held
-out for the reported metrics; of the rest, ``val_fraction`` stops training early (best validation loss)
+out for the reported metrics, or, with ``folds``, the metrics are cross-validated (every label predicted
+by a head trained on the other folds, :mod:`.crossval`) and the head is trained on all the labels; of
+the labels a head trains on, ``val_fraction`` stops training early (best validation loss)
 and, for binary tasks, sets the decision threshold that reaches ``target_recall``. Classes are weighted
 by inverse frequency. With ``unfreeze = N`` the last N parameter groups of the timm encoder (its blocks,
 the final norm counting as one, as timm's ``group_matcher`` orders them) train with the head, each
@@ -13,7 +15,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +29,7 @@ from sklearn.metrics import (
     roc_auc_score,
     roc_curve,
 )
-from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
+from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
 
 from ..collection import Collection, read_rows
@@ -76,6 +78,9 @@ class FinetuneConfig:
         )
 
 
+DEFAULT_CONFIG = FinetuneConfig()  # a frozen default for other modules' signatures
+
+
 @dataclass
 class FinetuneResult:
     """A trained head, its test metrics and where it was saved."""
@@ -86,9 +91,11 @@ class FinetuneResult:
     seconds: float
     trials: pd.DataFrame | None = None  # --auto: every trial
     budget_s: float | None = None  # --auto: the time budget
+    out_of_fold: np.ndarray | None = None  # folds: each label's scores from a head that did not train on it
+    notes: list[str] = field(default_factory=list)  # e.g. why fewer folds ran than were asked for
 
     def summary(self) -> str:
-        lines = []
+        lines = list(self.notes)
         if self.trials is not None:
             lines += ["auto: every trial (cross-validated score: balanced accuracy, or minus RMSE)"]
             lines += [self.trials.to_string(index=False, float_format=lambda v: f"{v:.3g}"), ""]
@@ -98,8 +105,15 @@ class FinetuneResult:
                 "to the end; give --time-budget more seconds to compare settings"
             ]
         lines += [f"trained a {describe_config(self.head.training['config'])} head in {self.seconds:.1f} s"]
-        lines += [f"metrics on {self.metrics['n']} held-out labels:"]
-        lines += [f"  {k}: {_fmt(v)}" for k, v in self.metrics.items() if k != "confusion_matrix"]
+        if "folds" in self.metrics:
+            lines += [
+                f"cross-validated metrics on all {self.metrics['n']} labels ({self.metrics['folds']} folds: "
+                "each label predicted by a head that did not train on it; the saved head trained on all):"
+            ]
+        else:
+            lines += [f"metrics on {self.metrics['n']} held-out labels:"]
+        shown = ("confusion_matrix", "folds")
+        lines += [f"  {k}: {_fmt(v)}" for k, v in self.metrics.items() if k not in shown]
         if "confusion_matrix" in self.metrics:
             lines.append(
                 f"  confusion matrix (rows true {self.head.classes}): {self.metrics['confusion_matrix']}"
@@ -298,8 +312,12 @@ def head_scores(head: Head, collection: Collection, rows: np.ndarray) -> np.ndar
     return _scores(head, _Inputs(collection, head.encoder, device), np.asarray(rows))
 
 
-def metrics(head: Head, scores: np.ndarray, labels: Labels) -> dict:
-    """Accuracy, balanced accuracy, ROC AUC and confusion matrix (classes) or RMSE per column (regress)."""
+def metrics(scores: np.ndarray, labels: Labels, threshold: float | np.ndarray | None = None) -> dict:
+    """Accuracy, balanced accuracy, ROC AUC and confusion matrix (classes) or RMSE per column (regress).
+
+    Binary labels are decided at ``threshold`` on the positive probability: one number (reported), or one
+    per label (cross-validation: the threshold of the head that scored it).
+    """
     truth = labels.targets
     if labels.task == "regress":
         rmse = np.sqrt(((scores - truth) ** 2).mean(axis=0))
@@ -307,7 +325,7 @@ def metrics(head: Head, scores: np.ndarray, labels: Labels) -> dict:
         return {"rmse": float(np.sqrt(((scores - truth) ** 2).mean())), **out, "n": len(truth)}
     predicted = scores.argmax(1)
     if labels.task == "binary":
-        predicted = (scores[:, 1] >= head.threshold).astype(int)
+        predicted = (scores[:, 1] >= threshold).astype(int)
     out = {
         "accuracy": float(accuracy_score(truth, predicted)),
         "balanced_accuracy": float(balanced_accuracy_score(truth, predicted)),
@@ -323,7 +341,8 @@ def metrics(head: Head, scores: np.ndarray, labels: Labels) -> dict:
     if labels.task == "binary":
         tp = int(((predicted == 1) & (truth == 1)).sum())
         fp = int(((predicted == 1) & (truth == 0)).sum())
-        out["threshold"] = float(head.threshold)
+        if np.ndim(threshold) == 0:
+            out["threshold"] = float(threshold)
         out["recall"] = tp / max(int((truth == 1).sum()), 1)
         out["false_discovery_rate"] = fp / max(tp + fp, 1)
     out["n"] = len(truth)
@@ -347,19 +366,27 @@ def finetune(
     name: str | None = None,
     test_labels: Labels | None = None,
     test_fraction: float = 0.25,
+    folds: int | None = None,
     auto_budget_s: float | None = None,
     plots: bool = True,
     progress: bool = False,
 ) -> FinetuneResult:
     """Train a head, measure it on held-out labels and, given a ``name``, save it as COLLECTION/heads/NAME.
 
+    With ``folds`` the metrics are cross-validated instead (:func:`~.crossval.cross_validate`: every
+    label predicted by a head trained on the other folds) and the head is trained on all the labels.
     With ``auto_budget_s`` the settings come from :func:`auto_tune` on the training labels, and the
-    search plus the final training fit in that many seconds. Saved with the head: PNG plots (confusion
-    matrix, ROC) and, for ``--auto``, every trial (``trials.csv``).
+    search plus the final training fit in that many seconds (cross-validation runs after, beyond the
+    budget; its metrics are then slightly optimistic, the settings having been chosen on the same
+    labels). Saved with the head: PNG plots (confusion matrix, ROC) and, for ``--auto``, every trial
+    (``trials.csv``).
     """
     start = time.monotonic()
     folder = None if name is None else head_folder(collection, name)  # a bad name fails before training
-    train, test = _train_test(labels, test_labels, test_fraction, config.seed)
+    if folds is not None and test_labels is not None:
+        raise GalsearchError("measure on test labels or by cross-validation (folds), not both")
+    cross = folds is not None
+    train, test = (labels, labels) if cross else _train_test(labels, test_labels, test_fraction, config.seed)
     trials, deadline = None, None
     if auto_budget_s:
         config, trials = auto_tune(
@@ -367,8 +394,19 @@ def finetune(
         )
         deadline = start + auto_budget_s
     head = fit_head(collection, train, config, deadline=deadline, progress=progress)
-    scores = head_scores(head, collection, test.rows)
-    head.metrics = metrics(head, scores, test)
+    out_of_fold, notes = None, []
+    if cross:
+        from .crossval import cross_validate  # crossval builds on this module
+
+        validation = cross_validate(collection, labels, config, folds, progress)
+        scores = out_of_fold = validation.scores
+        notes = [validation.note] if validation.note else []
+        head.metrics = dict(validation.metrics)
+        if head.task == "binary":
+            head.metrics["threshold"] = float(head.threshold)  # the saved head's, which predict applies
+    else:
+        scores = head_scores(head, collection, test.rows)
+        head.metrics = metrics(scores, test, head.threshold)
     if folder is not None:
         head.save(folder)
         if trials is not None:
@@ -378,7 +416,8 @@ def finetune(
 
             plot_confusion(head.metrics["confusion_matrix"], head.classes, folder / "confusion.png")
             plot_roc(scores, test.targets, head.classes, folder / "roc.png")
-    return FinetuneResult(head, head.metrics, folder, time.monotonic() - start, trials, auto_budget_s)
+    seconds = time.monotonic() - start
+    return FinetuneResult(head, head.metrics, folder, seconds, trials, auto_budget_s, out_of_fold, notes)
 
 
 def _train_test(
@@ -426,7 +465,7 @@ def learning_curve(
                 ]
             )
         head = fit_head(collection, pool.subset(chosen), replace(config, seed=config.seed + draw))
-        result = metrics(head, head_scores(head, collection, test.rows), test)
+        result = metrics(head_scores(head, collection, test.rows), test, head.threshold)
         result.pop("confusion_matrix", None)
         rows.append({"labels_per_class": size, "draw": draw, "trained_on": len(chosen), **result})
     return pd.DataFrame(rows)
@@ -492,11 +531,9 @@ def auto_tune(
     """
     start = time.monotonic()
     search_end = start + 0.75 * budget_s
-    splitter = KFold if labels.task == "regress" else StratifiedKFold
-    folds = min(folds, int(np.bincount(labels.targets).min())) if labels.task != "regress" else folds
-    if folds < 2:
-        raise GalsearchError("--auto needs at least two labels of every class for cross-validation")
-    split = list(splitter(folds, shuffle=True, random_state=seed).split(labels.rows, labels.stratum))
+    from .crossval import fold_splits  # crossval builds on this module
+
+    split, _ = fold_splits(labels, folds, seed)  # fewer folds when a class has fewer labels
     trials = []
     bar = tqdm(auto_configs(seed), desc="auto", unit="trial", disable=not progress)
     for config in bar:
@@ -513,7 +550,9 @@ def auto_tune(
             head = fit_head(collection, labels.subset(train), config, deadline=deadline)
             held = labels.subset(test)
             scores.append(
-                main_score(labels.task, metrics(head, head_scores(head, collection, held.rows), held))
+                main_score(
+                    labels.task, metrics(head_scores(head, collection, held.rows), held, head.threshold)
+                )
             )
         trials.append(
             {

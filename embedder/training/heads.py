@@ -31,17 +31,23 @@ KINDS = ("linear", "mlp")
 MLP_HIDDEN = 256
 PREDICT_BATCH = 256  # images per forward pass of a fine-tuned encoder
 PREDICT_CHUNK = 65_536  # embeddings per step of a frozen head
+# A feature whose spread among the training labels is below this fraction of the median spread carries
+# nothing to learn from there (ImageNet features of galaxies are often exactly 0): it is ignored, since
+# standardising it would blow its few non-zero values elsewhere up by orders of magnitude.
+MIN_SPREAD = 1e-3
 
 
 class HeadNet(nn.Module):
-    """Standardise the embedding, then a linear layer or a one-hidden-layer MLP."""
+    """Standardise the embedding (features that do not vary in training ignored), then a linear layer or a
+    one-hidden-layer MLP."""
 
     def __init__(self, kind: str, dim: int, outputs: int, mean: torch.Tensor, std: torch.Tensor):
         super().__init__()
         if kind not in KINDS:
             raise GalsearchError(f"unknown head {kind!r}: choose one of {', '.join(KINDS)}")
         self.register_buffer("mean", mean.float().reshape(1, dim))
-        self.register_buffer("std", std.float().reshape(1, dim).clamp_min(1e-6))
+        std = std.float().reshape(1, dim).clamp_min(1e-6)
+        self.register_buffer("std", std.masked_fill(std < MIN_SPREAD * std.median(), torch.inf))
         if kind == "linear":
             self.layers = nn.Linear(dim, outputs)
         else:
