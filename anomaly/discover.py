@@ -19,6 +19,7 @@ from .learner import JITTER, LINEAR_WEIGHT, N_INDUCING, ActiveLearner, NystromBa
 from .ratings import MAX_RATING, MIN_RATING, Rating, RatingsError, default_user, ratings_store
 from .scores import DEFAULT_METHOD, anomaly_scores, score_column, store_scores
 
+DEFAULT_SESSION = "interesting"  # the session a new user rates in
 MAX_CANDIDATES = 1_000_000  # galaxies a loop ranks and suggests from; larger collections are sampled
 TOP_ANOMALIES = 100_000  # of which the most anomalous are always candidates
 

@@ -15,12 +15,11 @@ from conftest import TINY_ENCODER, free_port
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from anomaly import ratings_store
+from anomaly import label_store, ratings_store
 from embedder import embed, open_collection
 from index import build_index, similar
+from ui.api import ENDPOINTS
 from ui.app import launch
-from ui.map_tab import first_map_note
-from ui.state import AppState
 
 
 @pytest.fixture
@@ -58,11 +57,11 @@ def test_search_by_id_image_and_filters_with_downloads(served, tmp_path):
     with coll.writing():
         coll.set_columns({"ra": ra, "dec": dec, "mag": mag})
     client = Client(url, verbose=False)
-    query, gallery, table, download = client.predict(*search_args("blob-0-0003"), api_name="/search")
+    query, gallery, table, download, ids = client.predict(*search_args("blob-0-0003"), api_name="/search")
     assert query.endswith((".webp", ".png"))
     expected = similar(open_collection(path), "blob-0-0003", 5)
     assert captions(gallery) == expected["id"].tolist()
-    assert pd.read_csv(download)["id"].tolist() == captions(gallery)
+    assert pd.read_csv(download)["id"].tolist() == captions(gallery) == ids.split(", ")  # ready to label
     shown = columns(table, "display")
     assert list(shown["similarity"]) == [f"{s:.3f}" for s in expected["similarity"]]
     assert list(shown["ra"]) == [f"{v:.5f}" for v in expected["ra"]]
@@ -71,14 +70,14 @@ def test_search_by_id_image_and_filters_with_downloads(served, tmp_path):
     values = columns(table)
     assert np.allclose(values["similarity"], expected["similarity"], rtol=0, atol=1e-12)  # kept whole
     assert np.allclose(pd.read_csv(download)["similarity"], expected["similarity"], rtol=0, atol=1e-6)
-    _, _, _, fits = client.predict(*search_args("blob-0-0003", fmt="FITS"), api_name="/search")
+    _, _, _, fits, _ = client.predict(*search_args("blob-0-0003", fmt="FITS"), api_name="/search")
     assert len(Table.read(fits)) == 5
-    _, gallery, _, _ = client.predict(*search_args("blob-0-0003", where="label == 1"), api_name="/search")
+    _, gallery, _, _, _ = client.predict(*search_args("blob-0-0003", where="label == 1"), api_name="/search")
     catalog = open_collection(path).catalog.set_index("id")
     assert (catalog.loc[captions(gallery), "label"] == 1).all()
     own = tmp_path / "galaxy.png"
     Image.fromarray(np.asarray(open_collection(path).images[7])).save(own)
-    _, gallery, _, _ = client.predict(*search_args(image=handle_file(own)), api_name="/search")
+    _, gallery, _, _, _ = client.predict(*search_args(image=handle_file(own)), api_name="/search")
     assert captions(gallery)[0] == "blob-0-0007"  # a galaxy's own picture finds it first
 
 
@@ -98,7 +97,7 @@ def test_bad_requests_get_messages_not_tracebacks(served, tmp_path):
 
 def test_rating_through_the_api_from_several_clients_loses_nothing(served):
     url, path = served
-    first = Client(url, verbose=False).predict("mergers", api_name="/next_galaxy")
+    first = Client(url, verbose=False).predict("mergers", api_name="/next")
     assert first[2].startswith("blob-")
     ids = open_collection(path).catalog["id"].tolist()
 
@@ -129,45 +128,78 @@ def test_rating_through_the_api_from_several_clients_loses_nothing(served):
     assert Path(odd).name == "ratings-odd_name.csv" and len(pd.read_csv(odd)) == 1
 
 
-def test_finetune_apply_and_map_through_the_api(served, tmp_path):
+def classifier_args(source="set", session="", label_set="shapes", task="classify", name="", target=""):
+    """The /finetune form: source, session, positive-at, set, file, typed, task, head, unfreeze, auto,
+    budget, head name, candidates' class, download format."""
+    return (
+        source,
+        session,
+        4,
+        label_set,
+        None,
+        NO_TYPED_LABELS,
+        task,
+        "linear",
+        0,
+        False,
+        60,
+        name,
+        target,
+        "CSV",
+    )
+
+
+def test_labels_to_classifier_candidates_and_suspects_through_the_api(served):
     url, path = served
     client = Client(url, verbose=False)
     catalog = open_collection(path).catalog
-    catalog[["id"]].assign(label=catalog["class_name"]).to_csv(tmp_path / "shapes.csv", index=False)
-    metrics, confusion, _ = client.predict(
-        handle_file(tmp_path / "shapes.csv"),
-        NO_TYPED_LABELS,
-        "classify",
-        "linear",
-        0,
-        "shapes",
-        api_name="/finetune",
+    for shape in ("compact", "extended"):
+        ids = catalog.loc[catalog["class_name"] == shape, "id"].tolist()[:20]
+        note = client.predict("shapes", ", ".join(ids), shape, api_name="/label")
+        assert note.startswith(f"labelled 20 galaxies as **{shape}**")
+    flipped = catalog.loc[catalog["class_name"] == "compact", "id"].iloc[0]
+    client.predict("shapes", flipped, "extended", api_name="/label")  # a wrong label, to be doubted
+    assert client.predict("shapes", api_name="/undo_label").startswith("undid your latest action")
+    client.predict("shapes", flipped, "extended", api_name="/label")
+    assert label_store(path).current("shapes").set_index("id").loc[flipped, "label"] == "extended"
+    with pytest.raises(Exception, match="not in collection"):
+        client.predict("shapes", "no-such-galaxy", "ring", api_name="/label")
+
+    metrics, confusion, _, column, gallery, table, download, ids = client.predict(
+        *classifier_args(target="compact"), api_name="/finetune"
     )
-    assert "balanced_accuracy" in metrics and confusion.endswith(".png")
-    plot, curve = client.predict(
-        handle_file(tmp_path / "shapes.csv"),
-        NO_TYPED_LABELS,
-        "classify",
-        "linear",
-        0,
-        "shapes",
-        "5,10",
-        api_name="/curve",
+    assert "cross-validated metrics on all 40 labels" in metrics and confusion.endswith(".png")
+    assert column == "shapes_prob_compact" and column in open_collection(path).catalog
+    candidates = pd.read_csv(download)
+    assert len(candidates) == 24 and not set(candidates["id"]) & set(
+        label_store(path).current("shapes")["id"]
     )
+    assert (catalog.set_index("id").loc[candidates["id"].head(10), "class_name"] == "compact").all()
+    assert captions(gallery) == candidates["id"].head(24).tolist() == ids.split(", ")
+
+    note, _, table = client.predict(*classifier_args()[:9], api_name="/suspects")
+    assert columns(table)["id"][0] == flipped and "flagged as label issues" in note
+
+    ratings_store(path).rate("hunt", catalog["id"].iloc[0], 5)
+    with pytest.raises(Exception, match="also needs galaxies rated lower"):
+        client.predict(*classifier_args("ratings", "hunt"), api_name="/finetune")
+
+    plot, curve = client.predict(*classifier_args()[:9], "shapes", "5,10", api_name="/curve")
     shown = columns(curve, "display")
     assert plot.endswith(".png") and shown["labels_per_class"] == ("5", "10")
     assert all(re.fullmatch(r"\d\.\d{3}", v) for v in shown["balanced_accuracy_mean"])
-    note, gallery = client.predict("shapes", "compact", api_name="/apply_head")
-    assert "shapes_prob_compact" in note and len(gallery) == 24
-    assert "shapes" in open_collection(path).catalog
-    assert "computes the UMAP of 64 embeddings, about" in first_map_note(AppState(path))
-    picture = client.predict("shapes", False, api_name="/map")
-    assert first_map_note(AppState(path)) == ""  # cached: the tab shows the map when opened
-    assert Image.open(picture).size[0] > 400
-    ratings_store(path).rate("hunt", "blob-0-0001", 5)
-    before = np.asarray(Image.open(client.predict("rating: hunt", False, api_name="/map")))
-    ratings_store(path).rate("hunt", "blob-0-0002", 0)  # made elsewhere: the map follows it
-    assert (np.asarray(Image.open(client.predict("rating: hunt", False, api_name="/map"))) != before).any()
+    note, gallery = client.predict("shapes", "extended", api_name="/predict")
+    assert "shapes_prob_extended" in note and len(gallery) == 24
+
+
+def test_the_api_lists_only_its_documented_endpoints(served):
+    url, _ = served
+    info = httpx.get(url + "gradio_api/info").json()
+    assert set(info["named_endpoints"]) == {f"/{name}" for name in ENDPOINTS}
+    assert not info["unnamed_endpoints"]
+    rate = info["named_endpoints"]["/rate"]
+    assert [p["parameter_name"] for p in rate["parameters"]] == ["name", "galaxy_id", "score"]
+    assert rate["description"] == ENDPOINTS["rate"]
 
 
 def test_auth_keeps_strangers_out(blob_collection):
@@ -176,9 +208,9 @@ def test_auth_keeps_strangers_out(blob_collection):
     app = launch(blob_collection.path, port=port, auth=("ann", "secret"), block=False)
     try:
         with pytest.raises(Exception):  # noqa: B017 - gradio_client raises different types by version
-            Client(f"http://127.0.0.1:{port}/", verbose=False).predict("s", api_name="/next_galaxy")
+            Client(f"http://127.0.0.1:{port}/", verbose=False).predict("s", api_name="/next")
         client = Client(f"http://127.0.0.1:{port}/", auth=("ann", "secret"), verbose=False)
-        assert client.predict("s", api_name="/next_galaxy")[2].startswith("blob-")
+        assert client.predict("s", api_name="/next")[2].startswith("blob-")
         assert ratings_store(blob_collection.path).sessions()["session"].tolist() == ["s"]
     finally:
         app.close()

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from conftest import TINY_ENCODER, free_port, write_blob_npz
 from PIL import Image
 
-from anomaly import ratings_store
+from anomaly import label_store, ratings_store
 from embedder import embed, ingest, open_collection
-from index import build_index, similar
-from index.projection import MAP_DIR
+from index import build_index, similar, umap_coordinates
 from ui.app import launch
 
 pytestmark = pytest.mark.slow
@@ -150,44 +147,56 @@ def test_rating_with_keys_survives_a_restart(page, server, collection):
     status.get_by_text(re.compile(r"^3 rated in session")).wait_for()
 
 
-def test_finetune_from_the_page_produces_predictions(page, collection, tmp_path):
-    catalog = open_collection(collection).catalog
-    labels = tmp_path / "shapes.csv"
-    pd.DataFrame({"id": catalog["id"], "label": catalog["class_name"]}).to_csv(labels, index=False)
-    page.get_by_role("tab", name="Fine-tune").click()
-    choose_file(page, "labels-file", labels)
-    page.get_by_label("Head name").fill("shapes")
-    page.locator("#train-button").click()
-    page.locator("#finetune-metrics").get_by_text("balanced_accuracy").wait_for()
-    page.locator("#apply-button").click()
-    page.locator("#apply-status").get_by_text("wrote columns").wait_for()
-    assert "shapes_prob" in open_collection(collection).catalog
-
-
-def test_map_says_what_a_first_map_costs_then_shows_the_cached_one(page, server, collection):
+def label_results(page, collection: Path, galaxy: str, label: str) -> None:
+    """Search for ``galaxy`` and label its neighbours (the label bar's box fills with them) as ``label``."""
     from playwright.sync_api import expect
 
-    shutil.rmtree(collection / MAP_DIR, ignore_errors=True)
-    server.restart()  # no picture kept in memory either
-    page.goto(server.url)
+    page.get_by_role("tab", name="Search").click()
+    page.get_by_label("Galaxy id").fill(galaxy)
+    page.get_by_label("Galaxy id").press("Enter")
+    bar = page.locator("#search-labels")
+    neighbours = similar(open_collection(collection), galaxy, 12)["id"]
+    expect(bar.locator("textarea").first).to_have_value(", ".join(neighbours))
+    bar.get_by_label("Label set").fill("shapes")
+    bar.get_by_label("Class").fill(label)
+    bar.get_by_role("button", name="Label", exact=True).click()
+    page.locator("#search-labels-status").get_by_text(f"as {label} in set shapes").wait_for()
+
+
+def test_label_train_predict_and_the_map_recolours_all_from_the_page(page, collection):
+    from playwright.sync_api import expect
+
+    umap_coordinates(open_collection(collection))  # the map opens ready, as the demo's does
+    catalog = open_collection(collection).catalog
+    compact, extended = (
+        catalog.loc[catalog["class_name"] == c, "id"].iloc[0] for c in ("compact", "extended")
+    )
+    label_results(page, collection, compact, "compact")
+    label_results(page, collection, extended, "extended")
+    labelled = label_store(collection).current("shapes")
+    assert set(labelled["label"]) == {"compact", "extended"} and len(labelled) == 24
+
     page.get_by_role("tab", name="Map").click()
-    note = page.locator("#map-note")
-    expect(note).to_contain_text(re.compile(r"computes the UMAP of 64 embeddings, about \d+ s"))
-    assert page.locator("#map-image img").count() == 0
-    page.locator("#map-button").click()
-    page.locator("#map-image img").wait_for()
-    expect(note).to_have_text("")
-    page.reload()
-    page.get_by_role("tab", name="Map").click()  # cached now: the map shows without a click
-    picture = page.locator("#map-image img")
-    picture.wait_for()
-    assert note.inner_text() == ""
-    box = picture.bounding_box()
-    page.mouse.click(box["x"] + 2, box["y"] + 2)
-    page.locator("#map-info").get_by_text("first corner").wait_for()
-    page.mouse.click(box["x"] + box["width"] - 2, box["y"] + box["height"] - 2)
-    page.locator("#map-info").get_by_text("galaxies in the box").wait_for()
-    assert page.locator("#map-selection img").count() > 0
+    plot = "#map-plot .js-plotly-plot"
+    page.locator(f"{plot}[data-hooked] .nsewdrag").first.wait_for()
+    page.get_by_role("tab", name="Classify").click()
+    page.get_by_label("a label set").check()
+    page.locator("#classify-set input").fill("shapes")
+    page.locator("#head-name textarea").fill("shapes")
+    page.locator("#candidates-class textarea").fill("compact")
+    page.locator("#train-button").click()
+    page.locator("#classifier-metrics").get_by_text("cross-validated metrics on all 24 labels").wait_for()
+    candidates = page.locator("#candidates .caption-label")
+    expect(candidates).to_have_count(24)  # the top 24 of the 40 galaxies not labelled
+    shown = {c.split(" · ")[0] for c in candidates.all_inner_texts()}
+    assert not shown & set(labelled["id"])
+    assert "shapes_prob_compact" in open_collection(collection).catalog  # predicted for every galaxy
+
+    page.get_by_role("tab", name="Map").click()  # coloured by the new head's probabilities
+    page.wait_for_function(
+        f"() => document.querySelector('{plot}')._fullData"
+        ".some(t => t.marker?.colorbar?.title?.text === 'shapes_prob_compact')"
+    )
 
 
 def test_with_auth_the_login_page_loads_and_lets_the_user_search(browser, collection):

@@ -251,7 +251,7 @@ def served(collection, home):
 def test_web_app_sends_results_positions_and_the_ranking(collection, hub, served):
     listening = Receiver(hub)
     try:
-        _, _, shown, _ = served.predict(
+        _, _, shown, _, _ = served.predict(
             "sky-007", "", "", 5.0, None, "", "", "", 5, "CSV", api_name="/search"
         )
         note = served.predict(shown, api_name="/samp_send_results")

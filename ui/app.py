@@ -1,7 +1,8 @@
-"""The galsearch web app: Search, Discover, Fine-tune and Map tabs over one collection.
+"""The galsearch web app: Search, Discover, Classify and Map tabs over one collection, sharing one map
+selection, one label store and the galaxies the map rings.
 
-Layout and wiring only: every action calls into embedder, index or anomaly. Each action is also an
-endpoint of Gradio's HTTP API (see the README), e.g. ``Client(url).predict(..., api_name="/search")``.
+Layout and wiring only: every action calls into embedder, index or anomaly. The named actions are the
+endpoints of Gradio's HTTP API (ui.api), e.g. ``Client(url).predict(..., api_name="/search")``.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported: n
 from pathlib import Path
 
 import gradio as gr
+import pandas as pd
 from starlette.middleware import Middleware
 
 from embedder import describe
 
-from . import discover_tab, finetune_tab, map_tab, search_tab
-from .access import LoginRequired
+from . import classify_tab, discover_tab, map_js, map_tab, search_tab
+from .access import LoginRequired, LoginThrottle, ThrottledLogin
+from .api import publish
+from .credentials import Logins
 from .samp import hub_available
 from .state import AppState
 
@@ -41,23 +45,43 @@ def build_app(collection: str | Path) -> gr.Blocks:
     # No delete_cache: Gradio's cache is shared by content hash between servers, and one app's cleanup
     # deleted files that another still served (a download failed with 403 in tests).
     with gr.Blocks(title=f"galsearch · {coll.manifest['name']}") as app:
+        # Shared by the tabs: the ids selected on the map, and the galaxies the map rings (search results,
+        # the galaxy being rated) when it is drawn.
+        selection = gr.State([])
+        highlights = gr.State(dict(map_tab.NO_HIGHLIGHTS))
         gr.Markdown(
             f"## galsearch · {coll.manifest['name']}\n{len(coll)} galaxies · "
             f"{coll.counts['embedded']} embedded with {encoder}"
         )
         with gr.Tab("Search", id="search"):
-            samp_rows = [search_tab.build(state)]
+            search_samp, results = search_tab.build(state)
         with gr.Tab("Discover", id="discover") as tab:
-            samp_rows.append(discover_tab.build(state, tab))
-        with gr.Tab("Fine-tune", id="finetune"):
-            finetune_tab.build(state)
+            discover_samp, rated = discover_tab.build(state, tab)
+        with gr.Tab("Classify", id="classify") as tab:
+            classify_samp, trained = classify_tab.build(state, tab)
         with gr.Tab("Map", id="map") as tab:
-            map_tab.build(state, tab)
+            map_samp, colour = map_tab.build(state, tab, selection, highlights)
+        samp_rows = [search_samp, discover_samp, classify_samp, map_samp]
+
+        def ring_results(found: pd.DataFrame | None, marks: dict) -> dict:
+            ids = [] if found is None or "id" not in found else found["id"].astype(str).tolist()
+            return {**marks, "search": ids}
+
+        def ring_rated(galaxy: str, marks: dict) -> dict:
+            return {**marks, "rating": galaxy or None}
+
+        def colour_by(column: str) -> dict:  # a head just trained: the map shows its probabilities
+            return gr.Dropdown(choices=map_tab.colour_choices(state), value=column) if column else gr.skip()
+
+        results.change(ring_results, [results, highlights], highlights, queue=False)
+        rated.change(ring_rated, [rated, highlights], highlights, queue=False)
+        trained.change(colour_by, trained, colour, queue=False)
 
         def show_samp() -> list[dict]:  # at each page load: TOPCAT may have started since the last one
             return [gr.update(visible=hub_available())] * len(samp_rows)
 
-        app.load(show_samp, None, samp_rows, api_name=False, queue=False)
+        app.load(show_samp, None, samp_rows, queue=False)
+    publish(app)
     return app
 
 
@@ -65,24 +89,36 @@ def launch(
     collection: str | Path,
     host: str = "127.0.0.1",
     port: int | None = None,
-    auth: tuple[str, str] | None = None,
+    auth: tuple[str, str] | Logins | None = None,
     block: bool = True,
+    root_path: str = "",
+    login_throttle: LoginThrottle | None = None,
 ) -> gr.Blocks:
     """Start serving the app for ``collection``; with ``block`` (default) until interrupted.
 
-    Bound to ``host`` (this machine only by default). With ``auth``, every route but the login page
-    refuses a request without a login (see :mod:`ui.access`). Features that would expose more are off
-    whatever the environment says: server-side rendering (a Node server), the MCP server, the traffic
-    monitor, the FastAPI schema page.
+    Bound to ``host`` (this machine only by default). With ``auth`` (one ``(user, password)`` or
+    :class:`ui.credentials.Logins`), every route but the login page refuses a request without a login,
+    and logins are throttled per address and per user name (``login_throttle``, default
+    :class:`ui.access.LoginThrottle`'s limits; see :mod:`ui.access`). ``root_path`` is the path prefix
+    under which a reverse proxy serves the app (e.g. ``/galsearch``; the proxy strips it). Features that
+    would expose more are off whatever the environment says: server-side rendering (a Node server), the
+    MCP server, the traffic monitor, the FastAPI schema page.
     """
+    throttle = login_throttle or LoginThrottle()
     app = build_app(collection)
     app.queue(default_concurrency_limit=4)  # several users at once; long jobs don't block quick ones
     app.launch(
         server_name=host,
         server_port=port,
-        auth=auth,
+        auth=auth.check if isinstance(auth, Logins) else auth,
+        auth_message=(
+            f"After {throttle.limit} failed logins from one address or for one name, logins are refused "
+            f"for {throttle.base_delay:g} s, doubling with each further failure up to "
+            f"{throttle.max_delay:g} s: if Login does nothing, wait and try again."
+        ),
+        root_path=root_path or None,  # None: GRADIO_ROOT_PATH, if set
         max_file_size=MAX_UPLOAD,
-        head=discover_tab.KEYS_JS,
+        head=discover_tab.KEYS_JS + map_js.MAP_JS,
         css=CSS,
         prevent_thread_lock=not block,
         quiet=not block,
@@ -94,7 +130,9 @@ def launch(
             "openapi_url": None,
             "docs_url": None,
             "redoc_url": None,
-            "middleware": [Middleware(LoginRequired)] if auth else [],
+            "middleware": (
+                [Middleware(LoginRequired), Middleware(ThrottledLogin, throttle=throttle)] if auth else []
+            ),
         },
     )
     return app

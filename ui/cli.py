@@ -585,9 +585,11 @@ def cmd_map(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
+    from anomaly.discover import DEFAULT_SESSION, Discovery
     from embedder import DEFAULT_ENCODER, build_demo, default_demo_path, embed
-    from index import build_index
+    from index import build_index, umap_coordinates
 
+    auth = None if args.no_serve else _login(args)  # read before the build, so that a bad one fails at once
     path = args.path or default_demo_path()
     coll = build_demo(path, seed=args.seed, n_simulated=args.galaxies, size=args.size)
     # The demo is a cache rebuilt from its seed: another encoder simply replaces its embeddings and index.
@@ -595,25 +597,60 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(report.summary())
     if report.embedded:
         build_index(coll, progress=False)
+    # Every tab opens ready: the map and the discovery loop's anomaly scores and GP features are computed
+    # now and kept in the demo (free when unchanged).
+    umap_coordinates(coll, progress=True)
+    Discovery(coll, DEFAULT_SESSION)
     if not args.no_serve:
-        _serve(coll.path, args)
+        _serve(coll.path, args, auth)
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    _serve(args.collection, args)
+    _serve(args.collection, args, _login(args))
 
 
-def _serve(collection: Path, args: argparse.Namespace) -> None:
+def cmd_passwd(args: argparse.Namespace) -> None:
+    from getpass import getpass
+
+    from ui.credentials import check_user, hash_password
+
+    check_user(args.user)
+    if sys.stdin.isatty():  # typed, not echoed; getpass prompts on the terminal, so stdout stays USER:HASH
+        password = getpass(f"password for {args.user}: ")
+        if getpass("again: ") != password:
+            raise GalsearchError("the two passwords differ: nothing written")
+    else:  # piped in (e.g. from a password manager): its first line
+        password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    print(f"{args.user}:{hash_password(password)}")
+
+
+def _serve(collection: Path, args: argparse.Namespace, auth: object) -> None:
     from ui.app import launch
 
-    launch(collection, host=args.host, port=args.port, auth=args.auth)
+    launch(collection, host=args.host, port=args.port, auth=auth, root_path=args.root_path or "")
 
 
-def _credentials(text: str) -> tuple[str, str]:
-    user, sep, password = text.partition(":")
-    if not (user and sep and password):
-        raise argparse.ArgumentTypeError("--auth takes USER:PASSWORD")
-    return user, password
+def _login(args: argparse.Namespace) -> object:
+    """The login the server options ask for (ui.credentials.Logins, (user, password) or None): --auth-file,
+    else --auth (with a warning: `ps` shows it), else $GALSEARCH_AUTH."""
+    from ui.credentials import Logins, login_from_env, parse_login
+
+    if args.auth_file is not None:
+        return Logins.from_file(args.auth_file)
+    if args.auth is not None:
+        print(
+            "warning: --auth puts the password where `ps` shows it to every user of this machine; use "
+            "--auth-file FILE (lines from `galsearch passwd USER`) or GALSEARCH_AUTH=USER:PASSWORD instead",
+            file=sys.stderr,
+        )
+        return parse_login(args.auth, "--auth")
+    return login_from_env()
+
+
+def _root_path(text: str) -> str:
+    if not text.startswith(("/", "http://", "https://")):
+        raise argparse.ArgumentTypeError(f"a root path starts with / (or is a full URL), got {text!r}")
+    return text.rstrip("/")
 
 
 def _add_stretch_options(parser: argparse.ArgumentParser) -> None:
@@ -677,8 +714,25 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
         "--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)"
     )
     parser.add_argument("--port", type=int, default=None, help="port (default: the first free one from 7860)")
+    login = parser.add_mutually_exclusive_group()
+    login.add_argument(
+        "--auth-file",
+        type=Path,
+        metavar="FILE",
+        help="require a login of a user in FILE (USER:HASH lines from `galsearch passwd USER`, readable by "
+        "you only); or set GALSEARCH_AUTH=USER:PASSWORD (see docs/serving.md)",
+    )
+    login.add_argument(
+        "--auth",
+        metavar="USER:PASSWORD",
+        help="require this login (deprecated: `ps` shows it to all; use --auth-file or GALSEARCH_AUTH)",
+    )
     parser.add_argument(
-        "--auth", type=_credentials, metavar="USER:PASSWORD", help="require this login (for shared use)"
+        "--root-path",
+        type=_root_path,
+        metavar="PATH",
+        help="the path prefix under which a reverse proxy serves the app, e.g. /galsearch (the proxy strips "
+        "it; see docs/serving.md)",
     )
 
 
@@ -1088,6 +1142,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("serve", cmd_serve, "serve a collection's web app (search, discover, fine-tune, map)")
     p.add_argument("collection", type=Path)
     _add_server_options(p)
+
+    p = command(
+        "passwd",
+        cmd_passwd,
+        "print USER:HASH, a line for serve's --auth-file, asking for the password (or reading it from stdin)",
+    )
+    p.add_argument("user", help="the login name (1-100 characters, no blanks or ':')")
     return parser
 
 

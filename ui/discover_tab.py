@@ -5,17 +5,18 @@ from __future__ import annotations
 import gradio as gr
 
 from anomaly import ratings_store
+from anomaly.discover import DEFAULT_SESSION
 from embedder import GalsearchError
 from embedder.storage import safe_name
 
+from . import label_bar
 from .samp import SERVER_SIDE, send_table
-from .state import AppState, readable, stamp
+from .state import AppState, readable, stamp, user_of
 
 RANKED = 12
 SENT_RANKED = 100  # the ranking sent to TOPCAT goes deeper than the one shown
 RATE_SIDE = 320  # pixels of the galaxy being rated
 EXPORTS = {"CSV": ".csv", "FITS": ".fits", "VOTable": ".xml"}
-DEFAULT_SESSION = "interesting"
 
 # Keys 0-5 rate, u undoes, s skips, while the Discover tab is shown and no text field has the focus.
 KEYS_JS = """
@@ -33,12 +34,9 @@ document.addEventListener("keydown", (event) => {
 """
 
 
-def _user(request: gr.Request | None) -> str:
-    return (request.username if request is not None else None) or "web"
-
-
-def build(state: AppState, tab: gr.Tab) -> gr.Row:
-    """The Discover tab's components and wiring (inside a gr.Blocks context); returns its SAMP row."""
+def build(state: AppState, tab: gr.Tab) -> tuple[gr.Row, gr.Textbox]:
+    """The Discover tab's components and wiring (inside a gr.Blocks context); returns its SAMP row and the
+    hidden box with the id of the galaxy being rated (the map rings it)."""
     sessions = ratings_store(state.path).sessions()["session"].tolist() or [DEFAULT_SESSION]
     with gr.Row():
         session = gr.Dropdown(sessions, value=sessions[0], label="Session", allow_custom_value=True, scale=2)
@@ -57,6 +55,7 @@ def build(state: AppState, tab: gr.Tab) -> gr.Row:
                 undo = gr.Button("Undo", elem_id="undo-button")
                 skip = gr.Button("Skip", elem_id="skip-button")
             status = gr.Markdown(elem_id="discover-status")
+    labels = label_bar.build(state, "discover", "the galaxy being rated")
     galaxy = gr.Textbox(visible=False)
     skipped = gr.State([])
     gr.Markdown("### Most interesting so far (GP mean and uncertainty)")
@@ -90,9 +89,10 @@ def build(state: AppState, tab: gr.Tab) -> gr.Row:
         stored = state.collection().images[int(nxt["row"])]
         summary = f"{note}{len(hunt.ratings)} rated in session **{name}**"
         table = readable(ranking[columns], {"interest": 2, "uncertainty": 2})
-        return stamp(stored, RATE_SIDE), text, str(nxt["id"]), state.gallery(rows, extras), table, summary
+        gallery = state.gallery(rows, extras)
+        return stamp(stored, RATE_SIDE), text, str(nxt["id"]), gallery, table, summary, str(nxt["id"])
 
-    outputs = [current, info, galaxy, ranked, table, status]
+    outputs = [current, info, galaxy, ranked, table, status, labels.ids]
 
     def rate(name: str, galaxy_id: str, skip_ids: list[str], score: float, request: gr.Request):
         if not galaxy_id:
@@ -126,7 +126,7 @@ def build(state: AppState, tab: gr.Tab) -> gr.Row:
 
         return rate_with
 
-    start.click(first, [session, skipped], outputs, api_name="next_galaxy", queue=False)
+    start.click(first, [session, skipped], outputs, api_name="next", queue=False)
     session.change(first, [session, skipped], outputs)
     # On opening the tab, not at page load: a session's loop takes a while to build on a large collection.
     tab.select(opened, [session, skipped, galaxy], outputs, api_name=False)
@@ -141,8 +141,8 @@ def build(state: AppState, tab: gr.Tab) -> gr.Row:
         first, [session, skipped], outputs
     )
 
-    def export_ratings(name: str, fmt_name: str) -> str:
-        path = state.download(f"ratings-{safe_name(name, 'session')}{EXPORTS[fmt_name]}")
+    def export_ratings(name: str, download_format: str) -> str:
+        path = state.download(f"ratings-{safe_name(name, 'session')}{EXPORTS[download_format]}")
         ratings_store(state.path).export(path, session=name)
         return str(path)
 
@@ -159,7 +159,7 @@ def build(state: AppState, tab: gr.Tab) -> gr.Row:
             raise gr.Error(str(exc)) from None
 
     to_topcat.click(send_ranking, session, samp_status, api_name="samp_send_ranking", queue=False)
-    return samp_row
+    return samp_row, galaxy
 
 
 def _hunt(state: AppState, name: str, request: gr.Request | None):
@@ -167,6 +167,6 @@ def _hunt(state: AppState, name: str, request: gr.Request | None):
     if not name:
         raise gr.Error("Name the session first, e.g. 'mergers'.")
     try:
-        return state.discovery(name, _user(request))
+        return state.discovery(name, user_of(request))
     except GalsearchError as exc:
         raise gr.Error(str(exc)) from None

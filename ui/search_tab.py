@@ -9,8 +9,9 @@ import pandas as pd
 from embedder import GalsearchError
 from index import search, write_results
 
+from . import label_bar
 from .samp import SERVER_SIDE, point_at, send_table
-from .state import AppState, readable, stamp
+from .state import AppState, ids_in, readable, stamp
 
 SAMPLE_SIZE = 48
 PICKER_COLUMNS = 6  # so that a stamp is wide enough for its whole id
@@ -18,10 +19,6 @@ QUERY_SIDE = 220  # pixels of the query galaxy
 UPLOAD_TYPES = [".fits", ".fit", ".fts", ".fz", ".png", ".jpg", ".jpeg"]
 DOWNLOADS = {"CSV": ("csv", ".csv"), "FITS": ("fits", ".fits"), "VOTable": ("votable", ".xml")}
 SHOWN_COLUMNS = 8  # catalog columns in the results table besides rank, id and score
-
-
-def _ids(text: str | None) -> list[str]:
-    return [t.strip() for t in (text or "").replace("\n", ",").split(",") if t.strip()]
 
 
 def _degrees(text: str | float | None, name: str) -> float | None:
@@ -33,8 +30,9 @@ def _degrees(text: str | float | None, name: str) -> float | None:
         raise gr.Error(f"{name} is a number of degrees, got {text!r}") from None
 
 
-def build(state: AppState) -> gr.Row:
-    """The Search tab's components and wiring (inside a gr.Blocks context); returns its SAMP row."""
+def build(state: AppState) -> tuple[gr.Row, gr.Dataframe]:
+    """The Search tab's components and wiring (inside a gr.Blocks context); returns its SAMP row and its
+    results table (the map rings the galaxies in it)."""
     coll = state.collection()
     rng = np.random.default_rng(0)
     sample = np.sort(rng.choice(len(coll), size=min(SAMPLE_SIZE, len(coll)), replace=False))
@@ -72,6 +70,7 @@ def build(state: AppState) -> gr.Row:
         query = gr.Image(label="Query", interactive=False, height=QUERY_SIDE, scale=1)
         neighbours = gr.Gallery(label="Most similar", columns=6, height="auto", scale=5, elem_id="neighbours")
     table = gr.Dataframe(label="Results", interactive=False, wrap=True, elem_id="results")
+    labels = label_bar.build(state, "search", "the results")
     with gr.Row():
         fmt = gr.Radio(list(DOWNLOADS), value="CSV", label="Download as")
         download = gr.File(label="Results file", interactive=False)
@@ -81,8 +80,10 @@ def build(state: AppState) -> gr.Row:
         samp_status = gr.Markdown(elem_id="samp-search-status")
         gr.Markdown(SERVER_SIDE)
 
-    def run(galaxy, ra_deg, dec_deg, radius_arcsec, image, plus, minus, condition, count, fmt_name):
-        ids = _ids(galaxy) + _ids(plus)
+    def run(
+        galaxy_id, ra_deg, dec_deg, radius_arcsec, image, more_like, less_like, where, k, download_format
+    ):
+        ids = ids_in(galaxy_id) + ids_in(more_like)
         ra_deg, dec_deg = _degrees(ra_deg, "RA"), _degrees(dec_deg, "Dec")
         position = ra_deg is not None and dec_deg is not None
         if not (ids or image or position):
@@ -91,20 +92,20 @@ def build(state: AppState) -> gr.Row:
             found = search(
                 state.collection(),
                 ids=ids,
-                negative_ids=_ids(minus),
+                negative_ids=ids_in(less_like),
                 image=image,
                 ra=ra_deg if position else None,
                 dec=dec_deg if position else None,
                 radius_arcsec=radius_arcsec or 5.0,
-                where=condition or None,
-                k=int(count),
+                where=where or None,
+                k=int(k),
             )
         except GalsearchError as exc:
             raise gr.Error(str(exc)) from None
-        return _results(state, found, ids, fmt_name)
+        return _results(state, found, ids, download_format)
 
     inputs = [galaxy_id, ra, dec, radius, upload, positives, negatives, where, k, fmt]
-    outputs = [query, neighbours, table, download]
+    outputs = [query, neighbours, table, download, labels.ids]
     go.click(run, inputs, outputs, api_name="search", queue=False)
     for box in (galaxy_id, ra, dec, positives, negatives, where):  # Enter in a text field searches
         box.submit(run, inputs, outputs, api_name=False, queue=False)
@@ -118,10 +119,10 @@ def build(state: AppState) -> gr.Row:
     picker.select(pick, None, galaxy_id).then(run, inputs, outputs)
     neighbours.select(follow, table, galaxy_id).then(run, inputs, outputs)
     add_positive.click(
-        lambda g, p: ", ".join(dict.fromkeys(_ids(p) + _ids(g))), [galaxy_id, positives], positives
+        lambda g, p: ", ".join(dict.fromkeys(ids_in(p) + ids_in(g))), [galaxy_id, positives], positives
     )
     add_negative.click(
-        lambda g, n: ", ".join(dict.fromkeys(_ids(n) + _ids(g))), [galaxy_id, negatives], negatives
+        lambda g, n: ", ".join(dict.fromkeys(ids_in(n) + ids_in(g))), [galaxy_id, negatives], negatives
     )
 
     def send_results(found_table: pd.DataFrame | None) -> str:
@@ -136,9 +137,9 @@ def build(state: AppState) -> gr.Row:
     def show_in_aladin(galaxy: str, ra_deg: str, dec_deg: str, found_table: pd.DataFrame | None) -> str:
         ra_deg, dec_deg = _degrees(ra_deg, "RA"), _degrees(dec_deg, "Dec")
         try:
-            if not _ids(galaxy) and ra_deg is not None and dec_deg is not None:
+            if not ids_in(galaxy) and ra_deg is not None and dec_deg is not None:
                 return point_at(ra_deg, dec_deg)
-            ids = _ids(galaxy) or (found_table["id"].head(1).tolist() if found_table is not None else [])
+            ids = ids_in(galaxy) or (found_table["id"].head(1).tolist() if found_table is not None else [])
             if not ids:
                 raise gr.Error("Choose a galaxy first: click one, type its id, or give RA and Dec.")
             return point_at(*_position(state, str(ids[0])))
@@ -149,7 +150,7 @@ def build(state: AppState) -> gr.Row:
     to_aladin.click(
         show_in_aladin, [galaxy_id, ra, dec, table], samp_status, api_name="samp_point_at", queue=False
     )
-    return samp_row
+    return samp_row, table
 
 
 def _full_results(state: AppState, shown: pd.DataFrame) -> pd.DataFrame:
@@ -185,4 +186,5 @@ def _results(state: AppState, found: pd.DataFrame, ids: list[str], fmt_name: str
     path = state.download(f"neighbours{suffix}")
     write_results(found, path, fmt)
     shown = [c for c in found.columns if c not in ("rank", "id", score)][:SHOWN_COLUMNS]
-    return query, gallery, readable(found[["rank", "id", score, *shown]]), str(path)
+    table = readable(found[["rank", "id", score, *shown]])
+    return query, gallery, table, str(path), ", ".join(found["id"].astype(str))

@@ -1,4 +1,4 @@
-"""What the web app shares between requests: the open collection, discovery loops, rendered maps."""
+"""What the web app shares between requests: the open collection, discovery loops, download files."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
+import gradio as gr
 import numpy as np
 import pandas as pd
 from pandas.io.formats.style import Styler
@@ -29,6 +30,18 @@ def stamp(image: np.ndarray, side: int = DISPLAY_SIDE) -> np.ndarray:
     factor = max(1, side // image.shape[0])
     image = image.repeat(factor, axis=0).repeat(factor, axis=1)
     return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
+
+
+def ids_in(given: str | list[str] | None) -> list[str]:
+    """The galaxy ids typed in a box (separated by commas or new lines), or held in a list."""
+    if isinstance(given, list):
+        return [str(galaxy) for galaxy in given]
+    return [t.strip() for t in (given or "").replace("\n", ",").split(",") if t.strip()]
+
+
+def user_of(request: gr.Request | None) -> str:
+    """Who makes a request: the logged-in user, or "web" when the app has no login."""
+    return (request.username if request is not None else None) or "web"
 
 
 def readable(frame: pd.DataFrame, decimals: dict[str, int] | None = None) -> Styler:
@@ -61,7 +74,6 @@ class AppState:
         self._collection: Collection | None = None
         self._version: int | None = None
         self._hunts: OrderedDict[tuple[str, str], tuple[Discovery, threading.Lock]] = OrderedDict()
-        self.maps: dict[tuple, object] = {}
         self._downloads = Path(tempfile.mkdtemp(prefix="galsearch-downloads-"))
         self.collection()
 
