@@ -2,15 +2,15 @@
 
     python benchmarks/ui.py [--work DIR] [--screenshots DIR]
 
-Serves the demo collection (built in WORK/demo if missing, embedded with the default encoder and
-indexed) on 127.0.0.1 and times, with httpx on Gradio's HTTP API (POST /gradio_api/run/ENDPOINT): a
-search by galaxy id (12 neighbours: gallery, table and results file), and a rating followed by the next
-galaxy to rate (store, GP refit, re-rank, 13 stamps). "API" is the request until its JSON answer;
-"+ files" adds fetching every image and file the answer names, six at a time, as a browser does.
-Targets: search p95 < 300 ms, rating + next p95 < 500 ms. Then headless Chromium (Debian's, via
-Playwright) opens the page and each tab in turn, timing each until it shows its content (target: 2 s);
-with --screenshots it also uses each tab (search, rate, train a classifier on the demo's classes, lasso
-on the map it recolours) and saves a picture of it.
+Serves the demo collection (built in WORK/demo by `galsearch demo --no-serve`: embedded with the default
+encoder, indexed, its map and discovery caches made) on 127.0.0.1 and times, with httpx on Gradio's HTTP
+API (POST /gradio_api/run/ENDPOINT): a search by galaxy id (12 neighbours: gallery, table and results
+file), and a rating followed by the next galaxy to rate (store, GP refit, re-rank, 13 stamps). "API" is
+the request until its JSON answer; "+ files" adds fetching every image and file the answer names, six at
+a time, as a browser does. Targets: search p95 < 300 ms, rating + next p95 < 500 ms. Then headless
+Chromium (Debian's, via Playwright) opens the page and each tab in turn, timing each until it shows its
+content (target: 2 s); with --screenshots it also uses each tab (search, rate, train a classifier on the
+demo's classes, lasso on the map it recolours) and saves a picture of it.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx
 import numpy as np
 
-from embedder import DEFAULT_ENCODER, build_demo, embed
-from index import build_index
+from embedder import open_collection
 from ui.app import launch
+from ui.cli import main as galsearch
 
 SEARCHES = 200
 RATINGS = 100
@@ -179,9 +179,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("work"))
     parser.add_argument("--screenshots", type=Path, help="folder for one PNG per tab")
     args = parser.parse_args()
-    coll = build_demo(args.work / "demo", seed=0)
-    embed(coll, DEFAULT_ENCODER, replace=True, progress=False)
-    build_index(coll, progress=False)
+    # The demo as `galsearch demo` builds it: embedded, indexed, its map and discovery caches made.
+    galsearch(["demo", "--no-serve", "--path", str(args.work / "demo")])
+    coll = open_collection(args.work / "demo")
     port = free_port()
     app = launch(coll.path, port=port, block=False)
     url = f"http://127.0.0.1:{port}/"
@@ -205,8 +205,9 @@ def main() -> None:
 
         times["rating + next galaxy"] = [timed(lambda i, f=f: rate(i, f), RATINGS) for f in (False, True)]
         report(len(coll), times)
-        labels = args.work / "demo-classes.csv"
-        coll.catalog[["id", "class_name"]].rename(columns={"class_name": "label"}).to_csv(labels, index=False)
+        labels = args.work / "demo-classes.csv"  # 40 galaxies of each class, as a workbench user labels
+        classes = coll.catalog[["id", "class_name"]].rename(columns={"class_name": "label"})
+        classes.groupby("label").head(40).to_csv(labels, index=False)
         opening = screenshots(url, args.screenshots, labels)
         print("\n| tab | opens in s (click to content; Search: page load) | target |\n|---|---|---|")
         for tab, seconds in opening.items():

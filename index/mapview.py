@@ -94,6 +94,7 @@ def map_figure(
     title = f"{collection.manifest['name']}: UMAP of {n:,} embeddings"
     if len(rows) < n:
         title += f" ({len(rows):,} drawn over the density of all)"
+    numeric = any(t.type == "scattergl" and t.marker.colorscale for t in figure.data)  # a colour bar
     hidden = {"showticklabels": False, "showgrid": False, "zeroline": False, "ticks": ""}
     figure.update_layout(
         title={"text": title, "font": {"size": 14}},
@@ -105,10 +106,16 @@ def map_figure(
         dragmode="lasso",
         hovermode="closest",
         uirevision=str(collection.path),  # a new colouring keeps the user's zoom
-        legend={"itemsizing": "constant", "title": {"text": label or ""}},
+        legend=_legend(label, numeric=numeric),
         meta={"color_by": label or ""},
     )
     return figure
+
+
+def _legend(label: str | None, numeric: bool) -> dict:
+    """Categories (and rings) listed beside the map; under it when a colour bar takes that place."""
+    legend = {"itemsizing": "constant", "title": {"text": "" if numeric else label or ""}}
+    return {**legend, "orientation": "h", "x": 0, "y": 0, "yanchor": "top"} if numeric else legend
 
 
 def shown_rows(n: int, max_points: int, keep: np.ndarray | Sequence[int] = ()) -> np.ndarray:

@@ -8,9 +8,8 @@ The coordinates are computed once and kept beside the embeddings::
                                written after umap.f32
 
 They are reused while the embedded count, the encoder and the parameters match, and recomputed otherwise.
-A picture's map axes sit at a fixed place in the figure and the picture keeps their pixel box, so a pixel
-of the picture maps back to map coordinates exactly: the web app turns a click into a galaxy and two
-clicks into a box selection.
+The picture (``galsearch map --png``) keeps its axes' pixel box, so a pixel of it maps back to map
+coordinates and galaxies exactly (``MapPicture``); the web app's interactive map is index.mapview.
 """
 
 from __future__ import annotations

@@ -188,7 +188,9 @@ def build(
     # One map event at a time, in order: a map drawn on opening never lands over one asked for since.
     queued = {"concurrency_id": "map", "concurrency_limit": 1}
     draw.click(draw_map, [colour, highlights], [plot, note, drawn], api_name="map", **queued)
-    colour.change(redraw, [colour, highlights, drawn], [plot, note, drawn], api_name=False, **queued)
+    # A colour chosen in the page redraws at once; one set by another tab (a head just trained) waits for
+    # the tab to open, since Plotly cannot size a figure drawn in a hidden tab.
+    colour.input(redraw, [colour, highlights, drawn], [plot, note, drawn], api_name=False, **queued)
     tab.select(opened, [colour, highlights, drawn], [colour, note, plot, drawn], api_name=False, **queued)
 
     @lru_cache(maxsize=STAMP_CACHE)

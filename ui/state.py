@@ -71,6 +71,7 @@ class AppState:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._lock = threading.Lock()
+        self._building = threading.Lock()
         self._collection: Collection | None = None
         self._version: int | None = None
         self._hunts: OrderedDict[tuple[str, str], tuple[Discovery, threading.Lock]] = OrderedDict()
@@ -109,11 +110,11 @@ class AppState:
         key = (session, user)
         with self._lock:
             found = self._hunts.get(key)
-        if found is None:  # built outside the lock: other users' requests go on meanwhile
-            built = (Discovery(self.path, session, user=user), threading.Lock())
-            with self._lock:
-                found = self._hunts.setdefault(key, built)
-        with self._lock:
+        if found is None:  # built outside the lock (other users' requests go on meanwhile), one at a time:
+            with self._building:  # the first of a collection computes and stores its anomaly scores
+                found = (Discovery(self.path, session, user=user), threading.Lock())
+        with self._lock:  # kept, marked as used and the oldest evicted at once: it cannot go in between
+            found = self._hunts.setdefault(key, found)
             self._hunts.move_to_end(key)
             while len(self._hunts) > MAX_LOOPS:
                 self._hunts.popitem(last=False)  # its ratings are in the store; it reloads when used
