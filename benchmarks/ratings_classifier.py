@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
-from splits import split
+from splits import mean_range, split
 
 from anomaly import Discovery, ratings_store
 from anomaly.classifier import labels_from_ratings, train_classifier
@@ -106,12 +106,6 @@ def evaluate(coll, hunt: Discovery, truth: np.ndarray, seeds: int, auto_budget: 
     return Checkpoint(len(hunt.ratings), found, remaining, int(unrated.sum()), methods)
 
 
-def _cell(values: list[int]) -> str:
-    if len(values) == 1:
-        return str(values[0])
-    return f"{np.mean(values):.1f} ({min(values)}-{max(values)})"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -146,7 +140,7 @@ def main() -> None:
     for point in checkpoints:
         expected = TOP * point.remaining / point.unrated
         random = f"random order (expected: {TOP} x {point.remaining} / {point.unrated})"
-        rows = [(random, f"{expected:.1f}")] + [(m, _cell(v)) for m, v in point.methods.items()]
+        rows = [(random, f"{expected:.1f}")] + [(m, mean_range(v)) for m, v in point.methods.items()]
         for method, cell in rows:
             print(f"| {point.ratings} | {point.found} | {method} | {cell} | {point.remaining} |")
 

@@ -22,6 +22,13 @@ TEST_FRACTION = 0.3
 SEED = 0
 
 
+def mean_range(values: list[int]) -> str:
+    """Counts over seeds as a table cell: "mean (min-max)", or the one value."""
+    if len(values) == 1:
+        return str(values[0])
+    return f"{np.mean(values):.1f} ({min(values)}-{max(values)})"
+
+
 def shared_file(name: str) -> Path:
     """Path of a shared data file; exits with a clear message when the folder is absent."""
     path = SHARED_DATA / DATASETS[name]

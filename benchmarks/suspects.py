@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from astropy import units as u
 from astropy.coordinates import SkyCoord
-from splits import SHARED_DATA, shared_file, split
+from splits import SHARED_DATA, mean_range, shared_file, split
 
 from anomaly.classifier import suspects
 from embedder import DEFAULT_ENCODER, embed, ingest, open_collection
@@ -102,12 +102,6 @@ def evaluate(coll, source: Path, seeds: int, folds: int) -> dict:
     }
 
 
-def _mean(values: list[int]) -> str:
-    if len(values) == 1:
-        return str(values[0])
-    return f"{np.mean(values):.1f} ({min(values)}-{max(values)})"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -151,7 +145,7 @@ def main() -> None:
                 )
                 shown = f"{n}" if top == n else f"{n} (all {top})"
                 print(
-                    f"| {name} | {what} | {shown} | {_mean(found)} | {expected:.1f} | "
+                    f"| {name} | {what} | {shown} | {mean_range(found)} | {expected:.1f} | "
                     f"{np.mean(found) / expected:.1f}x |"
                 )
     print("\n| labels | flagged by cleanlab | of them cross-matched | of them disputed | disputed fraction |")
@@ -159,8 +153,8 @@ def main() -> None:
     for name, r in results:
         flagged, flagged_matched, flagged_disputed = r["flagged"]
         print(
-            f"| {name} | {_mean(flagged)} of {r['labels']} | {_mean(flagged_matched)} | "
-            f"{_mean(flagged_disputed)} | {r['disputed']} of {r['matched']} cross-matched |"
+            f"| {name} | {mean_range(flagged)} of {r['labels']} | {mean_range(flagged_matched)} | "
+            f"{mean_range(flagged_disputed)} | {r['disputed']} of {r['matched']} cross-matched |"
         )
 
 

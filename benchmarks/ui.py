@@ -157,7 +157,12 @@ def screenshots(url: str, folder: Path | None, labels: Path) -> dict[str, float]
         page.locator("#candidates img").first.wait_for()
         settle(page)
         page.screenshot(path=folder / "classify.png", full_page=True)
-        page.get_by_role("tab", name="Map").click()  # coloured by the head just trained
+        page.get_by_role("tab", name="Map").click()  # coloured by the head just trained, once it opens
+        page.wait_for_function(
+            "() => document.querySelector('#map-plot .js-plotly-plot')?._fullData"
+            "?.some(t => t.marker?.colorbar?.title?.text === 'morphology_prob_merger')"
+        )
+        page.locator(TAB_CONTENT["Map"]).first.wait_for()
         area = page.locator(TAB_CONTENT["Map"]).first.bounding_box()
         lasso = [(0.45, 0.35), (0.6, 0.35), (0.6, 0.6), (0.45, 0.6), (0.45, 0.35)]
         page.mouse.move(area["x"] + lasso[0][0] * area["width"], area["y"] + lasso[0][1] * area["height"])

@@ -210,3 +210,20 @@ def test_under_a_path_prefix_the_map_still_shows_stamps(browser, collection, coo
         page.close()
         server.should_exit = True
         thread.join()
+
+
+def test_after_recolouring_by_a_number_a_lasso_still_selects_what_it_encloses(page, collection, coords):
+    coll = open_collection(collection)
+    open_map(page)
+    colour = page.get_by_label("Colour by")
+    colour.fill("ra")  # numbers: a colour bar, the legend moves under the map
+    colour.press("Enter")
+    page.wait_for_function(f"() => {TRACES}.some(t => t.marker?.colorbar?.title?.text === 'ra')")
+    (x0, y0), (x1, y1) = coords.min(axis=0), coords.max(axis=0)
+    pad_x, pad_y = 0.02 * (x1 - x0), 0.02 * (y1 - y0)
+    x_cut, y_cut = cut(coords[:, 0]), cut(coords[:, 1])
+    corners = [(x_cut, y_cut), (x1 + pad_x, y_cut), (x1 + pad_x, y1 + pad_y), (x_cut, y1 + pad_y)]
+    inside = rows_in_polygon(coords, corners)
+    assert 0 < len(inside) < 48
+    drag_lasso(page, corners)
+    expect_stamps(page, "#map-selection", coll.catalog_rows(inside, ["id"])["id"].tolist())
