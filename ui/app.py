@@ -118,7 +118,7 @@ def launch(
         ),
         root_path=root_path or None,  # None: GRADIO_ROOT_PATH, if set
         max_file_size=MAX_UPLOAD,
-        head=discover_tab.KEYS_JS + map_js.MAP_JS,
+        head=discover_tab.KEYS_JS + map_js.MAP_JS + map_js.preload_plotly(),
         css=CSS,
         prevent_thread_lock=not block,
         quiet=not block,

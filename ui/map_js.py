@@ -17,6 +17,8 @@ Its style sheet lays out the hover card, the map's galleries (``.map-stamps``: s
 size, enlarged pixel by pixel) and the selection's outline.
 """
 
+from pathlib import Path
+
 MAP_JS = """
 <style>
 #map-hover {
@@ -213,5 +215,26 @@ MAP_JS = """
   new MutationObserver(() => document.querySelectorAll(PLOT).forEach(hook))
     .observe(document.documentElement, {childList: true, subtree: true});
 })();
+</script>
+"""
+
+
+def preload_plotly() -> str:
+    """A page script that loads Gradio's plotly.js chunk (4.6 MB) once the page is idle, so that opening
+    the Map tab does not wait for it (1.5-2 s on a CPU-only browser); "" if this Gradio has no such
+    chunk. It is the module Gradio's own plot imports, by the same URL, so it is loaded only once."""
+    import gradio
+
+    assets = Path(gradio.__file__).parent / "templates" / "frontend" / "assets"
+    chunk = next(iter(sorted(assets.glob("PlotlyPlot-*.js"))), None)
+    if chunk is None:
+        return ""
+    return f"""
+<script>
+(() => {{  // Gradio adds this to the page after its own load event: run at once if the page is loaded
+  const load = () => import(new URL("assets/{chunk.name}", document.baseURI).href).catch(() => {{}});
+  const idle = () => (window.requestIdleCallback ? requestIdleCallback(load, {{timeout: 3000}}) : load());
+  if (document.readyState === "complete") idle(); else addEventListener("load", idle);
+}})();
 </script>
 """
