@@ -4,6 +4,7 @@ selections and what is done with them, colouring."""
 from __future__ import annotations
 
 import io
+import json
 import re
 import shutil
 import threading
@@ -227,3 +228,25 @@ def test_after_recolouring_by_a_number_a_lasso_still_selects_what_it_encloses(pa
     assert 0 < len(inside) < 48
     drag_lasso(page, corners)
     expect_stamps(page, "#map-selection", coll.catalog_rows(inside, ["id"])["id"].tolist())
+
+
+def test_search_results_and_the_galaxy_being_rated_are_ringed_on_the_map(page, collection, coords):
+    coll = open_collection(collection)
+    page.get_by_label("Galaxy id").fill("blob-0-0005")
+    page.get_by_label("Galaxy id").press("Enter")
+    found = search(coll, ids=["blob-0-0005"], k=12)["id"].tolist()
+    page.locator("#neighbours .caption-label").nth(11).wait_for()
+    page.get_by_role("tab", name="Discover").click()
+    page.locator("#discover-status").get_by_text("rated in session").wait_for()
+    rated = page.locator("#discover-labels textarea").first.input_value()
+    open_map(page)
+    rows = {
+        name: sorted(coll.rows_of(ids).tolist())
+        for name, ids in (("search results", found), ("being rated", [rated]))
+    }
+    for name, expected in rows.items():
+        ring = f"{TRACES}.find(t => t.name === '{name}')"
+        page.wait_for_function(
+            f"() => JSON.stringify([...{ring}?.customdata ?? []].sort((a, b) => a - b))"
+            f" === '{json.dumps(expected).replace(' ', '')}'"
+        )
