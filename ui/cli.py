@@ -1139,7 +1139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-serve", action="store_true", help="build and embed only")
     _add_server_options(p)
 
-    p = command("serve", cmd_serve, "serve a collection's web app (search, discover, fine-tune, map)")
+    p = command("serve", cmd_serve, "serve a collection's web app (search, discover, classify, map)")
     p.add_argument("collection", type=Path)
     _add_server_options(p)
 
