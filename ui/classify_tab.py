@@ -19,11 +19,10 @@ from index import write_results
 
 from . import label_bar
 from .samp import SERVER_SIDE, send_table
-from .state import AppState, readable
+from .state import DOWNLOADS, AppState, readable
 
 SOURCES = {"ratings": "a ratings session", "set": "a label set", "file": "a label file or typed labels"}
 LABEL_TYPES = [".csv", ".fits", ".fit", ".xml", ".vot"]
-EXPORTS = {"CSV": ("csv", ".csv"), "FITS": ("fits", ".fits"), "VOTable": ("votable", ".xml")}
 SHOWN = 24  # galaxies in the candidates and suspects galleries
 CANDIDATES = 100  # candidates listed (table, export, SAMP)
 DOUBTS = 50  # doubtful labels listed
@@ -100,7 +99,7 @@ def build(state: AppState, tab: gr.Tab) -> tuple[gr.Row, gr.Textbox]:
     )
     candidates_table = gr.Dataframe(interactive=False, label="Candidates", elem_id="candidates-table")
     with gr.Row():
-        fmt = gr.Radio(list(EXPORTS), value="CSV", label="Download candidates as")
+        fmt = gr.Radio(list(DOWNLOADS), value="CSV", label="Download candidates as")
         download = gr.File(label="Candidates file", interactive=False)
     with gr.Row(visible=False) as samp_row:  # shown by the app when a SAMP hub answers
         to_topcat = gr.Button("Send candidates to TOPCAT", elem_id="samp-send-candidates", scale=0)
@@ -193,7 +192,7 @@ def build(state: AppState, tab: gr.Tab) -> tuple[gr.Row, gr.Textbox]:
         folder = result.finetune.folder
         pictures = [str(folder / f) if (folder / f).is_file() else None for f in ("confusion.png", "roc.png")]
         found = result.candidates
-        fmt, suffix = EXPORTS[download_format]
+        fmt, suffix = DOWNLOADS[download_format]
         path = state.download(f"candidates-{folder.name}{suffix}")
         write_results(found, path, fmt)
         shown = found.head(SHOWN)

@@ -22,7 +22,7 @@ from index.projection import has_map, umap_coordinates, umap_seconds
 
 from . import label_bar
 from .samp import SERVER_SIDE, send_table
-from .state import AppState, user_of
+from .state import DOWNLOADS, AppState, user_of
 
 SELECTED = 48  # stamps of a selection shown (a seeded sample of a larger one)
 SIMILAR = 24  # galaxies found by "Search like these"
@@ -32,7 +32,6 @@ STAMP_CACHE = 4096  # hover stamps kept encoded
 NO_COLOUR = "(none)"
 RATING_PREFIX = "rating: "
 SKIPPED_COLUMNS = {"id"}
-EXPORTS = {"CSV": ("csv", ".csv"), "FITS": ("fits", ".fits"), "VOTable": ("votable", ".xml")}
 TRACK_TQDM = gr.Progress(track_tqdm=True)  # UMAP's own tqdm bars become the page's progress bar
 HIGHLIGHTED = {"search": "search results", "rating": "being rated"}  # keys of the highlights state
 NO_HIGHLIGHTS = {"search": [], "rating": None}
@@ -142,7 +141,7 @@ def build(
     gallery = gr.HTML(elem_id="map-selection")
     with gr.Row():
         like = gr.Button("Search like these", elem_id="map-search-like", scale=0)
-        fmt = gr.Radio(list(EXPORTS), value="CSV", label="Export the selection as", scale=1)
+        fmt = gr.Radio(list(DOWNLOADS), value="CSV", label="Export the selection as", scale=1)
         export = gr.Button("Export", elem_id="map-export", scale=0)
         exported = gr.File(label="Selection file", interactive=False, elem_id="map-export-file", scale=1)
     with gr.Row(visible=False) as samp_row:  # shown by the app when a SAMP hub answers
@@ -277,7 +276,7 @@ def build(
     def export_selection(selected: list[str], download_format: str) -> str:
         """The catalog rows of the galaxies selected on the map (this session's selection) as a CSV, FITS
         or VOTable file."""
-        fmt_name, suffix = EXPORTS[download_format]
+        fmt_name, suffix = DOWNLOADS[download_format]
         path = state.download(f"selection{suffix}")
         write_results(selected_table(selected), path, fmt_name)
         return str(path)

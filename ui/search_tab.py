@@ -11,13 +11,12 @@ from index import search, write_results
 
 from . import label_bar
 from .samp import SERVER_SIDE, point_at, send_table
-from .state import AppState, ids_in, readable, stamp
+from .state import DOWNLOADS, AppState, ids_in, readable, stamp
 
 SAMPLE_SIZE = 48
 PICKER_COLUMNS = 6  # so that a stamp is wide enough for its whole id
 QUERY_SIDE = 220  # pixels of the query galaxy
 UPLOAD_TYPES = [".fits", ".fit", ".fts", ".fz", ".png", ".jpg", ".jpeg"]
-DOWNLOADS = {"CSV": ("csv", ".csv"), "FITS": ("fits", ".fits"), "VOTable": ("votable", ".xml")}
 SHOWN_COLUMNS = 8  # catalog columns in the results table besides rank, id and score
 
 

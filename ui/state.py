@@ -21,6 +21,8 @@ from embedder.collection import MANIFEST
 DISPLAY_SIDE = 160  # stamps are enlarged by whole pixels to about this side, so structure is visible
 MAX_LOOPS = 16  # discovery loops kept in memory (each holds features of every galaxy); older ones reload
 DOWNLOAD_AGE_S = 3600  # result files older than this are deleted (Gradio serves its own copy)
+# Table downloads offered in the page: the name shown -> (index.write_results format, file suffix).
+DOWNLOADS = {"CSV": ("csv", ".csv"), "FITS": ("fits", ".fits"), "VOTable": ("votable", ".xml")}
 DECIMALS = {"similarity": 3, "distance": 3, "ra": 5, "dec": 5}  # in tables; 1e-5 degree = 0.036"
 
 
