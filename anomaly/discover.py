@@ -20,6 +20,13 @@ from .ratings import MAX_RATING, MIN_RATING, Rating, RatingsError, default_user,
 from .scores import DEFAULT_METHOD, anomaly_scores, score_column, store_scores
 
 DEFAULT_SESSION = "interesting"  # the session a new user rates in
+
+
+def own_session(user: str) -> str:
+    """The session a logged-in ``user`` rates in unless they choose another (a shared one, say)."""
+    return f"{DEFAULT_SESSION} ({user})"
+
+
 MAX_CANDIDATES = 1_000_000  # galaxies a loop ranks and suggests from; larger collections are sampled
 TOP_ANOMALIES = 100_000  # of which the most anomalous are always candidates
 
@@ -102,23 +109,31 @@ class Discovery:
         self.ratings = latest
         return latest
 
-    def _table(self, learner_rows: np.ndarray) -> pd.DataFrame:
+    def _table(self, learner_rows: np.ndarray, columns: list[str] | None) -> pd.DataFrame:
         mean, std = self.learner.predict(learner_rows)
         rows = self.candidates[learner_rows]
-        table = self.collection.catalog_rows(rows)
+        if columns is None:
+            table = self.collection.catalog_rows(rows)
+        elif extra := [c for c in columns if c != "id"]:
+            table = self.collection.catalog_rows(rows, ["id", *extra])
+        else:  # ids only: from the id index, without reading the catalog
+            table = pd.DataFrame({"id": self.collection.ids_at(rows)})
         table.insert(1, "row", rows)
         table.insert(2, "interest", mean)
         table.insert(3, "uncertainty", std)
         table.insert(4, "anomaly", self.anomaly[rows])
         return table
 
-    def suggest(self, n: int = 1, skip: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
-        """The ``n`` galaxies to rate next (catalog rows with GP interest, uncertainty and anomaly score)."""
+    def suggest(
+        self, n: int = 1, skip: list[str] | tuple[str, ...] = (), columns: list[str] | None = None
+    ) -> pd.DataFrame:
+        """The ``n`` galaxies to rate next: their ids and catalog ``columns`` (default: all) with GP interest,
+        uncertainty and anomaly score."""
         exclude = None
         if skip:
             at = self._candidate_of(self.collection.rows_of(list(skip)))
             exclude = at[at >= 0]
-        return self._table(self.learner.suggest(n, exclude))
+        return self._table(self.learner.suggest(n, exclude), columns)
 
     def rate(self, galaxy: str, rating: float) -> Rating:
         """Store ``rating`` (0-5) of ``galaxy`` in this session and refit."""
@@ -148,10 +163,11 @@ class Discovery:
         self.refresh()
         return undone
 
-    def ranking(self, top: int = 50) -> pd.DataFrame:
-        """The ``top`` most interesting galaxies by GP mean (with uncertainty and any rating given)."""
+    def ranking(self, top: int = 50, columns: list[str] | None = None) -> pd.DataFrame:
+        """The ``top`` most interesting galaxies by GP mean (with uncertainty and any rating given), with
+        their ids and catalog ``columns`` (default: all)."""
         ranked = self.learner.ranking(top)
-        table = self._table(ranked["row"].to_numpy())
+        table = self._table(ranked["row"].to_numpy(), columns)
         rated = dict(zip(self.ratings["galaxy"], self.ratings["rating"], strict=True))
         table.insert(5, "rating", table["id"].map(rated).astype(float))
         return table

@@ -80,6 +80,9 @@ class RatingsStore(SQLiteStore):
     def ensure_session(self, name: str, description: str = "") -> None:
         """Create the session ``name`` unless it exists."""
         check_name(name, "session", RatingsError)
+        with self._connect() as db:  # a read first: most loops open a session that exists
+            if db.execute("SELECT 1 FROM sessions WHERE name = ?", (name,)).fetchone():
+                return
         with self._transaction() as db:
             db.execute(
                 "INSERT OR IGNORE INTO sessions (name, created, description) VALUES (?, ?, ?)",
@@ -132,8 +135,13 @@ class RatingsStore(SQLiteStore):
 
     def latest(self, session: str) -> pd.DataFrame:
         """The current rating of each galaxy rated in ``session`` (its latest), in rating order."""
-        history = self.history(session)
-        return history.drop_duplicates("galaxy", keep="last").reset_index(drop=True)
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT seq, session, galaxy, rating, user, time FROM ratings WHERE seq IN "
+                "(SELECT max(seq) FROM ratings WHERE session = ? GROUP BY galaxy) ORDER BY seq",
+                (session,),
+            ).fetchall()
+        return pd.DataFrame(rows, columns=["seq", "session", "galaxy", "rating", "user", "time"])
 
     def export(self, path: str | Path, session: str | None = None, format: str | None = None) -> int:
         """Write the ratings (every row, of one session when given) as CSV, FITS or VOTable; returns rows."""

@@ -82,12 +82,12 @@ def rater(url: str, session: str, ratings: int, seed: int, page: str | None, tim
     scores = np.random.default_rng(seed).integers(0, 6, ratings)
     with httpx.Client(timeout=120) as http:
         first = timings.post(http, url, "next", [session, []], page)
-        galaxy = first[2] if first else None
+        galaxy = first[0]["next"]["id"] if first else None
         for score in scores:
             if galaxy is None:
                 return
-            answer = timings.post(http, url, "rate", [session, galaxy, [], float(score)], page)
-            galaxy = answer[2] if answer else None
+            answer = timings.post(http, url, "rate", [session, galaxy, float(score), []], page)
+            galaxy = answer[0]["next"]["id"] if answer else None
 
 
 def searcher(url: str, ids: np.ndarray, page: str | None, timings: Timings) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -63,6 +63,21 @@ class CatalogFile:
         dictionary = [name for name in names if name in self.text] if text_as_category else None
         with pq.ParquetFile(self.path, read_dictionary=dictionary) as file:
             return file.read(columns=list(names)).to_pandas()
+
+    def batches(self, names: Sequence[str], rows: int) -> Iterator[pa.RecordBatch]:
+        """Every row of the columns ``names``, in order, in batches of whole row groups of about ``rows``
+        rows, text columns as Arrow dictionaries: a reader holds one batch rather than whole columns."""
+        import pyarrow.parquet as pq
+
+        groups = len(self.starts) - 1
+        step = max(1, rows * groups // max(self.num_rows, 1))
+        dictionary = [name for name in names if name in self.text]
+        with pq.ParquetFile(self.path, read_dictionary=dictionary) as file:
+            for first in range(0, groups, step):
+                table = file.read_row_groups(
+                    list(range(first, min(first + step, groups))), columns=list(names)
+                )
+                yield from table.unify_dictionaries().combine_chunks().to_batches()
 
     def column(self, name: str) -> pa.ChunkedArray:
         """Every row of the column ``name``, as Arrow (an id column stays compact strings)."""
@@ -117,6 +132,7 @@ class IdIndex:
         self.hashes = _numpy(table.column("hash"), np.uint64)
         self.rows = _numpy(table.column("row"), np.int64)
         self.ids = table.column("id")
+        self._places: np.ndarray | None = None
 
     @classmethod
     def build(cls, ids: pa.ChunkedArray) -> IdIndex:
@@ -178,6 +194,13 @@ class IdIndex:
             if ids[i] in shared:
                 found[i] = self.rows[first[i] + shared.index(ids[i])]
         return found
+
+    def ids_at(self, rows: np.ndarray) -> list[str]:
+        """The ids of the catalog rows ``rows`` (read from the index, not the catalog)."""
+        if self._places is None:  # the index position of each catalog row: 8 bytes a galaxy, made once
+            self._places = np.empty(len(self.rows), dtype=np.int64)
+            self._places[self.rows] = np.arange(len(self.rows))
+        return self.ids.take(self._places[np.asarray(rows, dtype=np.int64)]).to_pylist()
 
     def duplicates(self) -> list[str]:
         """Ids that occur more than once in the catalog (each listed once)."""

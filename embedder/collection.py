@@ -2,7 +2,8 @@
 
 Layout (all paths relative to the collection directory)::
 
-    manifest.json     format version, counts, image shape, preprocessing, encoder fingerprint
+    manifest.json     format version, counts, image shape, preprocessing (band names among it), encoder
+                      fingerprint, display (the bands shown as red, green and blue)
     catalog.parquet   one row per galaxy: id, source, optional ra/dec, metadata columns
     images.u8         uint8 array (galaxies, H, W, C), C-order, row-aligned with the catalog
     embeddings.f32    float32 array (embedded, D), row-aligned with the catalog
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .catalog import ROW_GROUP, CatalogFile, IdIndex
+from .display import composite, default_rgb, rgb_channels
 from .errors import CollectionError
 from .storage import append_records, atomic_write, atomic_write_json, exclusive_lock, utc_now
 from .stretch import Stretch
@@ -166,6 +168,14 @@ class Collection:
             problems.append(f"manifest counts {m} embeddings for only {n} galaxies")
         if m and not self.manifest.get("encoder"):
             problems.append("embeddings exist but the manifest has no encoder fingerprint")
+        if len(self.bands) != self.image_shape[2]:
+            stored = self.image_shape[2]
+            problems.append(f"the manifest names bands {self.bands} for {stored} stored channels")
+        else:
+            try:
+                rgb_channels(self.bands, self.display_rgb)
+            except CollectionError as exc:
+                problems.append(f"the manifest's display cannot be shown: {exc}")
         if problems:
             raise CollectionError(f"collection {self.path} is inconsistent:\n  - " + "\n  - ".join(problems))
 
@@ -195,6 +205,44 @@ class Collection:
     def preprocessing(self) -> dict:
         """How raw pixels became stored images (stretch, size, channels, crop)."""
         return self.manifest["preprocessing"]
+
+    @property
+    def bands(self) -> list[str]:
+        """The stored channels' band names: as recorded at ingest, else L (1 channel), R G B (3) or
+        band0, band1, ... (any other number)."""
+        recorded = self.preprocessing.get("bands")
+        if recorded:
+            return [str(b) for b in recorded]
+        c = self.image_shape[2]
+        return ["L"] if c == 1 else ["R", "G", "B"] if c == 3 else [f"band{i}" for i in range(c)]
+
+    @property
+    def display_rgb(self) -> list[str]:
+        """The bands shown as red, green and blue: as set by :meth:`set_display`, else
+        :func:`embedder.display.default_rgb` of :attr:`bands`."""
+        chosen = (self.manifest.get("display") or {}).get("rgb")
+        return [str(b) for b in chosen] if chosen else default_rgb(self.bands)
+
+    @property
+    def display_channels(self) -> tuple[int, int, int]:
+        """The stored channel numbers shown as red, green and blue."""
+        return rgb_channels(self.bands, self.display_rgb)
+
+    def rgb(self, rows: int | slice | np.ndarray | list[int], grey: bool = False) -> np.ndarray:
+        """Pictures of the galaxies at ``rows`` (one row number: (H, W, 3); a slice or row numbers:
+        (n, H, W, 3) uint8) showing the :attr:`display_rgb` bands as red, green and blue.
+
+        ``grey``: a display of one band (the same band as red, green and blue) comes as one channel,
+        (..., H, W, 1), as grey picture files and grey colour maps take it.
+        """
+        channels = self.display_channels
+        if isinstance(rows, slice) or np.ndim(rows) == 0:
+            stored = self.images[rows]
+        else:
+            stored = read_rows(self.images, np.asarray(rows, dtype=np.int64))
+        if grey and len(set(channels)) == 1:
+            return np.ascontiguousarray(stored[..., [channels[0]]])
+        return composite(stored, channels)
 
     @property
     def stretch(self) -> Stretch:
@@ -272,6 +320,8 @@ class Collection:
             "galaxies": len(self),
             "embedded": self.counts["embedded"],
             "image_shape": [h, w, c],
+            "bands": self.bands,
+            "display_rgb": self.display_rgb,
             "crop": self.crop,
             "stretch": self.stretch.to_dict(),
             "encoder": self.encoder,
@@ -304,6 +354,10 @@ class Collection:
         if math.prod(shape) == 0:
             return np.zeros(shape, dtype=dtype)
         return np.memmap(self.path / file, dtype=dtype, mode="r", shape=shape)
+
+    def ids_at(self, rows: np.ndarray | list[int]) -> list[str]:
+        """The ids of the galaxies at catalog ``rows``, without reading the catalog."""
+        return self._id_index().ids_at(np.asarray(rows, dtype=np.int64))
 
     def find_rows(self, ids: list[str]) -> np.ndarray:
         """Catalog row numbers of the given ids, -1 for ids not in the collection."""
@@ -366,6 +420,14 @@ class Collection:
                 raise CollectionError(f"column {name!r} has {len(values)} values for {len(catalog)} galaxies")
             catalog[name] = values
         self._commit(catalog)
+
+    def set_display(self, rgb: list[str]) -> None:
+        """Show the bands ``rgb`` (names of :attr:`bands`) as red, green and blue from now on, everywhere;
+        commits under the writer lock, which it takes itself (not to be called inside :meth:`writing`)."""
+        with self.writing():
+            rgb_channels(self.bands, rgb)
+            self.manifest["display"] = {"rgb": [str(b) for b in rgb]}
+            self._commit()
 
     def record_source(self, entry: dict[str, Any]) -> None:
         """Add a provenance entry (what was ingested, when, how many) to the manifest and commit."""

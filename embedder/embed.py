@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
 DEFAULT_ENCODER = "default"  # encoders.DEFAULT_SPEC, named here so that importing this module loads no torch
 COMMIT_SECONDS = 2.0
-# Fingerprint keys that identify the embedding function; the spec string that named it does not.
+# Fingerprint keys that identify the embedding function; the spec string that named it does not, nor do the
+# band names (recorded with it): an encoder fitted to other bands has other input_size channels or weights.
 IDENTITY_KEYS = ("architecture", "weights_sha256", "input_size", "mean", "std", "interpolation", "dim", "tta")
 
 
@@ -58,7 +59,15 @@ def describe(fingerprint: dict) -> str:
     """Short human description of an encoder fingerprint."""
     tta = ", tta" if fingerprint.get("tta") else ""
     size = "x".join(map(str, fingerprint["input_size"][1:]))
-    return f"{fingerprint['spec']} ({fingerprint['architecture']}, {size} px{tta})"
+    bands = f", bands {' '.join(fingerprint['bands'])}" if fingerprint.get("bands") else ""
+    return f"{fingerprint['spec']} ({fingerprint['architecture']}, {size} px{bands}{tta})"
+
+
+def band_names(collection: Collection) -> list[str] | None:
+    """The band names recorded for ``collection``'s channels, or None for a collection without them
+    (encoders are then matched to it by band count)."""
+    recorded = collection.preprocessing.get("bands")
+    return [str(b) for b in recorded] if recorded else None
 
 
 def embed(
@@ -86,10 +95,16 @@ def embed(
     which must be on a filesystem every worker sees; partitions are committed here in row order.
     """
     coll = collection if isinstance(collection, Collection) else open_collection(collection)
+    channels, bands = coll.image_shape[2], band_names(coll)
+    if isinstance(encoder, str) and not replace and _done_by(coll, encoder, tta):
+        return EmbedReport(coll.path, coll.encoder["spec"], 0, len(coll), len(coll), 0.0)
     if dask is None and workers is None:
-        from .encoders import load_encoder
+        from .encoders import load_encoder, match_bands
 
-        enc = load_encoder(encoder, device) if isinstance(encoder, str) else encoder
+        if isinstance(encoder, str):
+            enc = load_encoder(encoder, device, channels=channels, bands=bands, source=coll.path)
+        else:
+            enc = match_bands(encoder, channels, bands, coll.path)
         with coll.writing():
             start = _begin(coll, enc.fingerprint(coll.image_shape[0], tta), replace)
             started = time.perf_counter()
@@ -104,14 +119,26 @@ def embed(
 
         with dask_client(dask, workers) as client:
             wanted = client.submit(
-                _worker_fingerprint, encoder, device, coll.image_shape[0], tta, pure=False
+                _worker_fingerprint, encoder, device, coll.image_shape, bands, tta, pure=False
             ).result()
             with coll.writing():
                 start = _begin(coll, wanted, replace)
                 started = time.perf_counter()
-                _embed_partitions(client, coll, wanted, start, device, batch_size, partition_rows, progress)
+                _embed_partitions(
+                    client, coll, wanted, bands, start, device, batch_size, partition_rows, progress
+                )
         spec = wanted["spec"]
     return EmbedReport(coll.path, spec, len(coll) - start, start, len(coll), time.perf_counter() - started)
+
+
+def _done_by(coll: Collection, spec: str, tta: bool) -> bool:
+    """Whether every galaxy is embedded already by the encoder ``spec`` names (with ``tta`` alike), known
+    without loading it (no torch import, no cluster): a name whose weights cannot change under it (a timm,
+    hub, ``imagenet:`` or packaged encoder); a checkpoint file may have been rewritten, so it is loaded."""
+    current = coll.encoder
+    if current is None or coll.counts["embedded"] < len(coll) or Path(spec.strip()).exists():
+        return False
+    return current.get("spec") == spec.strip() and bool(current.get("tta")) == tta
 
 
 def _begin(coll: Collection, wanted: dict, replace: bool) -> int:
@@ -158,6 +185,7 @@ def _embed_partitions(
     client: Client,
     coll: Collection,
     wanted: dict,
+    bands: list[str] | None,
     start: int,
     device: str | None,
     batch_size: int,
@@ -175,6 +203,7 @@ def _embed_partitions(
         row_ranges(start, len(coll), partition_rows),
         collection=str(coll.path.resolve()),
         image_shape=coll.image_shape,
+        bands=bands,
         wanted=wanted,
         device=device,
         batch_size=batch_size,
@@ -192,14 +221,17 @@ _worker_encoder: tuple[str, Encoder] | None = None  # the last encoder this proc
 _worker_lock = threading.Lock()
 
 
-def _worker_fingerprint(spec: str, device: str | None, image_size: int, tta: bool) -> dict:
-    """The fingerprint of the encoder ``spec`` as a worker loads it (keeping it loaded for the tasks)."""
+def _worker_fingerprint(
+    spec: str, device: str | None, image_shape: tuple[int, int, int], bands: list[str] | None, tta: bool
+) -> dict:
+    """The fingerprint of the encoder ``spec`` fitted to the images' bands as a worker loads it (keeping it
+    loaded for the tasks)."""
     from .encoders import load_encoder
 
     global _worker_encoder
     with _worker_lock:
-        encoder = load_encoder(spec, device)
-        fingerprint = encoder.fingerprint(image_size, tta)
+        encoder = load_encoder(spec, device, channels=image_shape[2], bands=bands)
+        fingerprint = encoder.fingerprint(image_shape[0], tta)
         _worker_encoder = (_cache_key(fingerprint, device), encoder)
     return fingerprint
 
@@ -210,6 +242,7 @@ def _embed_partition(
     *,
     collection: str,
     image_shape: tuple[int, int, int],
+    bands: list[str] | None,
     wanted: dict,
     device: str | None,
     batch_size: int,
@@ -226,7 +259,7 @@ def _embed_partition(
     key = _cache_key(wanted, device)
     with _worker_lock:
         if _worker_encoder is None or _worker_encoder[0] != key:
-            encoder = load_encoder(wanted["spec"], device)
+            encoder = load_encoder(wanted["spec"], device, channels=image_shape[2], bands=bands)
             if not same_encoder(encoder.fingerprint(image_shape[0], wanted["tta"]), wanted):
                 raise EncoderError(
                     f"the encoder {wanted['spec']!r} loads with other weights or preprocessing on this "
@@ -249,7 +282,8 @@ def _cache_key(fingerprint: dict, device: str | None) -> str:
 
 
 def encoder_of(collection: Collection, device: str | None = None) -> Encoder:
-    """Reload the encoder that embedded ``collection`` (to embed query images the same way)."""
+    """Reload the encoder that embedded ``collection``, fitted to its bands (to embed query images the same
+    way)."""
     from .encoders import load_encoder
 
     fingerprint = collection.encoder
@@ -257,7 +291,8 @@ def encoder_of(collection: Collection, device: str | None = None) -> Encoder:
         raise EncoderError(
             f"{collection.path} has no embeddings yet: run `galsearch embed {collection.path}`"
         )
-    enc = load_encoder(fingerprint["spec"], device)
+    channels, bands = collection.image_shape[2], band_names(collection)
+    enc = load_encoder(fingerprint["spec"], device, channels=channels, bands=bands, source=collection.path)
     if enc.weights_sha256 != fingerprint["weights_sha256"]:
         raise EncoderError(
             f"the encoder {fingerprint['spec']!r} now has different weights than when {collection.path} "

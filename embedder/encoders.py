@@ -15,14 +15,23 @@ A spec is one of:
 
 The encoder's preprocessing (input size, channels, mean/std, interpolation) travels with it in its
 fingerprint, which is stored with every embedding it makes, with the provenance of packaged weights.
+
+Bands: an encoder may record the names of the bands it expects (``Encoder.bands``, saved in its checkpoint
+by ``save_encoder``, pretraining and fine-tuning). :func:`match_bands` fits an encoder to images of N bands:
+it refuses other band names (or, without names, another band count), and adapts 3-band weights without
+names (ImageNet, ``default``, hub models, older checkpoints) to N bands (:func:`adapt_bands`): bands that
+are known filters feed the red, green or blue input nearest them in wavelength (a 1x1 band mixer folded
+into the first convolution), other bands get timm's own input-conv adaptation
+(``timm.models.adapt_input_conv``). One-band images still feed a 3-band network as grey.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,9 +41,10 @@ import torch.nn.functional as F
 from huggingface_hub.errors import LocalEntryNotFoundError
 from safetensors import safe_open
 from safetensors.torch import load_file, save
-from timm.models import group_parameters
+from timm.models import adapt_input_conv, get_model_traits, group_parameters
 
 from . import imagenet
+from .display import WAVELENGTHS
 from .errors import EncoderError
 from .storage import atomic_write
 
@@ -46,6 +56,8 @@ CHECKPOINT_SUFFIXES = {".safetensors", ".pt", ".pth", ".bin", ".ckpt"}
 # Keys a checkpoint may carry beyond the encoder: classification heads and training wrappers.
 HEAD_PREFIXES = ("head.", "fc.", "classifier.", "head_dist.")
 WRAPPER_PREFIXES = ("module.", "model.", "encoder.")
+RGB = 3  # the band count of pretrained weights that are adapted to other band counts
+RGB_BANDS = ("i", "r", "g")  # the filters 3-band weights are taken to see as red, green and blue
 
 
 @dataclass
@@ -62,6 +74,7 @@ class Encoder:
     interpolation: str
     weights_sha256: str
     provenance: dict | None = None  # where the weights came from: package, version, file, licence; training
+    bands: list[str] | None = None  # the bands it expects, in channel order (None: any `channels` bands)
 
     @property
     def dim(self) -> int:
@@ -75,17 +88,22 @@ class Encoder:
     def fingerprint(self, image_size: int, tta: bool) -> dict:
         """Everything that determines the embeddings of images of ``image_size`` pixels (stored with them)."""
         provenance = {"provenance": self.provenance} if self.provenance else {}
-        return {
-            "spec": self.spec,
-            "architecture": self.architecture,
-            "weights_sha256": self.weights_sha256,
-            "input_size": [self.channels, *(2 * [self.input_size or image_size])],
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "interpolation": self.interpolation,
-            "dim": self.dim,
-            "tta": tta,
-        } | provenance
+        bands = {"bands": list(self.bands)} if self.bands else {}
+        return (
+            {
+                "spec": self.spec,
+                "architecture": self.architecture,
+                "weights_sha256": self.weights_sha256,
+                "input_size": [self.channels, *(2 * [self.input_size or image_size])],
+                "mean": list(self.mean),
+                "std": list(self.std),
+                "interpolation": self.interpolation,
+                "dim": self.dim,
+                "tta": tta,
+            }
+            | bands
+            | provenance
+        )
 
     def to(self, device: str | torch.device) -> Encoder:
         """Move the model to ``device``, channels-last (the faster layout for convolutions on GPUs; on
@@ -106,7 +124,10 @@ class Encoder:
             elif self.channels == 1:
                 x = x.mean(dim=1, keepdim=True)
             else:
-                raise EncoderError(f"encoder takes {self.channels} channels; images have {x.shape[1]}")
+                raise EncoderError(
+                    f"encoder {self.spec} takes {self.channels} channels; images have {x.shape[1]}: load it "
+                    f"for them with load_encoder(spec, channels={x.shape[1]}) (embed() does that)"
+                )
         size = self.input_size or x.shape[-1]
         if x.shape[-1] != size or x.shape[-2] != size:
             mode = "bicubic" if self.interpolation == "bicubic" else "bilinear"
@@ -139,29 +160,147 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_encoder(spec: str, device: str | None = None) -> Encoder:
-    """Load the encoder named by ``spec`` (see the module docstring) in eval mode on ``device``."""
+def load_encoder(
+    spec: str,
+    device: str | None = None,
+    *,
+    channels: int | None = None,
+    bands: list[str] | None = None,
+    source: object = "the images",
+) -> Encoder:
+    """Load the encoder named by ``spec`` (see the module docstring) in eval mode on ``device``.
+
+    With ``channels``, it is fitted to images (of ``source``, named in errors) of that many bands named
+    ``bands`` (None: unnamed) by :func:`match_bands`; a ``random:`` encoder is built for them directly.
+    """
     spec = spec.strip()
-    model, architecture, meta = _resolve(spec)
+    model, architecture, meta = _resolve(spec, channels)
     cfg = model.pretrained_cfg
-    channels = int(meta.get("channels", cfg.get("input_size", (3,))[0]))
+    own = int(meta.get("channels", get_model_traits(model).get("in_chans", cfg.get("input_size", (3,))[0])))
     mean = tuple(float(v) for v in meta.get("mean", cfg.get("mean", (0.5,) * 3)))
     std = tuple(float(v) for v in meta.get("std", cfg.get("std", (0.5,) * 3)))
-    if len(mean) != channels:  # e.g. 3-value ImageNet statistics on a greyscale model
-        mean, std = mean[:1] * channels, std[:1] * channels
+    if len(mean) != own:  # 3-value ImageNet statistics on a greyscale model (the first) or an N-band one
+        mean, std = (mean[:1], std[:1]) if own == 1 else (_spread(mean, None, own), _spread(std, None, own))
     encoder = Encoder(
         model=model.eval(),
         spec=spec,
         architecture=architecture,
-        channels=channels,
+        channels=own,
         input_size=_input_size(spec, meta, cfg),
         mean=mean,
         std=std,
         interpolation=str(meta.get("interpolation", cfg.get("interpolation", "bilinear"))),
         weights_sha256=weights_digest(model),
         provenance=meta.get("provenance"),
+        bands=meta.get("bands"),
     )
+    if channels is not None:
+        encoder = match_bands(encoder, channels, bands, source)
     return encoder.to(device or default_device())
+
+
+def match_bands(
+    encoder: Encoder, channels: int, bands: list[str] | None = None, source: object = "the images"
+) -> Encoder:
+    """``encoder`` fitted to images (of ``source``) with ``channels`` bands named ``bands`` (None: unnamed).
+
+    Band names are compared when both sides have them, else band counts. A 3-band encoder that records
+    no band names is adapted (a copy: ``encoder`` is not changed) to other bands by :func:`adapt_bands`,
+    and to three known filters in another order than i, r, g (e.g. g, r, i) by reordering its input.
+    Otherwise an encoder that takes these bands comes back as it is (taking the images' names if it had
+    none); one-band images feed a 3-band encoder as grey (and 3-band images a one-band encoder as their
+    mean), as ``Encoder.prepare`` does. Anything else raises :class:`EncoderError` naming both band lists.
+    """
+    if bands is not None and len(bands) != channels:
+        raise EncoderError(f"{len(bands)} band names {list(bands)} for the {channels} channels of {source}")
+    wanted = _describe_bands(encoder.channels, encoder.bands)
+    given = _describe_bands(channels, bands)
+    if encoder.bands is not None and bands is not None and list(encoder.bands) != list(bands):
+        raise EncoderError(
+            f"encoder {encoder.spec} expects bands {wanted}, not the bands {given} of {source}: use it on "
+            "images of its bands, or an encoder that records none (e.g. default), which is adapted to any"
+        )
+    adaptable = encoder.channels == RGB and encoder.bands is None and channels > 1
+    if adaptable and (channels != RGB or band_channels(bands) not in (None, [0, 1, 2])):
+        return adapt_bands(encoder, channels, bands)
+    if channels == encoder.channels:
+        return replace(encoder, bands=list(bands)) if bands is not None and encoder.bands is None else encoder
+    if {channels, encoder.channels} == {1, RGB}:
+        return encoder
+    raise EncoderError(
+        f"encoder {encoder.spec} expects bands {wanted}, not the bands {given} of {source}: only 3-band "
+        "weights that record no band names are adapted to other bands"
+    )
+
+
+def band_channels(bands: list[str] | None) -> list[int] | None:
+    """For each band, the input channel of 3-band weights (0 red, 1 green, 2 blue: the SDSS i, r and g bands
+    of Galaxy Zoo's composites, on which the default encoder trained) nearest it in log wavelength
+    (:data:`embedder.display.WAVELENGTHS`); None unless every band is a known filter and every channel
+    gets one."""
+    if bands is None or not all(b in WAVELENGTHS for b in bands):
+        return None
+    centres = np.log([WAVELENGTHS[b] for b in RGB_BANDS])
+    nearest = [int(np.argmin(np.abs(np.log(WAVELENGTHS[b]) - centres))) for b in bands]
+    return nearest if set(nearest) == {0, 1, 2} else None
+
+
+def _describe_bands(channels: int, bands: list[str] | None) -> str:
+    return f"[{', '.join(bands)}]" if bands is not None else f"({channels} unnamed)"
+
+
+def adapt_bands(encoder: Encoder, channels: int, bands: list[str] | None = None) -> Encoder:
+    """A copy of the 3-band ``encoder`` for ``channels`` bands named ``bands``, its first convolution's
+    weights and its mean and std adapted.
+
+    Bands that are known filters covering red, green and blue (:func:`band_channels`) each take the
+    kernel, mean and std of the channel nearest them in wavelength, divided among the bands that share
+    it: exactly a 1x1 band mixer (Conv2d(N, 3, 1) averaging each channel's bands) in front of the 3-band
+    network, folded into its first convolution. Other bands get timm's ``adapt_input_conv`` (kernels
+    repeated cyclically over the bands and scaled by 3 / N, mean and std repeated the same way), as
+    ``timm.create_model(..., in_chans=N, pretrained=True)`` does. On simulated g, r, i, z, y galaxies
+    the first keeps colour and shape better (benchmarks/bands.py).
+    """
+    order = band_channels(bands)
+    model = copy.deepcopy(encoder.model)
+    first = get_model_traits(model).get("first_conv") or model.pretrained_cfg.get("first_conv")
+    if not first:
+        raise EncoderError(f"timm does not say which layer of {encoder.architecture} reads the image")
+    for name in (first,) if isinstance(first, str) else first:
+        conv = model.get_submodule(name)
+        weight = conv.weight.detach()
+        if order is not None and weight.shape[1] == RGB:
+            shares = torch.bincount(torch.tensor(order), minlength=RGB).to(weight)[order]
+            weight = weight[:, order] / shares.view(1, -1, 1, 1)
+        else:
+            try:
+                weight = adapt_input_conv(channels, weight, base_chans=RGB)
+            except NotImplementedError as exc:
+                raise EncoderError(
+                    f"timm cannot adapt the input layer {name} of {encoder.architecture} to {channels} "
+                    f"bands: {exc}"
+                ) from exc
+        conv.weight = torch.nn.Parameter(weight.contiguous(), requires_grad=conv.weight.requires_grad)
+        conv.in_channels = channels
+    if hasattr(model, "in_chans"):
+        model.in_chans = channels
+    return replace(
+        encoder,
+        model=model,
+        channels=channels,
+        mean=_spread(encoder.mean, order, channels),
+        std=_spread(encoder.std, order, channels),
+        weights_sha256=weights_digest(model),
+        bands=list(bands) if bands is not None else None,
+    )
+
+
+def _spread(values: tuple[float, ...], order: list[int] | None, channels: int) -> tuple[float, ...]:
+    """Per-band values for ``channels`` bands: each band's channel's (``order``), else repeated cyclically
+    as ``adapt_input_conv`` repeats kernels."""
+    return (
+        tuple(values[c] for c in order) if order else tuple(values[k % len(values)] for k in range(channels))
+    )
 
 
 def _input_size(spec: str, meta: dict, cfg: dict) -> int | None:
@@ -184,6 +323,8 @@ def save_encoder(encoder: Encoder, path: str | Path, training: dict | None = Non
         "std": list(encoder.std),
         "interpolation": encoder.interpolation,
     }
+    if encoder.bands is not None:
+        meta["bands"] = list(encoder.bands)
     if encoder.dim != encoder.model.num_features:  # a trained linear embedding on the pooled features
         meta["embed_dim"] = encoder.dim
     if training:
@@ -195,8 +336,9 @@ def save_encoder(encoder: Encoder, path: str | Path, training: dict | None = Non
     return path
 
 
-def _resolve(spec: str) -> tuple[torch.nn.Module, str, dict]:
-    """The model, its timm architecture name and galsearch metadata for a spec."""
+def _resolve(spec: str, channels: int | None = None) -> tuple[torch.nn.Module, str, dict]:
+    """The model, its timm architecture name and galsearch metadata for a spec (random weights are made
+    for ``channels`` bands; one band is fed to 3-band networks as grey)."""
     if spec.startswith(HUB_PREFIXES):
         model = _from_hub(spec)
         return model, model.pretrained_cfg.get("architecture") or type(model).__name__, {}
@@ -214,13 +356,14 @@ def _resolve(spec: str) -> tuple[torch.nn.Module, str, dict]:
     if spec.startswith(RANDOM_PREFIX):
         architecture = spec.removeprefix(RANDOM_PREFIX)
         torch.manual_seed(0)
-        return create_backbone(architecture), architecture, {}
+        in_chans = channels if channels and channels > 1 else RGB
+        return create_backbone(architecture, in_chans=in_chans), architecture, {}
     if Path(spec).exists():
         return _from_path(Path(spec))
     if "@" in spec:
         architecture, path = spec.split("@", 1)
         state_dict, meta = _read_checkpoint(Path(path))
-        model = create_backbone(architecture, input_size=meta.get("input_size"))
+        model = create_backbone(architecture, input_size=meta.get("input_size"), in_chans=_channels(meta))
         _load_state_dict(model, state_dict, path)
         return model, architecture, meta
     if spec in timm.list_models():
@@ -249,8 +392,10 @@ def create_backbone(
     input_size: int | None = None,
     drop_path: float = 0.0,
     embed_dim: int | None = None,
+    in_chans: int = RGB,
 ) -> torch.nn.Module:
-    """A timm model returning pooled features, with stochastic depth ``drop_path``.
+    """A timm model for images of ``in_chans`` bands returning pooled features, with stochastic depth
+    ``drop_path``.
 
     Transformers (ViT, Swin...) are built for ``input_size`` px inputs, since their position embeddings
     depend on it; CNNs take any size and have no such argument. With ``embed_dim``, timm's classifier
@@ -260,11 +405,16 @@ def create_backbone(
     sized = {"img_size": input_size} if input_size else {}
     try:
         return timm.create_model(
-            architecture, pretrained=pretrained, num_classes=embed_dim or 0, **options, **sized
+            architecture,
+            pretrained=pretrained,
+            num_classes=embed_dim or 0,
+            in_chans=in_chans,
+            **options,
+            **sized,
         )
     except TypeError as exc:  # a CNN: no img_size argument
         if sized and "img_size" in str(exc):
-            return create_backbone(architecture, pretrained, None, drop_path, embed_dim)
+            return create_backbone(architecture, pretrained, None, drop_path, embed_dim, in_chans)
         raise
     except (LocalEntryNotFoundError, OSError) as exc:
         raise EncoderError(
@@ -343,11 +493,21 @@ def _from_path(path: Path) -> tuple[torch.nn.Module, str, dict]:
             f"{path} does not say which architecture it holds; "
             f"name it as ARCH@{path}, e.g. convnext_nano@{path}"
         )
-    model = create_backbone(architecture, input_size=meta.get("input_size"), embed_dim=meta.get("embed_dim"))
+    model = create_backbone(
+        architecture,
+        input_size=meta.get("input_size"),
+        embed_dim=meta.get("embed_dim"),
+        in_chans=_channels(meta),
+    )
     _load_state_dict(model, state_dict, path)
     if "training" in meta:  # how galsearch made these weights (with its own init's provenance, if any)
         meta = meta | {"provenance": {"training": meta["training"]}}
     return model, architecture, meta
+
+
+def _channels(meta: dict) -> int:
+    """The band count a galsearch checkpoint was saved for (3 for a plain state dict)."""
+    return int(meta.get("channels", RGB))
 
 
 def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:

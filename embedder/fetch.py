@@ -156,6 +156,12 @@ class CutoutRequest:
         """The survey and layer, as stored in the ``survey`` catalog column."""
         return f"{self.survey}:{self.layer}" if self.layer else self.survey
 
+    @property
+    def stored_bands(self) -> list[str] | None:
+        """The names of the channels its cutouts are stored with: FITS bands red to blue, None for colour
+        JPEGs (whose channels are a picture's R, G, B)."""
+        return list(reversed(self.bands)) if self.format == "fits" else None
+
     def __str__(self) -> str:
         bands = f"{self.bands} " if self.bands else ""
         scale = f"{self.size} px at {self.pixscale:g} arcsec/px"
@@ -163,15 +169,14 @@ class CutoutRequest:
 
 
 def _check_bands(spec: Survey, bands: str, format: str) -> str:
-    """Band letters in wavelength order; FetchError unless the survey has them all and there are 1 or 3."""
+    """Band letters in wavelength order; FetchError unless the survey has them all (FITS: any number of
+    them, each a channel; a Pan-STARRS colour JPEG: 3)."""
     if not spec.all_bands:
         return ""
     letters = bands.replace(",", "").strip()
     unknown = sorted(set(letters) - set(spec.all_bands))
     if unknown or not letters or len(set(letters)) != len(letters):
         raise FetchError(f"{spec.name} bands are letters from {spec.all_bands!r}, each once; got {bands!r}")
-    if format == "fits" and len(letters) not in (1, 3):
-        raise FetchError(f"a collection holds 1 or 3 channels: give 1 or 3 bands, not {bands!r}")
     if format == "jpeg" and spec.name == "panstarrs" and len(letters) != 3:
         raise FetchError(f"a Pan-STARRS colour JPEG is made of 3 bands, not {bands!r}")
     return "".join(sorted(letters, key=WAVELENGTH_ORDER.index))
@@ -451,18 +456,19 @@ def _emptiness(image: np.ndarray, bands: str | None, flux: bool) -> tuple[str, s
     return None
 
 
-def _as_rgb(item: Item) -> tuple[np.ndarray, dict[str, Any]]:
-    """Pixels with their channels red to blue (the R, G, B of a colour picture) and the header's columns.
+def _red_to_blue(item: Item) -> tuple[np.ndarray, dict[str, Any], list[str] | None]:
+    """Pixels with their channels red to blue, the header's columns and the channels' band names.
 
-    FITS bands come blue to red (g, r, z), so they are reversed: z shows as red, g as blue, as in the
-    services' own colour JPEGs.
+    FITS bands come blue to red (g, r, z), so they are reversed: z comes first (and shows as red), g last,
+    as in the services' own colour JPEGs.
     """
-    image, columns = item.image, dict(item.columns)
+    image, columns, bands = item.image, dict(item.columns), item.bands
     columns.pop("ra", None), columns.pop("dec", None)  # the catalogue's position is the one kept
     if image.ndim == 3 and "bands" in columns:
         image = image[..., ::-1]
         columns["bands"] = ",".join(reversed(columns["bands"].split(",")))
-    return image, columns
+        bands = None if bands is None else bands[::-1]
+    return image, columns, bands
 
 
 # ---- a catalogue into a collection -------------------------------------------------------------------
@@ -584,14 +590,14 @@ class _Cutouts:
             self.report.cached += len(rows)
         else:
             self.report.fetched += len(rows)
-        image, header = _as_rgb(item)
+        image, header, bands = _red_to_blue(item)
         provenance = {
             "survey": self.fetcher.request.label,
             "cutout": self.fetcher.path(*key).relative_to(self.report.collection).as_posix(),
         }
         for row, galaxy in rows:
             columns = self.positions.row(row) | header | provenance
-            yield Item(galaxy, f"{self.source}[{row}]", image, columns)
+            yield Item(galaxy, f"{self.source}[{row}]", image, columns, bands=bands)
 
 
 def fetch(
@@ -611,6 +617,7 @@ def fetch(
     backoff: float = 1.0,
     retry_failed: bool = False,
     stretch: Stretch | None = None,
+    zero_points: dict[str, float] | None = None,
     progress: bool = True,
 ) -> FetchReport:
     """Download the cutout of every galaxy of ``catalog`` from ``survey`` and ingest them into ``collection``.
@@ -618,16 +625,23 @@ def fetch(
     ``catalog`` is a FITS/CSV/VOTable table with RA/Dec columns; every other column is kept, and the id
     comes from an id column (id, objid, object_id, source_id, name) or else is the IAU-style name of the
     position (:func:`iau_name`). Cutouts are ``size`` pixels of ``pixscale`` arcsec (the survey's defaults
-    when None) in ``bands`` (letters, e.g. ``"grz"``; stored red to blue as R, G, B). Galaxies already in
-    the collection are skipped, cutouts in the cache are not fetched again, and galaxies whose cutout
-    cannot be had are listed with the reason in the report and in ``COLLECTION/fetch_failures.csv``;
-    ``retry_failed`` asks again for those the services answered for good (a blank cutout, a 404).
-    A new collection stores ``size`` pixel images made with ``stretch`` (default: asinh).
+    when None) in ``bands`` (letters, any number of the survey's, e.g. ``"griz"``; FITS bands are stored
+    red to blue, ``z, i, r, g``, and recorded by name). Galaxies already in the collection are skipped,
+    cutouts in the cache are not fetched again, and galaxies whose cutout cannot be had are listed with
+    the reason in the report and in ``COLLECTION/fetch_failures.csv``; ``retry_failed`` asks again for
+    those the services answered for good (a blank cutout, a 404). A new collection stores ``size`` pixel
+    images made with ``stretch`` (default: the colour-keeping Lupton stretch) after ``zero_points``
+    (band letter -> flux factor); an existing one whose recorded bands differ from the request's is
+    refused before any download.
     """
     request = CutoutRequest.make(survey, format, size, pixscale, bands, layer)
     collection, catalog = Path(collection), Path(catalog)
     positions = read_positions(catalog)
-    existing = set(Collection(collection).catalog["id"]) if (collection / MANIFEST).exists() else set()
+    existing: set[str] = set()
+    if (collection / MANIFEST).exists():
+        coll = Collection(collection)
+        _check_collection_bands(coll, request)
+        existing = set(coll.catalog["id"])
     report = FetchReport(collection, request, galaxies=len(positions))
     jobs: dict[tuple[float, float], list[tuple[int, str]]] = {}
     for i, (ra, dec) in enumerate(zip(positions.ra, positions.dec, strict=True)):
@@ -648,7 +662,14 @@ def fetch(
         atomic_write_json(folder / REQUEST_FILE, asdict(request))
         cutouts = _Cutouts(positions, jobs, fetcher, report, catalog.name, retry_failed, progress)
         try:
-            report.ingest = ingest(cutouts, collection, size=request.size, stretch=stretch, progress=False)
+            report.ingest = ingest(
+                cutouts,
+                collection,
+                size=request.size,
+                stretch=stretch,
+                zero_points=zero_points,
+                progress=False,
+            )
         except IngestError:
             if report.fetched or report.cached:
                 raise  # cutouts were had but ingest refused them all: its reasons say why
@@ -662,6 +683,19 @@ def fetch(
             f"no cutout of {catalog} could be had from {survey}: {reasons or 'the catalogue is empty'}"
         )
     return report
+
+
+def _check_collection_bands(coll: Collection, request: CutoutRequest) -> None:
+    """FetchError if ``coll`` records band names other than those ``request``'s cutouts are stored with."""
+    recorded = coll.preprocessing.get("bands")
+    wanted = request.stored_bands
+    if recorded and wanted != recorded:
+        asked = ",".join(wanted) if wanted else f"unnamed colour {request.format.upper()} channels"
+        raise FetchError(
+            f"{coll.path} holds bands {','.join(recorded)} (red to blue), but this fetch brings {asked}: a "
+            f"collection keeps one set of bands (ask for --bands {''.join(reversed(recorded))}, or fetch "
+            "into another collection)"
+        )
 
 
 def _key(ra: float, dec: float) -> tuple[float, float]:
@@ -720,7 +754,7 @@ def fetch_position(
         ) from None
     finally:
         downloader.close()
-    return _as_rgb(item)[0], fetcher.path(*key)
+    return _red_to_blue(item)[0], fetcher.path(*key)
 
 
 def iau_name(ra: float, dec: float) -> str:

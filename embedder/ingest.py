@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,17 @@ from tqdm.auto import tqdm
 from .collection import MANIFEST, Collection
 from .distributed import PARTITION_ROWS
 from .errors import IngestError
-from .sources import Item, file_id, folder_files, read_file, read_source
+from .sources import (
+    MAX_BANDS,
+    Bands,
+    Item,
+    band_folders,
+    fallback_bands,
+    file_id,
+    folder_files,
+    read_file,
+    read_source,
+)
 from .stretch import Stretch, to_uint8
 
 MIN_SIDE = 8
@@ -106,7 +116,8 @@ def ingest(
     size: int | None = None,
     stretch: Stretch | None = None,
     crop: float | None = None,
-    bands: list[int] | None = None,
+    bands: Bands = None,
+    zero_points: dict[str, float] | None = None,
     cutout_size: int = 64,
     commit_every: int = 2048,
     progress: bool = True,
@@ -116,19 +127,27 @@ def ingest(
 ) -> IngestReport:
     """Add the galaxies in ``source`` to ``collection`` (created if absent); bad items are reported, skipped.
 
-    ``source`` is a folder of FITS/PNG/JPEG cutouts, an ``.npz``/HDF5 file with an ``images`` array, a
-    large FITS image with WCS (give ``catalog``, a FITS/CSV source table with RA/Dec), or an iterable of
-    :class:`Item`. A new collection takes its image size from ``size`` (default: the first valid image)
-    and its channels from the first valid image; ``stretch`` applies to non-8-bit pixels, and ``crop``
-    keeps the central fraction of each image (for cutouts much wider than their galaxies); both are
-    fixed when the collection is created. Work is committed every ``commit_every`` galaxies, so an
+    ``source`` is a folder of FITS/PNG/JPEG cutouts (a FITS cube or one HDU per band gives several bands),
+    a folder with one sub-folder per band (``g/NGC1.fits``, ``r/NGC1.fits`` ...), a table of file names
+    with one column per band, an ``.npz``/HDF5 file with an ``images`` array, a large FITS image with WCS
+    (or a folder of one per band; give ``catalog``, a FITS/CSV source table with RA/Dec), or an iterable
+    of :class:`Item` (see :mod:`embedder.sources`). ``bands`` picks and orders the bands, by name or
+    channel number from 0; a collection holds 1 to 16.
+
+    A new collection takes its image size from ``size`` (default: the first valid image), its channels
+    from the first valid image and records their names (``preprocessing["bands"]``) where the source
+    names them; a galaxy with other bands (names or number) than the collection's is skipped with both
+    lists named. ``stretch`` (default: the colour-keeping Lupton stretch) applies to non-8-bit pixels,
+    ``zero_points`` (band name -> flux factor, default 1) put the bands on one flux scale first, and
+    ``crop`` keeps the central fraction of each image (for cutouts much wider than their galaxies); all
+    are fixed when the collection is created. Work is committed every ``commit_every`` galaxies, so an
     interrupted run keeps what it stored and a re-run skips the ids already present.
 
     With ``dask`` (a scheduler address) or ``workers`` (a local cluster of that many processes), the
     files of a folder are read and prepared by Dask workers, ``partition_rows`` files per task, and
     stored here in the folder's order: the same collection as without them.
     """
-    writer = _Writer(Path(collection), size, stretch, crop, commit_every)
+    writer = _Writer(Path(collection), size, stretch, crop, commit_every, zero_points)
     try:
         if dask is None and workers is None:
             items = (
@@ -140,7 +159,8 @@ def ingest(
             for item in tqdm(items, total=total, desc="ingest", unit="img", disable=not progress):
                 writer.offer(item)
         else:
-            if catalog is not None or not isinstance(source, str | Path) or not Path(source).is_dir():
+            one_file_each = isinstance(source, str | Path) and Path(source).is_dir()
+            if catalog is not None or not one_file_each or band_folders(Path(source), bands) is not None:
                 raise IngestError(
                     f"a Dask cluster ingests a folder of cutouts, one file per galaxy; {source} is read "
                     "by one process (leave out --dask/--workers)"
@@ -155,23 +175,38 @@ class _Writer:
     """Ingest's one writer: stores, counts as present or skips each item in turn, committing in order."""
 
     def __init__(
-        self, path: Path, size: int | None, stretch: Stretch | None, crop: float | None, commit_every: int
+        self,
+        path: Path,
+        size: int | None,
+        stretch: Stretch | None,
+        crop: float | None,
+        commit_every: int,
+        zero_points: dict[str, float] | None,
     ):
         self.report = IngestReport(path)
         self.coll = Collection(path) if (path / MANIFEST).exists() else None
+        if stretch is not None and stretch.band_scales is not None and zero_points:
+            raise IngestError("give the band scales once: in the stretch or as zero points, not both")
+        self.zero_points = dict(zero_points or {})
+        self.bands: list[str] | None = None  # the collection's band names, None while unnamed
         if self.coll is not None:
+            if stretch is not None and self.zero_points:  # the zero points are checked on their own
+                stretch = replace(stretch, band_scales=self.coll.stretch.band_scales)
             if stretch is not None and stretch != self.coll.stretch:
                 raise IngestError(
                     f"{path} stretches its images with a {self.coll.stretch}, not a {stretch}: a collection "
                     "keeps one stretch (leave out the stretch options, or ingest into a new collection)"
                 )
-            stretch = self.coll.stretch
+            self.bands = self.coll.preprocessing.get("bands")
+            self.stretch = self.coll.stretch
+            self._check_zero_points(path)
             if crop is not None and crop != self.coll.crop:
                 raise IngestError(
                     f"{path} keeps the central {self.coll.crop:.3g} of each image, not {crop:.3g}"
                 )
             crop = self.coll.crop
-        self.stretch = stretch or Stretch()
+        else:
+            self.stretch = stretch or Stretch()
         self.crop = 1.0 if crop is None else crop
         if not 0 < self.crop <= 1:
             raise IngestError(
@@ -188,6 +223,32 @@ class _Writer:
         """Side and channels of the stored images; None until the first valid image creates the collection."""
         return None if self.coll is None else self.coll.image_shape[1:]
 
+    def _scaled(self, stretch: Stretch, names: list[str] | None, channels: int) -> Stretch:
+        """``stretch`` with the zero points as band scales for bands ``names`` (unnamed: fallback names)."""
+        if not self.zero_points:
+            return stretch
+        known = names or fallback_bands(channels)
+        unknown = [band for band in self.zero_points if band not in known]
+        if unknown:
+            raise IngestError(
+                f"zero points for band {','.join(unknown)}, but the bands are {','.join(known)}"
+            )
+        try:
+            return replace(stretch, band_scales=tuple(self.zero_points.get(band, 1.0) for band in known))
+        except ValueError as exc:
+            raise IngestError(f"zero points {self.zero_points}: {exc}") from None
+
+    def _check_zero_points(self, path: Path) -> None:
+        """IngestError if zero points are given that differ from the existing collection's band scales."""
+        channels = self.coll.image_shape[2]
+        wanted = self._scaled(self.stretch, self.bands, channels).band_scales
+        stored = self.stretch.band_scales
+        if self.zero_points and (wanted or (1.0,) * channels) != (stored or (1.0,) * channels):
+            raise IngestError(
+                f"{path} scales its bands by {stored or 'nothing (all 1)'}, not by the zero points "
+                f"{self.zero_points}: a collection keeps one stretch (leave out --zero-points)"
+            )
+
     def offer(self, item: Item, prepared: np.ndarray | str | None = None) -> None:
         """Take the next item; ``prepared`` is its stored image or why it has none (None: prepare it here)."""
         if item.error is not None:
@@ -199,29 +260,64 @@ class _Writer:
         if item.id in self.seen:
             self.report.skipped.append(Skipped(item.source, item.id, "duplicate id (an earlier item has it)"))
             return
+        other = self._other_bands(item)
+        if other is not None:
+            self.report.skipped.append(Skipped(item.source, item.id, other))
+            return
+        stretch = self.stretch
         if prepared is None:
             try:
-                side, channels = self.shape or _new_shape(item.image, self.size, self.crop)
-                prepared = prepare_image(item.image, side, channels, self.stretch, self.crop)
+                if self.coll is None:
+                    side, channels = _new_shape(item.image, self.size, self.crop)
+                    stretch = self._scaled(self.stretch, item.bands, channels)
+                else:
+                    side, channels = self.shape
+                prepared = prepare_image(item.image, side, channels, stretch, self.crop)
             except ValueError as exc:
                 prepared = str(exc)
         if isinstance(prepared, str):
             self.report.skipped.append(Skipped(item.source, item.id, prepared))
             return
         if self.coll is None:
-            side, _, channels = prepared.shape
-            preprocessing = {
-                "size": side,
-                "channels": channels,
-                "stretch": self.stretch.to_dict(),
-                "crop": self.crop,
-            }
-            self.coll = Collection.create(self.report.collection, prepared.shape, preprocessing)
+            self._create(prepared.shape, stretch, item.bands)
         self.seen.add(item.id)
         self.images.append(prepared)
         self.rows.append({"id": item.id, "source": item.source, **item.columns})
         if len(self.images) >= self.commit_every:
             self.flush()
+
+    def _create(self, shape: tuple[int, int, int], stretch: Stretch, bands: list[str] | None) -> None:
+        """Create the collection for images of ``shape`` made with ``stretch``, recording named bands."""
+        self.stretch, self.bands = stretch, bands
+        preprocessing = {
+            "size": shape[0],
+            "channels": shape[2],
+            "stretch": stretch.to_dict(),
+            "crop": self.crop,
+        }
+        if bands is not None:
+            preprocessing["bands"] = list(bands)
+        self.coll = Collection.create(self.report.collection, shape, preprocessing)
+
+    def _other_bands(self, item: Item) -> str | None:
+        """Why ``item`` cannot join the collection for its bands (their number, or names where both
+        are named), or None."""
+        if self.coll is None:
+            return None
+        ours = self.shape[1]
+        image = None if item.image is None else np.asarray(item.image)
+        if image is not None and image.ndim in (2, 3):
+            theirs = image.shape[2] if image.ndim == 3 else 1
+        else:
+            theirs = len(item.bands) if item.bands else ours
+        named_apart = self.bands is not None and item.bands is not None and item.bands != self.bands
+        if theirs == ours and not named_apart:
+            return None
+        return (
+            f"has {_band_list(item.bands, theirs)} but the collection has {_band_list(self.bands, ours)}: "
+            "a collection keeps one set of bands, in one order (pick them with --bands, or ingest into "
+            "another collection)"
+        )
 
     def flush(self) -> None:
         """Commit the galaxies taken since the last commit."""
@@ -250,7 +346,7 @@ class _Writer:
 def _ingest_on_cluster(
     folder: Path,
     writer: _Writer,
-    bands: list[int] | None,
+    bands: Bands,
     dask: str | None,
     workers: int | None,
     partition_rows: int,
@@ -293,7 +389,7 @@ def _ingest_on_cluster(
 def _prepare_files(
     files: list[tuple[str, str]],
     *,
-    bands: list[int] | None,
+    bands: Bands,
     side: int,
     channels: int,
     stretch: dict,
@@ -322,9 +418,17 @@ def _new_shape(image: np.ndarray, size: int | None, crop: float) -> tuple[int, i
     if image.ndim not in (2, 3):
         raise ValueError(f"wrong dimensions: expected a 2-D image or (H, W, C), got shape {image.shape}")
     channels = image.shape[2] if image.ndim == 3 else 1
-    if channels not in (1, 3):
-        raise ValueError(f"has {channels} bands; choose 1 or 3 of them (bands=[...] / --bands)")
+    if not 1 <= channels <= MAX_BANDS:
+        raise ValueError(
+            f"has {channels} bands; a collection holds 1 to {MAX_BANDS} (pick some: bands=[...] / --bands)"
+        )
     return size or _cropped_side(image, crop), channels
+
+
+def _band_list(names: list[str] | None, channels: int) -> str:
+    """``5 bands (g,r,i,z,y)``, or ``3 unnamed bands``."""
+    plural = "s" if channels != 1 else ""
+    return f"{channels} band{plural} ({','.join(names)})" if names else f"{channels} unnamed band{plural}"
 
 
 def _cropped_side(image: np.ndarray, crop: float) -> int:

@@ -185,8 +185,8 @@ def values_of_ids(collection: Collection, ids: Sequence[str], values: Sequence[f
 
 
 def stamp_uri(image: np.ndarray, format: str = "png") -> str:
-    """A stored stamp (H, W, 1 or 3 uint8) as a data URI at its own size: PNG (lossless) or WebP
-    (quality 90, a third of the bytes, for galleries)."""
+    """A galaxy's picture (H, W, 3 uint8, or H, W, 1 in grey: ``Collection.rgb(row, grey=True)``) as a data
+    URI at its own size: PNG (lossless) or WebP (quality 90, a third of the bytes, for galleries)."""
     if format not in STAMP_FORMATS:
         raise ValueError(f"stamp format is one of {', '.join(STAMP_FORMATS)}, got {format!r}")
     pixels = np.asarray(image)

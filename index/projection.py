@@ -250,7 +250,7 @@ def render_map(
     point = _point_size(len(coords), width, height)
     _draw_points(figure, axes, coords, values, color_by, point, highlight)
     if thumbnails > 0:
-        _draw_thumbnails(axes, collection.images, coords, thumbnails, limits, (width, height))
+        _draw_thumbnails(axes, collection, coords, thumbnails, limits, (width, height))
     axes.set_xlim(*limits[:2])
     axes.set_ylim(*limits[2:])
     axes.set_xticks([])
@@ -416,21 +416,21 @@ def thumbnail_rows(coords: np.ndarray, count: int) -> np.ndarray:
 
 def _draw_thumbnails(
     axes: Axes,
-    images: np.ndarray,
+    collection: Collection,
     coords: np.ndarray,
     count: int,
     limits: tuple[float, float, float, float],
     size: tuple[int, int],
 ) -> None:
-    """Galaxy stamps centred on their map positions (1-channel images in grey)."""
+    """Galaxy stamps in the collection's display bands centred on their map positions (one band in grey)."""
     side = int(np.ceil(np.sqrt(count)))
     position = axes.get_position()
     axes_w, axes_h = position.width * size[0], position.height * size[1]
     stamp_px = float(np.clip(0.6 * min(axes_w, axes_h) / side, *STAMP_PX))
     half_x = stamp_px / 2 * (limits[1] - limits[0]) / axes_w
     half_y = stamp_px / 2 * (limits[3] - limits[2]) / axes_h
-    for row in thumbnail_rows(coords, count):
-        stamp = np.asarray(images[row])
+    rows = thumbnail_rows(coords, count)
+    for row, stamp in zip(rows, collection.rgb(rows, grey=True), strict=True):
         stamp = stamp[..., 0] if stamp.shape[-1] == 1 else stamp
         x, y = coords[row]
         axes.imshow(

@@ -98,7 +98,7 @@ def test_bad_requests_get_messages_not_tracebacks(served, tmp_path):
 def test_rating_through_the_api_from_several_clients_loses_nothing(served):
     url, path = served
     first = Client(url, verbose=False).predict("mergers", api_name="/next")
-    assert first[2].startswith("blob-")
+    assert first["session"] == "mergers" and first["rated"] == 0 and first["next"]["id"].startswith("blob-")
     ids = open_collection(path).catalog["id"].tolist()
 
     failures = []
@@ -120,7 +120,13 @@ def test_rating_through_the_api_from_several_clients_loses_nothing(served):
     latest = ratings_store(path).latest("mergers")
     assert len(latest) == 24 and set(latest["galaxy"]) == set(ids[:24])
     result = Client(url, verbose=False).predict("mergers", api_name="/undo")
-    assert result[5].startswith("undid") and len(ratings_store(path).latest("mergers")) == 23
+    assert result["undone"]["galaxy"] in ids[:24] and result["rated"] == 23
+    assert len(ratings_store(path).latest("mergers")) == 23
+    ranking = Client(url, verbose=False).predict("mergers", 5, api_name="/ranking")["ranking"]
+    interest = [r["interest"] for r in ranking]
+    assert len(ranking) == 5 and interest == sorted(interest, reverse=True)
+    rated = ratings_store(path).latest("mergers").set_index("galaxy")["rating"]
+    assert all(r["rating"] == rated.get(r["id"]) for r in ranking)  # None where not rated
     exported = Client(url, verbose=False).predict("mergers", "FITS", api_name="/export_ratings")
     assert len(Table.read(exported)) == 23
     ratings_store(path).rate("../odd/name", "blob-0-0001", 1)
@@ -198,7 +204,7 @@ def test_the_api_lists_only_its_documented_endpoints(served):
     assert set(info["named_endpoints"]) == {f"/{name}" for name in ENDPOINTS}
     assert not info["unnamed_endpoints"]
     rate = info["named_endpoints"]["/rate"]
-    assert [p["parameter_name"] for p in rate["parameters"]] == ["name", "galaxy_id", "score"]
+    assert [p["parameter_name"] for p in rate["parameters"]] == ["session", "galaxy", "rating", "skip"]
     assert rate["description"] == ENDPOINTS["rate"]
 
 
@@ -210,7 +216,7 @@ def test_auth_keeps_strangers_out(blob_collection):
         with pytest.raises(Exception):  # noqa: B017 - gradio_client raises different types by version
             Client(f"http://127.0.0.1:{port}/", verbose=False).predict("s", api_name="/next")
         client = Client(f"http://127.0.0.1:{port}/", auth=("ann", "secret"), verbose=False)
-        assert client.predict("s", api_name="/next")[2].startswith("blob-")
+        assert client.predict("s", api_name="/next")["next"]["id"].startswith("blob-")
         assert ratings_store(blob_collection.path).sessions()["session"].tolist() == ["s"]
     finally:
         app.close()

@@ -95,7 +95,7 @@ def test_errors_exit_1_with_a_message_and_no_traceback(tmp_path):
 
 def test_usage_errors_exit_2(tmp_path):
     assert galsearch("ingest").returncode == 2
-    assert galsearch("ingest", "a", "b", "--bands", "r,g").returncode == 2
+    assert galsearch("ingest", "a", "b", "--bands", "1,,2").returncode == 2
     assert galsearch("frobnicate").returncode == 2
 
 
@@ -293,7 +293,7 @@ def test_info_as_json(embedded, tmp_path, capsys):
     assert main(["info", str(embedded.path), "--format", "json"]) == 0
     described = json.loads(capsys.readouterr().out)
     assert described["galaxies"] == described["embedded"] == 40
-    assert described["encoder"]["spec"] == TINY_ENCODER and described["stretch"]["kind"] == "asinh"
+    assert described["encoder"]["spec"] == TINY_ENCODER and described["stretch"]["kind"] == "lupton"
     assert described["image_shape"] == [32, 32, 3] and "class_name" in described["columns"]
     assert main(["info", str(embedded.path), "--output", str(tmp_path / "info.json")]) == 0
     assert json.loads((tmp_path / "info.json").read_text()) == described
@@ -340,6 +340,6 @@ def completions(line: str, tmp_path) -> list[str]:
 
 def test_tab_completion(tmp_path):
     assert set(completions("galsearch ", tmp_path)) >= set(COMMANDS)
-    assert completions("galsearch dis", tmp_path) == ["discover"]
+    assert completions("galsearch dis", tmp_path) == ["discover", "display"]
     assert "--format" in completions("galsearch search coll --fo", tmp_path)
     assert completions("galsearch info coll --format ", tmp_path) == ["text", "json"]

@@ -63,6 +63,13 @@ def test_a_cluster_embeds_as_one_process_does(cluster, two_copies):
     assert_same_embeddings(serial, distributed)
 
 
+def test_nothing_left_to_embed_returns_before_any_cluster_is_reached(blob_collection):
+    embed(blob_collection, TINY_ENCODER, device="cpu", progress=False)
+    nobody = "tcp://127.0.0.1:9"  # no scheduler listens there: reaching for one would fail
+    report = embed(blob_collection, TINY_ENCODER, dask=nobody, progress=False)
+    assert (report.embedded, report.total) == (0, 64) and "already embedded" in report.summary()
+
+
 def test_a_cluster_takes_an_encoder_spec_not_an_object(blob_collection):
     with pytest.raises(EncoderError, match="spec"):
         embed(blob_collection, load_encoder(TINY_ENCODER, "cpu"), workers=2, progress=False)

@@ -256,6 +256,42 @@ def test_legacy_fits_cutouts_become_a_collection_with_the_catalogue_columns(serv
     assert red > blue  # channels stored red to blue: z (brightest here) is R, g is B
 
 
+def test_legacy_griz_fits_fill_a_four_band_collection_that_keeps_their_colours(server, tmp_path):
+    catalog = write_catalog(tmp_path / "cat.csv", 4)
+    command = ["fetch", str(catalog), str(tmp_path / "coll"), "--bands", "griz", "--format", "fits"]
+    done = cli.main([*command, "--size", "32", "--quiet"])
+    assert done == 0
+    coll = open_collection(tmp_path / "coll")
+    assert coll.image_shape == (32, 32, 4) and coll.preprocessing["bands"] == ["z", "i", "r", "g"]
+    assert coll.preprocessing["stretch"]["kind"] == "lupton"
+    assert {q["bands"] for _, q in server.requests} == {"griz"}
+    assert set(coll.catalog["bands"]) == {"z,i,r,g"}
+    # the server's bands are one galaxy times 3, 2.5, 2 and 1 (z, i, r, g): the stored ratios follow
+    images = coll.images[:].astype(float)
+    bright = images[..., 0] > 100  # the galaxy, where the sky's noise is small beside it
+    ratios = [np.median(images[..., c][bright] / images[..., 0][bright]) for c in range(4)]
+    assert ratios == pytest.approx([1, 2.5 / 3, 2 / 3, 1 / 3], abs=0.03)
+
+
+def test_panstarrs_grizy_and_a_collection_of_other_bands_refused_before_any_download(server, tmp_path):
+    catalog = write_catalog(tmp_path / "cat.csv", 2)
+    report = fetch(catalog, tmp_path / "coll", "panstarrs", **quick(bands="grizy"))
+    assert report.fetched == 2
+    cuts = [q for p, q in server.requests if p == "/cgi-bin/fitscut.cgi"]
+    assert sorted(q["red"] for q in cuts) == sorted(ps1_file(b) for b in "grizy" for _ in range(2))
+    coll = open_collection(tmp_path / "coll")
+    assert coll.image_shape == (32, 32, 5) and coll.preprocessing["bands"] == ["y", "z", "i", "r", "g"]
+
+    before = server.count()
+    more = write_catalog(tmp_path / "more.csv", 3)
+    with pytest.raises(FetchError, match=r"holds bands y,z,i,r,g .* brings i,r,g: .* --bands grizy"):
+        fetch(more, tmp_path / "coll", "panstarrs", **quick())
+    with pytest.raises(FetchError, match="brings unnamed colour JPEG channels"):
+        fetch(more, tmp_path / "coll", "panstarrs", **quick(format="jpeg"))
+    assert server.count() == before
+    assert fetch(more, tmp_path / "coll", "panstarrs", **quick(bands="yzgri")).already_present == 2
+
+
 def test_sdss_jpeg_with_iau_names_from_a_fits_catalogue_without_ids(server, tmp_path):
     ra, dec = positions(3)
     Table({"ra": ra, "dec": dec, "z": [0.1, 0.2, 0.3]}).write(tmp_path / "cat.fits")
@@ -301,7 +337,8 @@ def test_bad_requests_are_refused_before_any_download(server, tmp_path):
     catalog = write_catalog(tmp_path / "cat.csv", 2)
     for options, message in [
         ({"survey": "hubble"}, "unknown survey"),
-        ({"bands": "gr"}, "1 or 3 channels"),
+        ({"survey": "panstarrs", "format": "jpeg", "bands": "gr"}, "made of 3 bands"),
+        ({"bands": "grrz"}, "each once"),
         ({"bands": "gqz"}, "letters from 'griz'"),
         ({"survey": "sdss", "format": "fits"}, "serves jpeg cutouts"),
         ({"survey": "sdss", "layer": "dr9"}, "has no layers"),

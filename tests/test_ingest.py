@@ -284,7 +284,7 @@ def test_multiband_cube_and_multi_hdu_give_three_channels_and_bands_reorder(tmp_
     assert catalog.loc["cube", "bands"] == catalog.loc["multi_hdu", "bands"] == "z,r,g"
 
 
-def test_five_band_cube_needs_bands(tmp_path):
+def test_five_band_cube_is_stored_whole_and_other_band_counts_are_skipped(tmp_path):
     folder = tmp_path / "five"
     folder.mkdir()
     five = np.concatenate([three_bands(), three_bands()[:2]])
@@ -292,9 +292,10 @@ def test_five_band_cube_needs_bands(tmp_path):
     write_fits(folder / "b_three.fits", three_bands())
 
     report = run(folder, tmp_path / "coll")
-    assert report.stored == 1
-    assert "bands" in reasons(report)["a_five"]
-    assert "5" in reasons(report)["a_five"]
+    assert report.stored == 1 and open_collection(tmp_path / "coll").image_shape == (40, 40, 5)
+    assert reasons(report)["b_three"].startswith(
+        "has 3 unnamed bands but the collection has 5 unnamed bands: a collection keeps one set of bands"
+    )
 
     picked = run(folder, tmp_path / "picked", bands=[0, 2, 4])
     assert list(open_collection(tmp_path / "picked").catalog["id"]) == ["a_five"]
@@ -391,7 +392,7 @@ def test_bad_items_in_an_array_file_are_skipped_and_reingest_counts_present(tmp_
 @pytest.mark.parametrize("shape", [(6, 100), (2, 3, 32, 32, 1)], ids=["1-D items", "5-D array"])
 def test_array_file_with_wrong_dimensions_is_refused(tmp_path, shape):
     np.savez(tmp_path / "wrong.npz", images=np.ones(shape, np.float32))
-    with pytest.raises(IngestError, match=r"'images' must be \(N, H, W\) or \(N, H, W, C\)"):
+    with pytest.raises(IngestError, match=r"'images' must be \(N, H, W\), \(N, H, W, C\) or \(N, C, H, W\)"):
         run(tmp_path / "wrong.npz", tmp_path / "coll")
 
 
@@ -533,7 +534,14 @@ def test_two_sizes_become_one_and_collection_remembers_preprocessing(tmp_path):
         "size": 32,
         "channels": 3,
         "crop": 1.0,
-        "stretch": {"kind": "sqrt", "lower_percentile": 1, "upper_percentile": 99, "a": 0.1, "joint": True},
+        "stretch": {
+            "kind": "sqrt",
+            "lower_percentile": 1,
+            "upper_percentile": 99,
+            "a": 0.1,
+            "joint": True,
+            "band_scales": None,
+        },
     }
     assert manifest["sources"][0]["stored"] == 3
     run(folder, tmp_path / "coll")  # a later ingest without a stretch uses the stored one

@@ -11,14 +11,18 @@ import threading
 import time
 from pathlib import Path
 
+import gradio as gr
 import httpx
 from conftest import TINY_ENCODER, free_port
 from gradio_client import Client
 
 from anomaly import Discovery, ratings_store
+from anomaly.discover import own_session
 from embedder import embed
 from ui.app import launch
 from ui.credentials import Logins, hash_password
+from ui.discover_tab import choose_own_session
+from ui.state import AppState
 
 KILL_AFTER = 10  # the server dies right after committing this many ratings
 RATERS, RATINGS = 3, 8  # more ratings than KILL_AFTER, so that the kill always comes
@@ -61,13 +65,13 @@ def rate_until_refused(url: str, session: str, acknowledged: list[tuple[str, str
     with httpx.Client(timeout=120) as http:
         try:
             answer = http.post(f"{url}gradio_api/run/next", json={"data": [session, []]})
-            galaxy = answer.raise_for_status().json()["data"][2]
+            galaxy = answer.raise_for_status().json()["data"][0]["next"]["id"]
             for i in range(RATINGS):
                 score = float(i % 6)
-                body = {"data": [session, galaxy, [], score]}
+                body = {"data": [session, galaxy, score, []]}
                 answer = http.post(f"{url}gradio_api/run/rate", json=body).raise_for_status()
                 acknowledged.append((session, galaxy, score))
-                galaxy = answer.json()["data"][2]
+                galaxy = answer.json()["data"][0]["next"]["id"]
         except httpx.HTTPError:
             return  # the server died: this client's unanswered rating may or may not be stored
 
@@ -124,13 +128,23 @@ def test_one_users_undo_never_removes_another_users_rating(blob_collection):
             history = store.history("shared")
             return list(zip(history["user"], history["galaxy"], strict=True))
 
-        assert bob.predict("shared", api_name="/undo")[5].startswith("undid blob-0-0002")
+        assert bob.predict("shared", api_name="/undo")["undone"]["galaxy"] == "blob-0-0002"
         assert rated() == [("ann", "blob-0-0001"), ("ann", "blob-0-0003")]
-        assert bob.predict("shared", api_name="/undo")[5].startswith("nothing to undo")
+        assert bob.predict("shared", api_name="/undo")["undone"] is None
         assert rated() == [("ann", "blob-0-0001"), ("ann", "blob-0-0003")]
-        assert ann.predict("shared", api_name="/undo")[5].startswith("undid blob-0-0003")
+        assert ann.predict("shared", api_name="/undo")["undone"]["galaxy"] == "blob-0-0003"
         assert rated() == [("ann", "blob-0-0001")]
-        # both users' ratings count in the session they share: bob's page shows ann's rating too
-        assert "1 rated in session" in bob.predict("shared", api_name="/next")[5]
+        # both users' ratings count in the session they share: bob's loop sees ann's rating too
+        assert bob.predict("shared", api_name="/next")["rated"] == 1
     finally:
         app.close()
+
+
+def test_a_logged_in_user_rates_in_a_session_of_their_own_unless_they_choose_a_shared_one(blob_collection):
+    ratings_store(blob_collection.path).ensure_session("shared")
+    state = AppState(blob_collection.path)
+    chooser = choose_own_session(state, gr.Request(username="ann"))
+    assert chooser.value == own_session("ann") == "interesting (ann)"
+    assert {value for _, value in chooser.choices} == {"shared", "interesting (ann)"}
+    assert choose_own_session(state, gr.Request(username="bob")).value == "interesting (bob)"
+    assert choose_own_session(state, gr.Request()) == gr.skip()  # no login: the chooser stays as built

@@ -307,7 +307,7 @@ def test_behind_a_reverse_proxy_under_a_path_prefix(coll):
             search = ("blob-0-0003", "", "", 5.0, None, "", "", "", 5, "CSV")
             download = client.predict(*search, api_name="/search")[3]  # the results file
             assert "blob-0-" in Path(download).read_text()  # downloaded through the proxy
-            galaxy = client.predict("proxied", api_name="/next")[2]
+            galaxy = client.predict("proxied", api_name="/next")["next"]["id"]
             client.predict("proxied", galaxy, 4.0, api_name="/rate")
             exported = client.predict("proxied", "CSV", api_name="/export_ratings")  # queued: events
             (rating,) = csv.DictReader(io.StringIO(Path(exported).read_text()))

@@ -19,7 +19,7 @@ from starlette.middleware import Middleware
 
 from embedder import describe
 
-from . import classify_tab, discover_tab, map_js, map_tab, search_tab
+from . import band_picker, classify_tab, discover_tab, map_js, map_tab, search_tab
 from .access import LoginRequired, LoginThrottle, ThrottledLogin
 from .api import publish
 from .credentials import Logins
@@ -27,8 +27,16 @@ from .samp import hub_available
 from .state import AppState
 
 MAX_UPLOAD = "50mb"  # uploaded images and label files; larger ones are refused before reaching galsearch
-# Gallery captions wrap over the stamp instead of being cut to "blob-0-00...": the whole id shows.
+# Galaxy pictures are sent at their stored size (a 64-pixel stamp is a tenth of the CPU and bytes of one
+# enlarged on the server) and the browser enlarges them pixel by pixel; gallery captions wrap over the
+# stamp instead of being cut to "blob-0-00...": the whole id shows.
 CSS = """
+.gradio-container .thumbnail-item img, .gradio-container .preview img, .gradio-container .galaxy img {
+  image-rendering: pixelated;
+}
+.gradio-container .galaxy img {
+  object-fit: contain;
+}
 .gradio-container .thumbnail-item .caption-label {
   max-width: calc(100% - 2 * var(--block-label-margin));
   white-space: normal;
@@ -53,10 +61,11 @@ def build_app(collection: str | Path) -> gr.Blocks:
             f"## galsearch · {coll.manifest['name']}\n{len(coll)} galaxies · "
             f"{coll.counts['embedded']} embedded with {encoder}"
         )
+        band_picker.build(state)
         with gr.Tab("Search", id="search"):
             search_samp, results = search_tab.build(state)
         with gr.Tab("Discover", id="discover") as tab:
-            discover_samp, rated = discover_tab.build(state, tab)
+            discover_samp, rated, session = discover_tab.build(state, tab)
         with gr.Tab("Classify", id="classify") as tab:
             classify_samp, trained = classify_tab.build(state, tab)
         with gr.Tab("Map", id="map") as tab:
@@ -81,6 +90,11 @@ def build_app(collection: str | Path) -> gr.Blocks:
             return [gr.update(visible=hub_available())] * len(samp_rows)
 
         app.load(show_samp, None, samp_rows, queue=False)
+
+        def own_session(request: gr.Request) -> dict:  # a logged-in user rates in a session of their own
+            return discover_tab.choose_own_session(state, request)
+
+        app.load(own_session, None, session, queue=False)
     publish(app)
     return app
 

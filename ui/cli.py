@@ -32,13 +32,32 @@ SURVEYS = ("legacy", "sdss", "panstarrs")  # embedder.fetch.SURVEYS, named here 
 FORMATS = ("text", "csv", "json", "fits", "votable")  # index.query.FORMATS, named here for the same reason
 
 
-def _bands(text: str) -> list[int]:
-    try:
-        return [int(b) for b in text.split(",")]
-    except ValueError:
+def _bands(text: str) -> list[int | str]:
+    """Comma-separated band names or channel numbers from 0 (``z,r,g`` or ``2,1,0``)."""
+    parts = [part.strip() for part in text.split(",")]
+    if not all(parts):
         raise argparse.ArgumentTypeError(
-            f"bands must be comma-separated channel numbers, got {text!r}"
-        ) from None
+            f"bands are comma-separated band names or channel numbers, e.g. z,r,g or 2,1,0; got {text!r}"
+        )
+    return [int(part) if part.isdigit() else part for part in parts]
+
+
+def _zero_points(text: str) -> dict[str, float]:
+    """Comma-separated BAND=FACTOR pairs (``g=1,r=1.2``), each factor a positive number."""
+    points: dict[str, float] = {}
+    for pair in text.split(","):
+        band, _, factor = (part.strip() for part in pair.partition("="))
+        try:
+            value = float(factor)
+        except ValueError:
+            value = float("nan")
+        if not band or band in points or not 0 < value < float("inf"):
+            raise argparse.ArgumentTypeError(
+                f"zero points are BAND=FACTOR pairs, each band once and each factor a positive number, "
+                f"e.g. g=1,r=1.2; got {text!r}"
+            )
+        points[band] = value
+    return points
 
 
 def _positive(text: str) -> int:
@@ -79,6 +98,7 @@ def cmd_ingest(args: argparse.Namespace) -> None:
         stretch=_stretch(args),
         crop=args.crop,
         bands=args.bands,
+        zero_points=args.zero_points,
         cutout_size=args.cutout_size,
         progress=not args.quiet,
         dask=args.dask,
@@ -105,6 +125,7 @@ def cmd_fetch(args: argparse.Namespace) -> None:
         timeout=args.timeout,
         retry_failed=args.retry_failed,
         stretch=_stretch(args),
+        zero_points=args.zero_points,
         progress=not args.quiet,
     )
     print(report.summary())
@@ -239,6 +260,7 @@ def cmd_info(args: argparse.Namespace) -> None:
         text = (
             f"collection  {coll.path} ({coll.manifest['name']})\n"
             f"galaxies    {len(coll)} images of {h}x{w} px, {c} channel(s); {cropped}{coll.stretch}\n"
+            f"bands       {','.join(coll.bands)}; shown as red, green, blue: {','.join(coll.display_rgb)}\n"
             f"embedded    {coll.counts['embedded']} with {describe(encoder) if encoder else '-'}\n"
             f"columns     {', '.join(coll.columns)}\n"
         )
@@ -584,6 +606,22 @@ def cmd_map(args: argparse.Namespace) -> None:
     print(f"wrote the UMAP map of {len(picture.coords)} galaxies to {args.png}")
 
 
+def cmd_display(args: argparse.Namespace) -> None:
+    from embedder.collection import open_collection
+
+    coll = open_collection(args.collection)
+    if args.rgb is not None:
+        coll.set_display(args.rgb)
+    print(f"bands {','.join(coll.bands)}; shown as red, green, blue: {','.join(coll.display_rgb)}")
+
+
+def _band_names(text: str) -> list[str]:
+    names = [t.strip() for t in text.split(",")]
+    if len(names) != 3 or not all(names):
+        raise argparse.ArgumentTypeError(f"give 3 band names (red, green, blue), e.g. z,r,g; got {text!r}")
+    return names
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from anomaly.discover import DEFAULT_SESSION, Discovery
     from embedder import DEFAULT_ENCODER, build_demo, default_demo_path, embed
@@ -656,22 +694,32 @@ def _root_path(text: str) -> str:
 def _add_stretch_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--stretch",
-        choices=["asinh", "linear", "log", "sqrt"],
-        help="stretch for non-8-bit pixels (default asinh); fixed when the collection is created",
+        choices=["lupton", "asinh", "linear", "log", "sqrt"],
+        help="stretch for non-8-bit pixels (default lupton: asinh of the mean of the bands, every band "
+        "scaled alike, so band ratios and colours survive); fixed when the collection is created",
     )
     parser.add_argument(
         "--percentiles",
         type=float,
         nargs=2,
         metavar=("LO", "HI"),
-        help="per-channel clip percentiles before the stretch (default 0.5 99.5)",
+        help="clip percentiles before the stretch (default 0.5 99.5; lupton: of the mean of the bands)",
     )
-    parser.add_argument("--softening", type=float, help="asinh/log softening parameter a (default 0.1)")
+    parser.add_argument(
+        "--softening", type=float, help="lupton/asinh/log softening parameter a (default 0.1)"
+    )
     parser.add_argument(
         "--per-channel",
         action="store_true",
         default=None,
-        help="clip each channel on its own (default: one interval for all, which keeps colours)",
+        help="stretch each band on its own, to its full range: erases colour (default: one stretch for all)",
+    )
+    parser.add_argument(
+        "--zero-points",
+        type=_zero_points,
+        metavar="BAND=FACTOR,...",
+        help="multiply each band's flux by FACTOR before the stretch, to put the bands on one flux scale "
+        "(e.g. g=1,r=1.2,i=0.9; bands left out: 1); fixed when the collection is created",
     )
 
 
@@ -754,7 +802,11 @@ def build_parser() -> argparse.ArgumentParser:
         "ingest", cmd_ingest, "add galaxy images from a folder, .npz/HDF5 file or FITS image to a collection"
     )
     p.add_argument(
-        "source", type=Path, help="folder of FITS/PNG/JPEG cutouts, .npz/.h5 file, or large FITS image"
+        "source",
+        type=Path,
+        help="folder of FITS/PNG/JPEG cutouts (or of one sub-folder per band: g/, r/ ... holding files "
+        "named alike), table of file names (one column per band), .npz/.h5 file, or large FITS image "
+        "(or folder of one per band) with --catalog",
     )
     p.add_argument("collection", type=Path, help="collection directory (created if absent)")
     p.add_argument(
@@ -772,7 +824,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(e.g. 0.67; default 1: all of it)",
     )
     _add_stretch_options(p)
-    p.add_argument("--bands", type=_bands, help="channels to keep, in R,G,B order, e.g. 3,2,1")
+    p.add_argument(
+        "--bands",
+        type=_bands,
+        help="bands to keep, in order: names (e.g. z,r,g, as the source names them) or channel numbers "
+        "from 0 (e.g. 2,1,0); default all (1 to 16)",
+    )
     _add_dask_options(p, "files of a folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -797,7 +854,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="arcsec per pixel (default: the survey's own, legacy 0.262, sdss 0.396, panstarrs 0.25)",
     )
     p.add_argument(
-        "--bands", metavar="LETTERS", help="1 or 3 bands for FITS (default legacy grz, panstarrs gri)"
+        "--bands",
+        metavar="LETTERS",
+        help="bands, any of the survey's (legacy griz, panstarrs grizy; default grz, gri); FITS keeps "
+        "each band, stored red to blue",
     )
     p.add_argument("--layer", help="Legacy Surveys viewer layer (default ls-dr10)")
     p.add_argument(
@@ -1122,6 +1182,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--color-by", metavar="COLUMN", help="catalog column to colour by, e.g. class_name")
     p.add_argument("--thumbnails", type=int, default=49, help="galaxy stamps drawn on the map (default 49)")
     p.add_argument("--size", type=int, nargs=2, default=(1200, 900), metavar=("W", "H"), help="pixels")
+
+    p = command(
+        "display", cmd_display, "show or choose the bands a collection's pictures show as red, green, blue"
+    )
+    p.add_argument("collection", type=Path)
+    p.add_argument(
+        "--rgb",
+        type=_band_names,
+        metavar="R,G,B",
+        help="three of the collection's band names, e.g. z,r,g (used by the page, maps and galleries)",
+    )
 
     p = command("info", cmd_info, "describe a collection (and check that it is consistent)")
     p.add_argument("collection", type=Path)

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-import gradio as gr
+import json
+from dataclasses import asdict
 
-from anomaly import ratings_store
-from anomaly.discover import DEFAULT_SESSION
+import gradio as gr
+import pandas as pd
+
+from anomaly import Discovery, ratings_store
+from anomaly.discover import DEFAULT_SESSION, own_session
 from embedder import GalsearchError
 from embedder.storage import safe_name
 
 from . import label_bar
 from .samp import SERVER_SIDE, send_table
-from .state import AppState, readable, stamp, user_of
+from .state import AppState, readable, user_of
 
 RANKED = 12
 SENT_RANKED = 100  # the ranking sent to TOPCAT goes deeper than the one shown
+MAX_RANKED = 1000  # the longest ranking the `ranking` endpoint answers
 RATE_SIDE = 320  # pixels of the galaxy being rated
 EXPORTS = {"CSV": ".csv", "FITS": ".fits", "VOTable": ".xml"}
 
@@ -34,9 +39,10 @@ document.addEventListener("keydown", (event) => {
 """
 
 
-def build(state: AppState, tab: gr.Tab) -> tuple[gr.Row, gr.Textbox]:
-    """The Discover tab's components and wiring (inside a gr.Blocks context); returns its SAMP row and the
-    hidden box with the id of the galaxy being rated (the map rings it)."""
+def build(state: AppState, tab: gr.Tab) -> tuple[gr.Row, gr.Textbox, gr.Dropdown]:
+    """The Discover tab's components and wiring (inside a gr.Blocks context); returns its SAMP row, the
+    hidden box with the id of the galaxy being rated (the map rings it) and the session chooser (set to
+    the user's own session at page load, by :func:`choose_own_session`)."""
     sessions = ratings_store(state.path).sessions()["session"].tolist() or [DEFAULT_SESSION]
     with gr.Row():
         session = gr.Dropdown(sessions, value=sessions[0], label="Session", allow_custom_value=True, scale=2)
@@ -44,7 +50,11 @@ def build(state: AppState, tab: gr.Tab) -> tuple[gr.Row, gr.Textbox]:
     with gr.Row():
         with gr.Column(scale=2):
             current = gr.Image(
-                label="Rate this galaxy", interactive=False, height=RATE_SIDE, elem_id="discover-galaxy"
+                label="Rate this galaxy",
+                interactive=False,
+                height=RATE_SIDE,
+                elem_id="discover-galaxy",
+                elem_classes="galaxy",
             )
             info = gr.Markdown()
         with gr.Column(scale=1):
@@ -86,11 +96,11 @@ def build(state: AppState, tab: gr.Tab) -> tuple[gr.Row, gr.Textbox]:
             f" · {m:.2f} ± {s:.2f}" for m, s in zip(ranking["interest"], ranking["uncertainty"], strict=True)
         ]
         columns = ["id", "interest", "uncertainty", "rating"] + [c for c in ("class_name",) if c in ranking]
-        stored = state.collection().images[int(nxt["row"])]
+        picture = state.collection().rgb(int(nxt["row"]))
         summary = f"{note}{len(hunt.ratings)} rated in session **{name}**"
         table = readable(ranking[columns], {"interest": 2, "uncertainty": 2})
         gallery = state.gallery(rows, extras)
-        return stamp(stored, RATE_SIDE), text, str(nxt["id"]), gallery, table, summary, str(nxt["id"])
+        return picture, text, str(nxt["id"]), gallery, table, summary, str(nxt["id"])
 
     outputs = [current, info, galaxy, ranked, table, status, labels.ids]
 
@@ -126,17 +136,13 @@ def build(state: AppState, tab: gr.Tab) -> tuple[gr.Row, gr.Textbox]:
 
         return rate_with
 
-    start.click(first, [session, skipped], outputs, api_name="next", queue=False)
-    session.change(first, [session, skipped], outputs)
+    start.click(first, [session, skipped], outputs, api_name=False, queue=False)
+    session.input(first, [session, skipped], outputs)
     # On opening the tab, not at page load: a session's loop takes a while to build on a large collection.
     tab.select(opened, [session, skipped, galaxy], outputs, api_name=False)
     for score, button in enumerate(rate_buttons):
         button.click(rater(score), [session, galaxy, skipped], outputs, api_name=False, queue=False)
-    score_input = gr.Number(visible=False)
-    gr.Button(visible=False).click(
-        rate, [session, galaxy, skipped, score_input], outputs, api_name="rate", queue=False
-    )
-    undo.click(undo_last, [session, skipped], outputs, api_name="undo", queue=False)
+    undo.click(undo_last, [session, skipped], outputs, api_name=False, queue=False)
     skip.click(lambda g, s: [*s, g] if g else s, [galaxy, skipped], skipped).then(
         first, [session, skipped], outputs
     )
@@ -159,7 +165,69 @@ def build(state: AppState, tab: gr.Tab) -> tuple[gr.Row, gr.Textbox]:
             raise gr.Error(str(exc)) from None
 
     to_topcat.click(send_ranking, session, samp_status, api_name="samp_send_ranking", queue=False)
-    return samp_row, galaxy
+    _rating_api(state)
+    return samp_row, galaxy, session
+
+
+def choose_own_session(state: AppState, request: gr.Request) -> dict:
+    """The session chooser of a page opened by a logged-in user, set to their own session (any other,
+    shared or not, stays a choice); unchanged without a login."""
+    if not request.username:
+        return gr.skip()
+    sessions = ratings_store(state.path).sessions()["session"].tolist()
+    own = own_session(request.username)
+    return gr.Dropdown(choices=sorted({*sessions, own}), value=own)
+
+
+def _rating_api(state: AppState) -> None:
+    """The endpoints scripts rate through: plain JSON answers without pictures, so that one server keeps
+    up with many raters (a galaxy's picture is the ``stamp`` endpoint's)."""
+
+    def next_galaxy(session: str, skip: list[str] | None = None, request: gr.Request = None) -> dict:
+        hunt, lock = _hunt(state, session, request)
+        with lock:
+            hunt.refresh()  # ratings made elsewhere (the page, other users, processes) count
+            return _next_answer(hunt, skip)
+
+    def rate_galaxy(
+        session: str, galaxy: str, rating: float, skip: list[str] | None = None, request: gr.Request = None
+    ) -> dict:
+        hunt, lock = _hunt(state, session, request)
+        try:
+            with lock:
+                stored = hunt.rate(galaxy, rating)
+                return {"stored": asdict(stored), **_next_answer(hunt, skip)}
+        except GalsearchError as exc:
+            raise gr.Error(str(exc)) from None
+
+    def undo_rating(session: str, request: gr.Request = None) -> dict:
+        hunt, lock = _hunt(state, session, request)
+        with lock:
+            undone = hunt.undo()
+            return {"undone": asdict(undone) if undone else None, **_next_answer(hunt, [])}
+
+    def ranking(session: str, top: int = RANKED, request: gr.Request = None) -> dict:
+        hunt, lock = _hunt(state, session, request)
+        with lock:
+            hunt.refresh()
+            table = hunt.ranking(max(1, min(int(top), MAX_RANKED)), columns=[])
+        return {"session": hunt.session, "rated": len(hunt.ratings), "ranking": _records(table)}
+
+    endpoints = {"next": next_galaxy, "rate": rate_galaxy, "undo": undo_rating, "ranking": ranking}
+    for name, endpoint in endpoints.items():
+        gr.api(endpoint, api_name=name, queue=False)
+
+
+def _next_answer(hunt: Discovery, skip: list[str] | None) -> dict:
+    """The session, how many galaxies are rated in it and the one to rate next."""
+    suggested = hunt.suggest(1, skip=skip or (), columns=[])
+    return {"session": hunt.session, "rated": len(hunt.ratings), "next": _records(suggested)[0]}
+
+
+def _records(table: pd.DataFrame) -> list[dict]:
+    """Rows of a suggestion or ranking table as JSON-ready dicts (a missing rating as None)."""
+    columns = [c for c in ("id", "row", "interest", "uncertainty", "anomaly", "rating") if c in table]
+    return json.loads(table[columns].to_json(orient="records"))
 
 
 def _hunt(state: AppState, name: str, request: gr.Request | None):

@@ -101,14 +101,15 @@ def _highlighted(state: AppState, highlights: dict | None) -> dict[str, np.ndarr
 
 
 def _stamp_grid(state: AppState, rows: np.ndarray, extras: list[str] | None = None) -> str:
-    """HTML of a gallery of stamps (WebP data URIs at their stored size, enlarged by the page pixel by
-    pixel) captioned ``id · class`` + extras: one answer, where a gr.Gallery's browser fetches each
-    stamp's file after it (100 ms more for 24 stamps on a 2-core server, benchmarks/map.py)."""
-    images = state.collection().images
+    """HTML of a gallery of stamps in the collection's display bands (WebP data URIs at their stored size,
+    enlarged by the page pixel by pixel) captioned ``id · class`` + extras: one answer, where a gr.Gallery's
+    browser fetches each stamp's file after it (100 ms more for 24 stamps on a 2-core server,
+    benchmarks/map.py)."""
+    pictures = state.collection().rgb(np.asarray(rows, dtype=np.int64), grey=True)
     figures = [
-        f'<figure><img src="{stamp_uri(images[r], "webp")}" alt=""><figcaption>{html.escape(caption)}'
+        f'<figure><img src="{stamp_uri(p, "webp")}" alt=""><figcaption>{html.escape(caption)}'
         "</figcaption></figure>"
-        for r, caption in zip(rows, state.captions(rows, extras), strict=True)
+        for p, caption in zip(pictures, state.captions(rows, extras), strict=True)
     ]
     return f'<div class="map-stamps">{"".join(figures)}</div>'
 
@@ -196,10 +197,10 @@ def build(
     def encoded(version: int, row: int) -> dict:
         coll = state.collection()
         galaxy = str(coll.catalog_rows([row], ["id"])["id"].iloc[0])
-        return {"id": galaxy, "image": stamp_uri(coll.images[row])}
+        return {"id": galaxy, "image": stamp_uri(coll.rgb(row, grey=True))}
 
     def stamp(row: int) -> dict:
-        """The stored stamp of the galaxy at catalog row ``row`` as a PNG data URI, with its id:
+        """The stamp of the galaxy at catalog row ``row`` (its display bands) as a PNG data URI, with its id:
         {"id": ..., "image": "data:image/png;base64,..."} (what the map shows on hover)."""
         n = len(state.collection())
         if not 0 <= int(row) < n:

@@ -11,7 +11,7 @@ from index import search, write_results
 
 from . import label_bar
 from .samp import SERVER_SIDE, point_at, send_table
-from .state import DOWNLOADS, AppState, ids_in, readable, stamp
+from .state import DOWNLOADS, AppState, ids_in, readable
 
 SAMPLE_SIZE = 48
 PICKER_COLUMNS = 6  # so that a stamp is wide enough for its whole id
@@ -38,11 +38,12 @@ def build(state: AppState) -> tuple[gr.Row, gr.Dataframe]:
     with gr.Row():
         with gr.Column(scale=3):
             picker = gr.Gallery(
-                value=state.gallery(sample),
+                value=lambda: state.gallery(sample),  # at each page load: in the bands shown now
                 label="Pick a galaxy",
                 columns=PICKER_COLUMNS,
                 height=420,
                 allow_preview=False,
+                elem_id="galaxy-picker",
             )
         with gr.Column(scale=2):
             first_id = str(coll.catalog_rows([0], ["id"])["id"].iloc[0])
@@ -66,7 +67,7 @@ def build(state: AppState) -> tuple[gr.Row, gr.Dataframe]:
                 add_positive = gr.Button("+ add query")
                 add_negative = gr.Button("- add query")
     with gr.Row():
-        query = gr.Image(label="Query", interactive=False, height=QUERY_SIDE, scale=1)
+        query = gr.Image(label="Query", interactive=False, height=QUERY_SIDE, scale=1, elem_classes="galaxy")
         neighbours = gr.Gallery(label="Most similar", columns=6, height="auto", scale=5, elem_id="neighbours")
     table = gr.Dataframe(label="Results", interactive=False, wrap=True, elem_id="results")
     labels = label_bar.build(state, "search", "the results")
@@ -180,7 +181,7 @@ def _results(state: AppState, found: pd.DataFrame, ids: list[str], fmt_name: str
     gallery = state.gallery(rows, [f" · {s:.3f}" for s in found[score]])
     matched = found.attrs.get("matched")
     anchor = ids[0] if ids else matched["id"] if matched else None
-    query = stamp(coll.images[int(coll.rows_of(anchor)[0])], QUERY_SIDE) if anchor else None
+    query = coll.rgb(int(coll.rows_of(anchor)[0])) if anchor else None
     fmt, suffix = DOWNLOADS[fmt_name]
     path = state.download(f"neighbours{suffix}")
     write_results(found, path, fmt)

@@ -18,20 +18,12 @@ from anomaly import Discovery
 from embedder import Collection, open_collection
 from embedder.collection import MANIFEST
 
-DISPLAY_SIDE = 160  # stamps are enlarged by whole pixels to about this side, so structure is visible
-MAX_LOOPS = 16  # discovery loops kept in memory (each holds features of every galaxy); older ones reload
+MAX_LOOPS = 64  # discovery loops kept in memory (each ~30 bytes per candidate galaxy; features and GP basis
+# are memory maps they share); older ones reload from the store when used again
 DOWNLOAD_AGE_S = 3600  # result files older than this are deleted (Gradio serves its own copy)
 # Table downloads offered in the page: the name shown -> (index.write_results format, file suffix).
 DOWNLOADS = {"CSV": ("csv", ".csv"), "FITS": ("fits", ".fits"), "VOTable": ("votable", ".xml")}
 DECIMALS = {"similarity": 3, "distance": 3, "ra": 5, "dec": 5}  # in tables; 1e-5 degree = 0.036"
-
-
-def stamp(image: np.ndarray, side: int = DISPLAY_SIDE) -> np.ndarray:
-    """A stored uint8 stamp (already stretched at ingest) enlarged by pixel repetition to about ``side``,
-    as RGB."""
-    factor = max(1, side // image.shape[0])
-    image = image.repeat(factor, axis=0).repeat(factor, axis=1)
-    return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
 
 
 def ids_in(given: str | list[str] | None) -> list[str]:
@@ -101,10 +93,10 @@ class AppState:
         return self.captions(np.array([row]), [extra])[0]
 
     def gallery(self, rows: np.ndarray, extras: list[str] | None = None) -> list[tuple[np.ndarray, str]]:
-        """Gallery items (enlarged stamp, caption) for catalog rows."""
-        images = self.collection().images
+        """Gallery items (picture in the collection's display bands, caption) for catalog rows."""
+        pictures = self.collection().rgb(np.asarray(rows, dtype=np.int64))
         captions = self.captions(rows, extras)
-        return [(stamp(images[r]), caption) for r, caption in zip(rows, captions, strict=True)]
+        return list(zip(pictures, captions, strict=True))
 
     def discovery(self, session: str, user: str) -> tuple[Discovery, threading.Lock]:
         """The active-learning loop of ``session`` for ``user`` with a lock to use it under; the last

@@ -20,7 +20,13 @@ did no better than one rate for all, so it is off by default (README: these meas
 Training checkpoints at every epoch end (and every few minutes within an epoch) to ``OUT.state.pt``;
 a re-run resumes there, bit-for-bit on the CPU, since data order and augmentations are drawn from
 generators whose state is saved. The loss log is ``OUT.log.csv``. The result is a self-describing
-safetensors checkpoint (architecture, input size, channels, normalisation) that ``--encoder OUT`` loads.
+safetensors checkpoint (architecture, input size, channels, band names, normalisation) that ``--encoder OUT``
+loads.
+
+Bands: the collections must share their bands (names where recorded, else their number; one-band
+collections join any as grey). The network takes that many bands (3 when all are grey); an ``init`` with
+3-band weights is adapted to them as ``embed`` adapts it (:func:`embedder.encoders.match_bands`), and the
+trained encoder records the band names.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..collection import Collection, open_collection, read_rows
+from ..embed import band_names
 from ..encoders import (
     Encoder,
     create_backbone,
@@ -47,6 +54,7 @@ from ..encoders import (
     embedding_dim,
     layer_decay_groups,
     load_encoder,
+    match_bands,
     save_encoder,
     train_mode,
     weights_digest,
@@ -117,6 +125,7 @@ class _Data:
 
     def __init__(self, collections: list[Collection], config: PretrainConfig):
         self.collections = collections
+        self.channels, self.bands = common_bands(collections)
         self.size = config.input_size
         self.where = np.concatenate(
             [np.stack([np.full(len(c), i), np.arange(len(c))], axis=1) for i, c in enumerate(collections)]
@@ -152,18 +161,29 @@ class _Data:
 
     def images(self, indices: np.ndarray, device: torch.device) -> torch.Tensor:
         """Float (B, C, S, S) images in [0, 1] for the given global indices, in their order."""
-        out = torch.empty(len(indices), 3, self.size, self.size, device=device)
+        out = torch.empty(len(indices), self.channels, self.size, self.size, device=device)
         for i, coll in enumerate(self.collections):
             mask = self.where[indices, 0] == i
             if not mask.any():
                 continue
             batch = torch.from_numpy(read_rows(coll.images, self.where[indices[mask], 1])).to(device)
             x = batch.permute(0, 3, 1, 2).float().div_(255)
-            x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+            x = x.expand(-1, self.channels, -1, -1) if x.shape[1] == 1 else x
             if x.shape[-1] != self.size:
                 x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True)
             out[torch.from_numpy(np.flatnonzero(mask)).to(device)] = x
         return out
+
+
+def common_bands(collections: list[Collection]) -> tuple[int, list[str] | None]:
+    """The number of bands and their names (None: none recorded) shared by ``collections``; one-band
+    collections join any others as grey, and alone make 3 bands."""
+    counts = {c.image_shape[2] for c in collections} - {1}
+    named = {tuple(names) for c in collections if (names := band_names(c)) and len(names) > 1}
+    if len(counts) > 1 or len(named) > 1:
+        each = "; ".join(f"{c.path.name} {band_names(c) or c.image_shape[2]}" for c in collections)
+        raise GalsearchError(f"pretrain trains one network on collections of the same bands, not: {each}")
+    return (counts.pop() if counts else 3), (list(named.pop()) if named else None)
 
 
 def _votes(collection: Collection, columns: list[str]) -> np.ndarray:
@@ -203,13 +223,14 @@ def _labels(column, n: int) -> tuple[np.ndarray, list]:
 class _Model(torch.nn.Module):
     """Backbone + SimCLR projection head + one linear classifier per labelled collection + vote head."""
 
-    def __init__(self, config: PretrainConfig, classes: list[list], init: Encoder | None):
+    def __init__(self, config: PretrainConfig, classes: list[list], init: Encoder | None, channels: int):
         super().__init__()
         self.backbone = create_backbone(
             config.architecture,
             input_size=config.input_size,
             drop_path=config.drop_path,
             embed_dim=config.embed_dim,
+            in_chans=channels,
         )
         if init is not None:
             try:  # a new embedding layer starts from timm's random init; the rest must all fit
@@ -246,7 +267,8 @@ class _Trainer:
         self.state_file = out.with_name(out.name + ".state.pt")
         self.log_file = out.with_name(out.name + ".log.csv")
         torch.manual_seed(config.seed)
-        self.model = _Model(config, data.classes, init).to(device, memory_format=torch.channels_last)
+        self.model = _Model(config, data.classes, init, data.channels)
+        self.model.to(device, memory_format=torch.channels_last)
         self.steps_per_epoch = len(data) // config.batch_size
         self.optimizer = torch.optim.AdamW(
             self._parameter_groups(), lr=config.lr, weight_decay=config.weight_decay
@@ -347,12 +369,13 @@ class _Trainer:
             model=self.model.backbone,
             spec=spec,
             architecture=self.config.architecture,
-            channels=3,
+            channels=self.data.channels,
             input_size=self.config.input_size,
             mean=self.normalisation[0],
             std=self.normalisation[1],
             interpolation="bilinear",
             weights_sha256=weights_digest(self.model.backbone),
+            bands=self.data.bands,
         )
 
 
@@ -400,13 +423,19 @@ def pretrain(
         raise GalsearchError(f"--out must end in .safetensors, got {out}")
     if vote_columns and method == "ssl":
         raise GalsearchError("vote fractions are learnt with --method supervised or both, not ssl")
+    opened = [open_collection(c) for c in collections]
+    channels, bands = common_bands(opened)
     initial = load_encoder(init, "cpu") if init else None
     if initial is not None and architecture not in (None, initial.architecture):
         raise GalsearchError(
             f"--arch {architecture} contradicts --init {init}, which is a {initial.architecture}; drop --arch"
         )
-    if initial is not None and initial.channels != 3:
-        raise GalsearchError(f"--init {init} takes {initial.channels}-channel images; pretrain trains on 3")
+    if initial is not None:
+        initial = match_bands(initial, channels, bands, "the training collections")
+        if initial.channels != channels:
+            raise GalsearchError(
+                f"--init {init} takes {initial.channels} bands; the collections have {channels}"
+            )
     config = PretrainConfig(
         [str(Path(c).resolve()) for c in collections],
         initial.architecture if initial else architecture or ARCHITECTURE,
@@ -426,7 +455,7 @@ def pretrain(
         embed_dim=embed_dim or (initial.model.num_classes or None if initial else None),
         balance=balance,
     )
-    data = _Data([open_collection(c) for c in collections], config)
+    data = _Data(opened, config)
     if len(data) < 2 * batch_size:
         raise GalsearchError(
             f"{len(data)} images are too few for batches of {batch_size}; lower --batch-size"
