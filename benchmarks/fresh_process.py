@@ -32,14 +32,20 @@ def in_process(script: str, path: Path, what: str) -> dict[str, float]:
 
 
 def arguments(
-    doc: str, measure: Callable[[Path, str], dict[str, float]], prefix: str
+    doc: str,
+    measure: Callable[[Path, str], dict[str, float]],
+    prefix: str,
+    options: Callable[[argparse.ArgumentParser], None] | None = None,
 ) -> argparse.Namespace | None:
     """A scale benchmark's options (``--rows N...``, ``--work DIR``, made a temporary folder named
-    ``prefix...`` when not given), after printing the machine line; None in a child started by
-    :func:`in_process`, which has printed ``measure``'s result with its peak resident memory."""
+    ``prefix...`` when not given, and any that ``options`` adds), after printing the machine line; None in
+    a child started by :func:`in_process`, which has printed ``measure``'s result with its peak resident
+    memory."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--work", type=Path, help="folder for the collections (default: a temporary one)")
+    if options is not None:
+        options(parser)
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -115,7 +115,7 @@ def run(path: Path, factory: str | None, shards: int) -> Line:
     name = info.factory + (f", re-rank {info.rerank} x k" if info.rerank else "")
     params = ",".join(f"{k}={v}" for k, v in info.search_params.items())
     return Line(
-        f"{name} {params}".strip(), shards, info.build_seconds, info.file_bytes, json.loads(done.stdout)
+        f"{name} {params}".strip(), shards, info.build_seconds, info.disk_bytes, json.loads(done.stdout)
     )
 
 

@@ -54,7 +54,7 @@ def dask_client(address: str | None = None, workers: int | None = None) -> Itera
         return
     if workers < 1:
         raise ClusterError(f"a local cluster needs at least 1 worker, got {workers}")
-    with warnings.catch_warnings(), dask.config.set(WORKER_CONFIG):
+    with kept_environment(), warnings.catch_warnings(), dask.config.set(WORKER_CONFIG):
         # the scheduler's health endpoint takes another port if 8787 is taken: nothing to warn about
         warnings.filterwarnings("ignore", "Port 8787 is already in use", UserWarning)
         cluster = LocalCluster(
@@ -62,8 +62,21 @@ def dask_client(address: str | None = None, workers: int | None = None) -> Itera
         )
     # closing, a nanny warns when its worker (torch's teardown) takes over 4 s to exit, then ends it: noise
     logging.getLogger("distributed.nanny").setLevel(logging.ERROR)
-    with cluster, Client(cluster, direct_to_workers=True) as client:
+    with kept_environment(), cluster, Client(cluster, direct_to_workers=True) as client:
         yield client
+
+
+@contextmanager
+def kept_environment() -> Iterator[None]:
+    """Put this process's environment back as it was when the block ends. Dask's nannies set their
+    workers' variables (OMP_NUM_THREADS=1 and the like) in the environment of the process that starts
+    them, before spawning; without this, every process that one starts later ran torch on one thread."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def row_ranges(start: int, stop: int, rows: int) -> list[tuple[int, int]]:

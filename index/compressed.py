@@ -6,11 +6,19 @@ hundred. Those candidates are scored again exactly from the collection's memory-
 (read in row order), so recall is that of exact search on the shortlist at the RAM cost of the codes.
 FAISS has no GPU version of fast-scan PQ: where FAISS-GPU builds the index, 8-bit IVF-PQ of the same size
 is used instead.
+
+FAISS reads a fast-scan index's inverted lists whole (its in-file format cannot be memory-mapped), so they
+are saved in a lists file of their own, laid out as FAISS's on-disk inverted lists (each list's packed code
+blocks, then its ids), and mapped read-only when the index is loaded: a search reads the pages of the
+lists it probes, and opening the index costs the same at any size.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
+from pathlib import Path
+from typing import IO
 
 import faiss
 import numpy as np
@@ -21,6 +29,7 @@ RAM_FRACTION = 0.25  # float vectors (+ graph) held in RAM may take at most this
 HNSW_BYTES_PER_VECTOR = 32 * 2 * 4 + 40  # HNSW32: 64 level-0 links of 4 bytes, upper levels and levels
 GPU_PQ_BYTES = (1, 2, 3, 4, 8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 96)  # code sizes FAISS-GPU IVFPQ takes
 QUERY_BLOCK = 256  # queries re-ranked together (their candidates gathered from disk at once)
+LIST_ALIGN = 64  # bytes: each inverted list starts on a cache line of the lists file
 
 
 def available_memory() -> int:
@@ -85,6 +94,7 @@ def _rerank_block(
     wanted = np.unique(candidates[valid])
     if not len(wanted):
         return scores, rows
+    _prefetch(vectors, wanted)
     exact = np.array(vectors[wanted], dtype=np.float32, order="C")
     if metric == "cosine":
         faiss.normalize_L2(exact)
@@ -101,3 +111,89 @@ def _rerank_block(
     scores[:, :take] = np.where(found >= 0, -best if metric == "cosine" else best, worst)
     rows[:, :take] = found
     return scores, rows
+
+
+def _prefetch(vectors: np.ndarray, rows: np.ndarray) -> None:
+    """Ask the kernel to read the rows ``rows`` of a file mapped by ``np.memmap`` at once, in parallel,
+    rather than a page fault at a time when they are gathered (a shortlist of a file not in the page cache:
+    hundreds of random reads). Other arrays, slices of memmaps and systems without posix_fadvise: no-op."""
+    if not (
+        isinstance(vectors, np.memmap)
+        and isinstance(vectors.base, mmap.mmap)
+        and hasattr(os, "posix_fadvise")
+    ):
+        return
+    row_bytes = vectors.strides[0]
+    with open(vectors.filename, "rb") as f:
+        for row in rows.tolist():
+            os.posix_fadvise(f.fileno(), vectors.offset + row * row_bytes, row_bytes, os.POSIX_FADV_WILLNEED)
+
+
+# ---- fast-scan inverted lists in a file of their own -------------------------------------------------
+
+
+def has_block_lists(index: faiss.Index) -> bool:
+    """Whether ``index`` is a fast-scan IVF index holding its inverted lists in memory (the lists that
+    :func:`write_lists` saves apart)."""
+    ivf = faiss.try_extract_index_ivf(index)
+    lists = faiss.downcast_InvertedLists(ivf.invlists) if ivf is not None else None
+    return isinstance(lists, faiss.BlockInvertedLists)
+
+
+def write_lists(index: faiss.Index, write: IO[bytes], file: Path) -> int:
+    """Write the in-memory lists of a fast-scan IVF ``index`` (see :func:`has_block_lists`) to ``write``,
+    the file object that becomes ``file``, and describe them in the index as lists of that file;
+    returns the bytes written. Once ``file`` is in place, :func:`map_lists` makes the index searchable."""
+    ivf = faiss.extract_index_ivf(index)
+    blocks = faiss.downcast_InvertedLists(ivf.invlists)
+    code_size = ivf.code_size
+    listed = faiss.OnDiskOneListVector()
+    offset = 0
+    for number in range(ivf.nlist):
+        size = blocks.list_size(number)
+        packed = -(-size // blocks.n_per_block) * blocks.block_size  # bytes of code blocks, the last padded
+        capacity = -(-packed // code_size)  # entries whose codes hold the blocks: ids start after them
+        entry = faiss.OnDiskOneList()
+        entry.size, entry.capacity, entry.offset = size, capacity, offset
+        listed.push_back(entry)
+        if size:
+            write.write(faiss.rev_swig_ptr(blocks.get_codes(number), packed).tobytes())
+            write.write(bytes(capacity * code_size - packed))
+            write.write(faiss.rev_swig_ptr(blocks.get_ids(number), size).tobytes())
+        end = offset + capacity * code_size + 8 * size
+        offset = -(-(offset + capacity * (code_size + 8)) // LIST_ALIGN) * LIST_ALIGN
+        write.write(bytes(offset - end))
+    lists = faiss.OnDiskInvertedLists(ivf.nlist, code_size, file.name)
+    lists.lists.swap(listed)
+    lists.totsize = offset
+    lists.read_only = True
+    ivf.replace_invlists(lists, True)
+    lists.this.disown()  # the index owns them now
+    return offset
+
+
+def map_lists(index: faiss.Index, file: Path) -> None:
+    """Map the lists file ``file`` of an ``index`` read with FAISS's IO_FLAG_SKIP_IVF_DATA, read-only;
+    ValueError when the file is not the one the index describes."""
+    lists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(index).invlists)
+    if not isinstance(lists, faiss.OnDiskInvertedLists) or Path(lists.filename).name != file.name:
+        raise ValueError(f"the index does not describe its inverted lists as those of {file.name}")
+    if (size := file.stat().st_size) != lists.totsize:
+        raise ValueError(f"{file.name} holds {size} bytes, but the index's lists take {lists.totsize}")
+    lists.filename, lists.read_only = str(file), True
+    lists.prefetch_nthread = 0  # a search reads the few lists it probes itself
+    lists.do_mmap()
+
+
+def load_lists(index: faiss.Index) -> None:
+    """Copy the mapped lists of a fast-scan IVF ``index`` into memory, so that vectors can be added."""
+    ivf = faiss.extract_index_ivf(index)
+    mapped = faiss.downcast_InvertedLists(ivf.invlists)
+    packer = ivf.get_CodePacker()
+    blocks = faiss.BlockInvertedLists(ivf.nlist, packer)
+    packer.this.disown()  # the lists own their packer
+    for number in range(ivf.nlist):
+        if size := mapped.list_size(number):
+            blocks.add_entries(number, size, mapped.get_ids(number), mapped.get_codes(number))
+    ivf.replace_invlists(blocks, True)
+    blocks.this.disown()

@@ -33,11 +33,14 @@ import pandas as pd
 from embedder.errors import GalsearchError
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from embedder.collection import Collection
 
 MAX_LENGTH = 10_000  # characters
 MAX_NODES = 5_000  # syntax-tree nodes (a list of 1,000 ids is about 1,000)
 MAX_DEPTH = 64  # nesting levels
+BATCH_ROWS = 2**20  # catalog rows read and evaluated at a time
 
 GRAMMAR = (
     "A filter compares catalog columns with numbers, 'text' or True/False, e.g. "
@@ -157,22 +160,57 @@ def column_values(column: pd.Series) -> np.ndarray | TextCodes:
     return TextCodes(codes, np.asarray(distinct, dtype=object))
 
 
+def arrow_values(array: pa.Array) -> np.ndarray | TextCodes:
+    """An Arrow column as :func:`column_values` gives it from the column in pandas: dictionary-encoded
+    text as text codes, numbers as float (NaN for missing), bool without missing values as bool."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kind = array.type
+    if pa.types.is_dictionary(kind) and kind.value_type in (pa.string(), pa.large_string()):
+        codes = array.indices.fill_null(-1) if array.null_count else array.indices
+        return TextCodes(codes.to_numpy(), np.asarray(array.dictionary.to_pylist(), dtype=object))
+    if pa.types.is_boolean(kind) and not array.null_count:
+        return array.to_numpy(zero_copy_only=False)
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind):
+        numbers = pc.cast(array, pa.float64())
+        return (numbers.fill_null(np.nan) if numbers.null_count else numbers).to_numpy()
+    return column_values(array.to_pandas())
+
+
 def filter_rows(catalog: pd.DataFrame | Collection, where: str) -> np.ndarray:
     """Sorted catalog rows satisfying the filter ``where`` (see the module's grammar).
 
-    Of a collection, only the columns that the filter names are read.
+    Of a collection, only the columns that the filter names are read, :data:`BATCH_ROWS` rows at a time.
     """
     parsed = parse_filter(where, catalog.columns)
     names = sorted(parsed.columns)
     if isinstance(catalog, pd.DataFrame):
-        frame = catalog[names]
+        rows = np.flatnonzero(
+            parsed.mask({name: column_values(catalog[name]) for name in names}, len(catalog))
+        )
     else:
-        frame = catalog.catalog_columns(names, text_as_category=True)
-    values = {name: column_values(frame[name]) for name in names}
-    rows = np.flatnonzero(parsed.mask(values, len(catalog)))
+        rows = _collection_rows(parsed, catalog)
     if not len(rows):
         raise FilterError(f"no galaxy satisfies the filter {where!r}")
     return rows
+
+
+def _collection_rows(parsed: Filter, collection: Collection) -> np.ndarray:
+    """Rows of a collection satisfying ``parsed``, read from its catalog file and evaluated a batch at a
+    time (whole columns of millions of rows would cost more to allocate than to evaluate)."""
+    from embedder.catalog import CatalogFile
+    from embedder.collection import CATALOG
+
+    names = sorted(parsed.columns)
+    if not names:
+        return np.flatnonzero(parsed.mask({}, len(collection)))
+    rows, first = [np.empty(0, dtype=np.int64)], 0
+    for batch in CatalogFile(collection.path / CATALOG).batches(names, BATCH_ROWS):
+        values = {name: arrow_values(batch.column(name)) for name in names}
+        rows.append(np.flatnonzero(parsed.mask(values, batch.num_rows)) + first)
+        first += batch.num_rows
+    return np.concatenate(rows)
 
 
 # ---- parsing ---------------------------------------------------------------------------------------

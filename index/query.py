@@ -92,8 +92,9 @@ def search(
     matched, fetched = _position(coll, ra, dec, radius_arcsec, fetch)
     positives = _rows(coll, positive_ids + ([matched.id] if matched else []))
     negatives = _rows(coll, negative_ids)
-    if both := set(coll.catalog_rows(np.intersect1d(positives, negatives), ["id"])["id"]):
-        raise QueryError(f"galaxies asked for both as like and unlike: {sorted(both)[:10]}")
+    if len(both := np.intersect1d(positives, negatives)):
+        ids = sorted(coll.catalog_rows(both, ["id"])["id"])
+        raise QueryError(f"galaxies asked for both as like and unlike: {ids[:10]}")
     vectors = coll.embeddings[positives]
     if image is not None:
         vectors = np.vstack([vectors, embed_image_file(coll, image, device)])

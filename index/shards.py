@@ -147,7 +147,7 @@ def search_shard(
     """Search shard ``number`` of the index of the collection at ``path`` (on a Dask worker), loading it
     on first use and again only when it has changed."""
     part = info.parts[number]
-    key, state = (path, part.file, device), (info.built, part.ntotal, part.file_bytes)
+    key, state = (path, part.file, device), (info.built, part.ntotal, part.file_bytes, part.lists)
     cached = _WORKER_SHARDS.get(key)
     if cached is None or cached[0] != state:
         _WORKER_SHARDS[key] = state, load_part(Path(path), info, part, device)

@@ -3,12 +3,17 @@
 An index is named by its FAISS factory string and metric, stored beside it::
 
     COLLECTION/index/index.faiss   the FAISS index; FAISS id i = catalog row i (rows are added in order)
+    COLLECTION/index/index-TOKEN.ivfdata   a fast-scan index's inverted lists (see :mod:`index.compressed`)
     COLLECTION/index/index.json    factory, metric, dim, ntotal, encoder fingerprint, search parameters,
-                                   re-rank factor, build time, file size, shards
+                                   re-rank factor, build time, file sizes, lists file, shards
 
 A sharded index splits the rows into contiguous shards, each a FAISS index of the same structure in
 ``index/shard-NNN/index.faiss`` (FAISS id i = row ``first + i``); ``index.json`` lists them, and rows
 embedded later go to the last one. Compressed indexes re-rank a shortlist exactly (:mod:`index.compressed`).
+
+Loading maps the files instead of reading them (FAISS's IO_FLAG_MMAP_IFC, and the lists file of a fast-scan
+index): a new process searches at once whatever the index's size, reading only the pages a search touches,
+and processes that search the same index share those pages.
 
 ``cosine`` indexes hold L2-normalised vectors under the inner-product metric (scores are cosine
 similarities, higher is better); ``l2`` indexes hold the raw vectors (scores are squared L2 distances,
@@ -23,6 +28,7 @@ import math
 import os
 import sys
 import time
+import uuid
 from dataclasses import asdict, dataclass, field, replace
 from functools import cache
 from pathlib import Path
@@ -41,8 +47,12 @@ from .compressed import (
     available_memory,
     compressed_factory,
     fits_in_memory,
+    has_block_lists,
     is_lossy,
+    load_lists,
+    map_lists,
     rerank_shortlist,
+    write_lists,
 )
 
 Metric = Literal["cosine", "l2"]
@@ -69,6 +79,8 @@ CHUNK_ROWS = 50_000  # rows read from the embeddings memmap at a time (64 MB at 
 GPU_MAX_K = 2048  # FAISS GPU indexes return at most this many neighbours
 SEED = 0
 SHARD_FILE = "shard-{:03d}/" + INDEX_FILE
+LISTS_SUFFIX = ".ivfdata"
+MAPPED = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY  # how indexes are read to be searched
 
 
 class StaleIndexError(CollectionError):
@@ -95,6 +107,8 @@ class ShardInfo:
     ntotal: int
     file_bytes: int
     search_params: dict[str, int]
+    lists: str = ""  # a fast-scan index's lists file, relative to the index directory ("": in the file)
+    lists_bytes: int = 0
 
 
 @dataclass
@@ -113,6 +127,8 @@ class IndexInfo:
     format: str = FORMAT
     rerank: int = 0  # shortlist of rerank x k candidates re-scored exactly from the embeddings (0: none)
     shards: list[ShardInfo] = field(default_factory=list)  # empty: one index in index.faiss
+    lists: str = ""  # without shards: the lists file of a fast-scan index, as ShardInfo.lists
+    lists_bytes: int = 0
 
     def summary(self) -> str:
         """One human-readable line."""
@@ -122,14 +138,23 @@ class IndexInfo:
         )
         return (
             f"{self.factory} ({self.metric}{', ' + params if params else ''}{extra}) over {self.ntotal} "
-            f"vectors of dim {self.dim}, {self.file_bytes / 2**20:.1f} MiB, "
+            f"vectors of dim {self.dim}, {self.disk_bytes / 2**20:.1f} MiB, "
             f"built in {self.build_seconds:.1f} s"
         )
 
     @property
     def parts(self) -> list[ShardInfo]:
         """The index files: the shards, or the one ``index.faiss``."""
-        return self.shards or [ShardInfo(INDEX_FILE, 0, self.ntotal, self.file_bytes, self.search_params)]
+        return self.shards or [
+            ShardInfo(
+                INDEX_FILE, 0, self.ntotal, self.file_bytes, self.search_params, self.lists, self.lists_bytes
+            )
+        ]
+
+    @property
+    def disk_bytes(self) -> int:
+        """Bytes of every file of the index, lists files included."""
+        return sum(part.file_bytes + part.lists_bytes for part in self.parts)
 
 
 class _Searcher(Protocol):
@@ -360,8 +385,8 @@ def build_index(
         for number, (first, last) in enumerate(itertools.pairwise(bounds)):
             index, rerank = _build(vectors[first:last], factory, metric, device, progress, rerank)
             file = INDEX_FILE if shards == 1 else SHARD_FILE.format(number)
-            size = _save_part(directory / file, index)
-            parts.append(ShardInfo(file, int(first), index.ntotal, size, search_params(index)))
+            part = ShardInfo(file, int(first), 0, 0, search_params(index))
+            parts.append(_save_part(directory, part, index))
             del index
         info = IndexInfo(
             factory=factory,
@@ -375,28 +400,43 @@ def build_index(
             file_bytes=sum(part.file_bytes for part in parts),
             rerank=rerank,
             shards=parts if shards > 1 else [],
+            lists=parts[0].lists if shards == 1 else "",
+            lists_bytes=parts[0].lists_bytes if shards == 1 else 0,
         )
         _commit(directory, info)
         return info
 
 
 def add_to_index(collection: Collection, progress: bool = True) -> int:
-    """Add the rows embedded since the index was saved (to its last shard), save it, return how many."""
+    """Add the rows embedded since the index was saved (to its last shard), save it, return how many.
+
+    Fast-scan indexes saved by an older galsearch, their lists inside the index file, are saved again with
+    a lists file (read whole until then; see :mod:`index.compressed`).
+    """
     with collection.writing():
         info = _current_info(collection)
-        last = info.parts[-1]
         directory = collection.path / INDEX_DIR
-        index = _read_part(directory, last, info)
-        added = _add_rows(index, collection.embeddings[last.first :], info.metric, progress)
-        if added:
-            size = _save_part(directory / last.file, index)
-            last = replace(last, ntotal=index.ntotal, file_bytes=size)
-            parts = [*info.parts[:-1], last]
+        parts, added = [], 0
+        for number, part in enumerate(info.parts):
+            grows = number == len(info.parts) - 1 and collection.counts["embedded"] > info.ntotal
+            if part.lists and not grows:
+                parts.append(part)
+                continue
+            index = _read_part(directory, part, info, writable=grows)
+            if grows:
+                added = _add_rows(index, collection.embeddings[part.first :], info.metric, progress)
+            if grows or (not part.lists and has_block_lists(index)):
+                part = _save_part(directory, part, index)
+            parts.append(part)
+            del index
+        if parts != info.parts:
             info = replace(
                 info,
-                ntotal=last.first + last.ntotal,
+                ntotal=parts[-1].first + parts[-1].ntotal,
                 file_bytes=sum(part.file_bytes for part in parts),
                 shards=parts if info.shards else [],
+                lists=parts[0].lists if not info.shards else "",
+                lists_bytes=parts[0].lists_bytes if not info.shards else 0,
             )
             _commit(directory, info)
     return added
@@ -446,7 +486,8 @@ def read_info(collection: Collection) -> IndexInfo:
         info = IndexInfo(**_json(file))
         info.search_params = dict(info.search_params)
         info.dim, info.ntotal, info.file_bytes = int(info.dim), int(info.ntotal), int(info.file_bytes)
-        info.rerank = int(info.rerank)
+        info.rerank, info.lists_bytes = int(info.rerank), int(info.lists_bytes)
+        info.lists = _inside(info.lists)
         info.shards = [_shard_info(shard) for shard in info.shards]
         ends = [part.first + part.ntotal for part in info.parts]
         if [part.first for part in info.parts] != [0, *ends[:-1]] or ends[-1] != info.ntotal:
@@ -462,11 +503,17 @@ def read_info(collection: Collection) -> IndexInfo:
 
 def _shard_info(shard: dict) -> ShardInfo:
     part = ShardInfo(**shard)
-    if Path(part.file).is_absolute() or ".." in Path(part.file).parts:
-        raise ValueError(f"shard file {part.file!r} is outside the index directory")
+    part.file, part.lists = _inside(part.file), _inside(part.lists)
     part.first, part.ntotal, part.file_bytes = int(part.first), int(part.ntotal), int(part.file_bytes)
-    part.search_params = dict(part.search_params)
+    part.search_params, part.lists_bytes = dict(part.search_params), int(part.lists_bytes)
     return part
+
+
+def _inside(file: str) -> str:
+    """A file name of ``index.json``, refused unless it stays inside the index directory."""
+    if not isinstance(file, str) or Path(file).is_absolute() or ".." in Path(file).parts:
+        raise ValueError(f"file {file!r} is outside the index directory")
+    return file
 
 
 def _json(file: Path) -> dict:
@@ -498,18 +545,22 @@ def _current_info(collection: Collection) -> IndexInfo:
     return info
 
 
-def _read_part(directory: Path, part: ShardInfo, info: IndexInfo) -> faiss.Index:
-    """Read one index file, refusing a file whose size or contents disagree with ``index.json``."""
-    file = directory / part.file
+def _read_part(directory: Path, part: ShardInfo, info: IndexInfo, writable: bool = False) -> faiss.Index:
+    """One index file, memory-mapped (``writable``: read into memory, so that rows can be added); refuses
+    files whose size or contents disagree with ``index.json``."""
     hint = _rebuild_hint(directory.parent)
-    size = file.stat().st_size if file.is_file() else None
-    if size is None:
-        raise CollectionError(f"{file} is missing: {hint}")
-    if size == 0 or size != part.file_bytes:
-        raise CollectionError(f"{file} is damaged ({size} bytes, but {part.file_bytes} were written): {hint}")
+    file = directory / part.file
+    _check_size(file, part.file_bytes, hint)
     try:
-        index = faiss.read_index(str(file))
-    except (RuntimeError, MemoryError) as exc:
+        if part.lists:  # the index file holds the rest, a few MB read at once (not page by page)
+            _check_size(directory / part.lists, part.lists_bytes, hint)
+            index = faiss.read_index(str(file), faiss.IO_FLAG_SKIP_IVF_DATA)
+            map_lists(index, directory / part.lists)
+            if writable:
+                load_lists(index)
+        else:
+            index = faiss.read_index(str(file), 0 if writable else MAPPED)
+    except (RuntimeError, MemoryError, ValueError) as exc:
         reason = str(exc).strip().splitlines()[-1][:200]
         raise CollectionError(f"{file} cannot be read ({reason}): {hint}") from None
     if (index.ntotal, index.d, index.metric_type) != (part.ntotal, info.dim, METRICS[info.metric]):
@@ -521,18 +572,41 @@ def _read_part(directory: Path, part: ShardInfo, info: IndexInfo) -> faiss.Index
     return index
 
 
-def _save_part(file: Path, index: faiss.Index) -> int:
-    """Atomically write one index file; returns its size in bytes."""
+def _check_size(file: Path, written: int, hint: str) -> None:
+    """Refuse a missing file, or one whose size is not the ``written`` bytes ``index.json`` records."""
+    size = file.stat().st_size if file.is_file() else None
+    if size is None:
+        raise CollectionError(f"{file} is missing: {hint}")
+    if size == 0 or size != written:
+        raise CollectionError(f"{file} is damaged ({size} bytes, but {written} were written): {hint}")
+
+
+def _save_part(directory: Path, part: ShardInfo, index: faiss.Index) -> ShardInfo:
+    """Atomically write the index file of ``part`` (and a fast-scan index's lists file, under a new name,
+    after which ``index`` searches them mapped); returns the part as written."""
+    file = directory / part.file
     file.parent.mkdir(parents=True, exist_ok=True)
+    lists, lists_bytes = "", 0
+    if has_block_lists(index):
+        lists = str(Path(part.file).with_name(f"{file.stem}-{uuid.uuid4().hex[:12]}{LISTS_SUFFIX}"))
+        atomic_write(directory / lists, lambda f: write_lists(index, f, directory / lists))
+        lists_bytes = (directory / lists).stat().st_size
     atomic_write(file, lambda f: faiss.write_index(index, faiss.PyCallbackIOWriter(f.write)))
-    return file.stat().st_size
+    if lists:
+        map_lists(index, directory / lists)
+    return replace(
+        part, ntotal=index.ntotal, file_bytes=file.stat().st_size, lists=lists, lists_bytes=lists_bytes
+    )
 
 
 def _commit(directory: Path, info: IndexInfo) -> None:
-    """Atomically write ``index.json`` (the commit point), then remove index files it no longer lists."""
+    """Atomically write ``index.json`` (the commit point), then remove index files it no longer lists
+    (processes that mapped them keep their pages until they let go)."""
     atomic_write_json(directory / INFO_FILE, asdict(info))
-    listed = {directory / part.file for part in info.parts}
-    for file in [directory / INDEX_FILE, *directory.glob(SHARD_FILE.replace("{:03d}", "*"))]:
+    listed = {directory / name for part in info.parts for name in (part.file, part.lists) if name}
+    shards = Path(SHARD_FILE.replace("{:03d}", "*"))
+    patterns = (INDEX_FILE, f"*{LISTS_SUFFIX}", str(shards), str(shards.with_name(f"*{LISTS_SUFFIX}")))
+    for file in [file for pattern in patterns for file in directory.glob(pattern)]:
         if file not in listed and file.is_file():
             file.unlink()
             if file.parent != directory and not any(file.parent.iterdir()):
@@ -602,7 +676,9 @@ class VectorIndex:
 
     def _allowed(self, allowed: np.ndarray) -> np.ndarray:
         """Sorted unique allowed rows that are indexed (rows not embedded yet cannot be found)."""
-        allowed = np.unique(np.asarray(allowed, dtype=np.int64))
+        allowed = np.asarray(allowed, dtype=np.int64)
+        if not (allowed[1:] > allowed[:-1]).all():  # a filter's rows are sorted and unique already
+            allowed = np.unique(allowed)
         if len(allowed) and allowed[0] < 0:
             raise ValueError(f"allowed rows must be row numbers >= 0, got {allowed[0]}")
         return allowed[allowed < self.ntotal]

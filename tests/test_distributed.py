@@ -20,16 +20,21 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from PIL import Image
 
 from embedder import EncoderError, embed, ingest, load_encoder, open_collection
+from embedder.distributed import dask_client, kept_environment
 
 ROWS, PARTITION, BATCH = 64, 16, 16
 
 
 @pytest.fixture(scope="module")
 def cluster() -> str:
-    """The address of a two-process Dask cluster on 127.0.0.1, shared by this module's tests."""
-    with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
-    ) as local:
+    """The address of a two-process Dask cluster on 127.0.0.1, shared by this module's tests (the
+    environment of the test process kept as it was, as galsearch's own local clusters keep it)."""
+    with (
+        kept_environment(),
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        ) as local,
+    ):
         yield local.scheduler_address
 
 
@@ -68,6 +73,14 @@ def test_nothing_left_to_embed_returns_before_any_cluster_is_reached(blob_collec
     nobody = "tcp://127.0.0.1:9"  # no scheduler listens there: reaching for one would fail
     report = embed(blob_collection, TINY_ENCODER, dask=nobody, progress=False)
     assert (report.embedded, report.total) == (0, 64) and "already embedded" in report.summary()
+
+
+def test_a_local_cluster_leaves_this_process_environment_as_it_was():
+    before = dict(os.environ)
+    with dask_client(workers=1) as client:
+        assert dict(os.environ) == before  # Dask's nanny set OMP_NUM_THREADS=1 here to spawn its worker
+        assert client.submit(os.environ.get, "OMP_NUM_THREADS").result() == "1"  # the worker keeps it
+    assert dict(os.environ) == before
 
 
 def test_a_cluster_takes_an_encoder_spec_not_an_object(blob_collection):

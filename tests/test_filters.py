@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
+from embedder import Collection, open_collection
+from embedder.collection import CATALOG
 from index.filters import MAX_DEPTH, FilterError, filter_rows, parse_filter
 
 
@@ -24,8 +27,28 @@ def catalog() -> pd.DataFrame:
             "flag": rng.random(n) < 0.5,
             "my col": rng.normal(size=n),
             "count": pd.array(np.where(rng.random(n) < 0.1, None, rng.integers(0, 9, n)), dtype="Int64"),
+            "note": rng.choice(np.array(["it's", 'say "hi"', "back\\slash", "plain", None], dtype=object), n),
         }
     )
+
+
+@pytest.fixture(scope="module")
+def collection(catalog, tmp_path_factory) -> Collection:
+    """The catalog as a collection's, in row groups of 16 rows, "note" stored without a dictionary (as
+    parquet stores text of many distinct values) and the other text columns with one."""
+    path = tmp_path_factory.mktemp("filters") / "c"
+    coll = Collection.create(path, (1, 1, 1), {"size": 1, "channels": 1, "stretch": None})
+    with coll.writing():
+        coll.append_galaxies(np.zeros((len(catalog), 1, 1, 1), np.uint8), catalog.assign(source="test"))
+    table = pq.read_table(path / CATALOG)
+    dictionary = [name for name in table.column_names if name != "note"]
+    pq.write_table(table, path / CATALOG, row_group_size=16, use_dictionary=dictionary)
+    chunks = pq.ParquetFile(path / CATALOG).metadata.row_group(0)
+    encodings = {
+        chunks.column(i).path_in_schema: chunks.column(i).encodings for i in range(chunks.num_columns)
+    }
+    assert "RLE_DICTIONARY" in encodings["class_name"] and "RLE_DICTIONARY" not in encodings["note"]
+    return open_collection(path)
 
 
 # Each filter with the same condition written for pandas' DataFrame.eval (the old, unsafe evaluator, used
@@ -52,6 +75,10 @@ FORMS = [
     ("notnull(z) & (mag > 18)", "z.notnull() & (mag > 18)"),
     ("isnull(class_name) or isnull(count)", "class_name.isnull() or count.isnull()"),
     ("mag > 15\n  and label == 0", "mag > 15 and label == 0"),
+    ('note == "it\'s"', None),
+    ("note in ['say \"hi\"', 'back\\\\slash'] or note == 'plain'", None),
+    ("note != 'plain' and mag < 20", None),
+    ("note > 'j'", None),
 ]
 
 
@@ -59,6 +86,23 @@ FORMS = [
 def test_each_form_selects_the_rows_pandas_would(catalog, where, pandas_form):
     expected = catalog.eval(pandas_form or where, engine="python").fillna(False).to_numpy(bool)
     assert np.array_equal(filter_rows(catalog, where), np.flatnonzero(expected))
+
+
+@pytest.mark.parametrize(("where", "pandas_form"), FORMS)
+def test_a_collection_is_filtered_in_batches_as_its_catalog_table_is(
+    collection, catalog, monkeypatch, where, pandas_form
+):
+    monkeypatch.setattr("index.filters.BATCH_ROWS", 50)  # 3 row groups a batch, each with its dictionaries
+    np.testing.assert_array_equal(filter_rows(collection, where), filter_rows(catalog, where))
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [("mag", "not true/false"), ("class_name + 1 > 2", "not a number"), ("mag > 99", "no galaxy satisfies")],
+)
+def test_a_collection_gets_the_messages_a_table_gets(collection, where, message):
+    with pytest.raises(FilterError, match=message):
+        filter_rows(collection, where)
 
 
 def test_a_filter_says_which_columns_it_reads(catalog):

@@ -5,13 +5,21 @@ from __future__ import annotations
 import io
 import json
 
+import faiss
 import numpy as np
 import pandas as pd
 import pytest
 from test_index_store import brute_force, clustered, recall, vector_collection
 
 from embedder import CollectionError, open_collection
-from index.compressed import RERANK_FACTOR, rerank_shortlist
+from index.compressed import (
+    RERANK_FACTOR,
+    has_block_lists,
+    load_lists,
+    map_lists,
+    rerank_shortlist,
+    write_lists,
+)
 from index.query import search
 from index.store import INDEX_DIR, INDEX_FILE, INFO_FILE, add_to_index, build_index, load_index, read_info
 from ui.cli import main
@@ -74,6 +82,34 @@ def test_rerank_orders_candidates_exactly_and_pads(metric):
     assert (rows[2, :4] >= 0).all() and (rows[2, 4:] == -1).all() and np.isinf(scores[2, 4:]).all()
 
 
+def test_fast_scan_lists_in_a_file_search_as_they_did_in_memory(tmp_path):
+    """Empty lists, lists of a partial block and of several blocks, written, mapped and read back."""
+    rng = np.random.default_rng(4)
+    vectors = embedding_like(3000, seed=4)
+    index = faiss.index_factory(32, "IVF64,PQ16x4fs", faiss.METRIC_INNER_PRODUCT)
+    index.train(vectors)
+    index.add(np.vstack([vectors[:70], vectors[0] + 0.01 * rng.normal(size=(100, 32))]).astype(np.float32))
+    index.nprobe = 64
+    sizes = [index.invlists.list_size(number) for number in range(64)]
+    assert min(sizes) == 0 and max(sizes) > 2 * 32  # FAISS packs 32 codes a block
+    queries = vectors[:40] + 0.01
+    expected = index.search(queries, 20)
+    file = tmp_path / "lists.ivfdata"
+    with open(file, "wb") as f:
+        written = write_lists(index, f, file)
+    assert written == file.stat().st_size
+    map_lists(index, file)
+    assert not has_block_lists(index)
+    for got, want in zip(index.search(queries, 20), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    load_lists(index)  # back in memory, where rows can be added
+    assert has_block_lists(index)
+    for got, want in zip(index.search(queries, 20), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    index.add(vectors[70:80])
+    assert index.ntotal == 180
+
+
 def test_compressed_shards_take_newly_embedded_rows(tmp_path):
     vectors = embedding_like(10_500, seed=2)
     coll = vector_collection(tmp_path / "c", vectors[:10_000])
@@ -84,6 +120,9 @@ def test_compressed_shards_take_newly_embedded_rows(tmp_path):
     info = read_info(coll)
     assert info.ntotal == 10_500 and [(s.first, s.ntotal) for s in info.shards] == [(0, 5000), (5000, 5500)]
     assert info.shards[0] == built.shards[0] and info.built == built.built
+    assert info.shards[1].lists != built.shards[1].lists  # the last shard's lists saved anew, the old removed
+    on_disk = {str(f.relative_to(coll.path / INDEX_DIR)) for f in (coll.path / INDEX_DIR).rglob("*.ivfdata")}
+    assert on_disk == {shard.lists for shard in info.shards}
     rows = load_index(open_collection(coll.path), device="cpu").search(vectors[10_000:], 10)[1]
     np.testing.assert_array_equal(rows[:, 0], np.arange(10_000, 10_500))  # each new galaxy finds itself
 
@@ -123,14 +162,19 @@ def test_sharded_flat_search_is_the_unsharded_exact_search(tmp_path):
 def test_sharded_search_on_a_dask_cluster_equals_the_local_one(tmp_path):
     from dask.distributed import LocalCluster
 
+    from embedder.distributed import kept_environment
+
     coll = sharded_collection(tmp_path)
     build_index(coll, "HNSW32", shards=3, progress=False)
     queries = coll.embeddings[[1, 50, 900]] + 0.05
     allowed = np.flatnonzero(coll.catalog["mag"].to_numpy() < 17)
     local = load_index(coll, device="cpu")
-    with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
-    ) as cluster:
+    with (
+        kept_environment(),  # Dask sets its workers' variables in this process: put them back after
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        ) as cluster,
+    ):
         remote = load_index(coll, device="cpu", dask=cluster.scheduler_address)
         try:
             for wanted in (None, allowed):

@@ -5,19 +5,24 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import TINY_ENCODER, write_blob_npz
 
 from embedder import Collection, CollectionError, embed, ingest, open_collection
+from index.compressed import has_block_lists
 from index.store import (
     INDEX_DIR,
     INDEX_FILE,
     INFO_FILE,
+    LISTS_SUFFIX,
     IndexSettingError,
     StaleIndexError,
     TorchExact,
+    VectorIndex,
+    _read_part,
     add_to_index,
     auto_factory,
     build_index,
@@ -28,6 +33,9 @@ from index.store import (
 )
 
 FACTORIES = ["Flat", "HNSW32", "IVF32,Flat"]
+FAST_SCAN = "IVF16_HNSW32,PQ16x4fs"  # the compressed structure galsearch builds (PQ{dim/2}: 8 bytes a vector)
+BUILT = [*FACTORIES, FAST_SCAN, "IVF16,PQ8np"]  # every kind galsearch builds (IVF-PQ: its FAISS-GPU one,
+# here without the polysemous training that takes FAISS's CPU version seconds)
 FINGERPRINT = {"spec": "fake", "weights_sha256": "0" * 64, "dim": 32, "tta": False}
 
 
@@ -141,6 +149,7 @@ def test_filtered_search_returns_k_allowed_rows(factory, metric):
     assert np.isin(rows, allowed).all()
     expected = allowed[brute_force(vectors[allowed], queries, 10, metric)]
     np.testing.assert_array_equal(rows, expected)  # so few allowed rows: the answer is exact
+    np.testing.assert_array_equal(vi.search(queries, 10, allowed[::-1].repeat(2))[1], expected)  # any order
     scores, rows = vi.search(queries, 20, allowed)  # more wanted than allowed: all of them, then -1
     assert (np.sort(rows[:, :15], axis=1) == allowed).all() and (rows[:, 15:] == -1).all()
     assert np.isfinite(scores[:, :15]).all() and np.isinf(scores[:, 15:]).all()
@@ -258,3 +267,87 @@ def test_build_needs_embeddings_and_a_valid_factory(tmp_path, blob_collection):
         build_index(coll, "NoSuchIndex", progress=False)
     with pytest.raises(IndexSettingError, match="metric"):
         build_index(coll, "Flat", "manhattan", progress=False)
+
+
+def mapped_files() -> set[str]:
+    """The files this process has memory-mapped (Linux)."""
+    with open("/proc/self/maps") as f:
+        return {fields[5].strip() for fields in (line.split(maxsplit=5) for line in f) if len(fields) == 6}
+
+
+def read_whole(coll: Collection) -> VectorIndex:
+    """The collection's (unsharded) index read into memory, as galsearch loaded indexes before mapping."""
+    info = read_info(coll)
+    index = _read_part(coll.path / INDEX_DIR, info.parts[0], info, writable=True)
+    return VectorIndex(index, info.factory, info.metric, coll.embeddings, "cpu", info.rerank)
+
+
+def assert_same_searches(a: VectorIndex, b: VectorIndex, vectors: np.ndarray) -> None:
+    """Both indexes give identical scores and rows, unfiltered and through broad and narrow filters."""
+    queries = vectors[:40] + 0.05
+    for allowed in (None, np.arange(0, len(vectors), 3), np.arange(5, 40)):
+        for x, y in zip(a.search(queries, 10, allowed), b.search(queries, 10, allowed), strict=True):
+            np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("factory", BUILT)
+def test_loaded_indexes_are_mapped_and_search_as_indexes_read_whole(tmp_path, factory):
+    vectors = clustered(2000)
+    coll = vector_collection(tmp_path / "c", vectors)
+    info = build_index(coll, factory, progress=False)
+    directory = coll.path / INDEX_DIR
+    assert bool(info.lists) == (factory == FAST_SCAN)  # a fast-scan index keeps its lists in a file apart
+    assert sorted(f.name for f in directory.iterdir()) == sorted(
+        filter(None, [INDEX_FILE, INFO_FILE, info.lists])
+    )
+    assert info.disk_bytes == sum(f.stat().st_size for f in directory.iterdir() if f.name != INFO_FILE)
+    mapped = load_index(open_collection(coll.path), device="cpu")
+    assert str(directory / (info.lists or INDEX_FILE)) in mapped_files()  # the file of the vectors' codes
+    assert_same_searches(mapped, read_whole(coll), vectors)
+
+
+def test_a_fast_scan_index_with_its_lists_inside_is_read_whole_then_given_a_lists_file(tmp_path):
+    """As galsearch saved fast-scan indexes before lists files: still searched, and converted on `index`."""
+    vectors = clustered(2000)
+    coll = vector_collection(tmp_path / "c", vectors)
+    info = build_index(coll, FAST_SCAN, progress=False)
+    directory = coll.path / INDEX_DIR
+    whole = read_whole(coll)
+    faiss.write_index(whole.index, str(directory / INDEX_FILE))  # the lists inside the index file
+    (directory / info.lists).unlink()
+    stored = json.loads((directory / INFO_FILE).read_text())
+    del stored["lists"], stored["lists_bytes"]
+    stored["file_bytes"] = (directory / INDEX_FILE).stat().st_size
+    (directory / INFO_FILE).write_text(json.dumps(stored))
+    old = load_index(open_collection(coll.path), device="cpu")
+    assert not read_info(coll).lists and has_block_lists(old.index)  # read whole
+    assert_same_searches(old, whole, vectors)
+    assert add_to_index(open_collection(coll.path), progress=False) == 0
+    converted = read_info(coll)
+    assert converted.lists and converted.built == info.built
+    assert sorted(f.name for f in directory.iterdir()) == sorted([INDEX_FILE, INFO_FILE, converted.lists])
+    assert_same_searches(load_index(open_collection(coll.path), device="cpu"), whole, vectors)
+
+
+def _renamed_lists(directory: Path) -> None:
+    """The lists file under another name, which index.json names too: not the file the index describes."""
+    info_file = directory / INFO_FILE
+    stored = json.loads(info_file.read_text())
+    (directory / stored["lists"]).rename(directory / f"other{LISTS_SUFFIX}")
+    info_file.write_text(json.dumps({**stored, "lists": f"other{LISTS_SUFFIX}"}))
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda d: _truncated(next(d.glob(f"*{LISTS_SUFFIX}"))), r"ivfdata is damaged"),
+        (lambda d: next(d.glob(f"*{LISTS_SUFFIX}")).unlink(), r"ivfdata is missing"),
+        (_renamed_lists, r"index\.faiss cannot be read \(the index does not describe its inverted lists as"),
+    ],
+)
+def test_damaged_lists_files_are_reported_by_name(tmp_path, damage, message):
+    coll = vector_collection(tmp_path / "c", clustered(2000))
+    build_index(coll, FAST_SCAN, progress=False)
+    damage(coll.path / INDEX_DIR)
+    with pytest.raises(CollectionError, match=rf"{message}.*--rebuild"):
+        load_index(open_collection(coll.path), device="cpu")
