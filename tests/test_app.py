@@ -17,7 +17,7 @@ from PIL import Image
 
 from anomaly import label_store, ratings_store
 from embedder import embed, open_collection
-from index import build_index, similar
+from index import build_index, search, similar
 from ui.api import ENDPOINTS
 from ui.app import launch
 
@@ -80,6 +80,17 @@ def test_search_by_id_image_and_filters_with_downloads(served, tmp_path):
     _, gallery, _, _, _ = client.predict(*search_args(image=handle_file(own)), api_name="/search")
     assert captions(gallery)[0] == "blob-0-0007"  # a galaxy's own picture finds it first
 
+    answer = client.predict("blob-0-0003", where="label == 1", k=5, api_name="/similar")  # JSON, for scripts
+    wanted = search(open_collection(path), ids="blob-0-0003", k=5, where="label == 1")
+    assert [r["id"] for r in answer["results"]] == wanted["id"].tolist() and answer["matched"] is None
+    assert np.allclose([r["similarity"] for r in answer["results"]], wanted["similarity"], rtol=1e-12, atol=0)
+    assert {"rank", "ra", "dec", "mag", "label"} <= set(answer["results"][0])
+    at = client.predict(ra_deg=float(ra[9]), dec_deg=float(dec[9]), k=3, api_name="/similar")
+    assert (
+        at["matched"]["id"] == "blob-0-0009"
+        and [r["id"] for r in at["results"]] == similar(path, "blob-0-0009", 3)["id"].tolist()
+    )
+
 
 def test_bad_requests_get_messages_not_tracebacks(served, tmp_path):
     url, _ = served
@@ -88,6 +99,8 @@ def test_bad_requests_get_messages_not_tracebacks(served, tmp_path):
         client.predict(*search_args("no-such-galaxy"), api_name="/search")
     with pytest.raises(Exception, match="Choose a galaxy"):
         client.predict(*search_args(), api_name="/search")
+    with pytest.raises(Exception, match="not in collection"):
+        client.predict("no-such-galaxy", api_name="/similar")
     broken = tmp_path / "broken.fits"
     broken.write_bytes(b"SIMPLE  =                    T" + b"\0" * 100)
     with pytest.raises(Exception, match="cannot use"):

@@ -11,7 +11,10 @@ from __future__ import annotations
 import gradio as gr
 
 ENDPOINTS = {
-    "search": "Galaxies like one (by id, RA/Dec or an uploaded image), like and unlike others, filtered.",
+    "search": "Galaxies like one (by id, RA/Dec or an uploaded image), like and unlike others, filtered: "
+    "the page's answer (query stamp, gallery, table, results file, ids).",
+    "similar": "As search, without an image, answered as JSON (results: rank, id, score and catalog "
+    "columns; matched: the galaxy a position matched).",
     "samp_send_results": "Send the search results table to TOPCAT over SAMP (the server's hub).",
     "samp_point_at": "Point Aladin at a galaxy or a position over SAMP.",
     "next": "The next galaxy to rate in a discovery session (JSON: session, rated, next), skipping the "

@@ -227,7 +227,7 @@ def _next_answer(hunt: Discovery, skip: list[str] | None) -> dict:
 def _records(table: pd.DataFrame) -> list[dict]:
     """Rows of a suggestion or ranking table as JSON-ready dicts (a missing rating as None)."""
     columns = [c for c in ("id", "row", "interest", "uncertainty", "anomaly", "rating") if c in table]
-    return json.loads(table[columns].to_json(orient="records"))
+    return json.loads(table[columns].to_json(orient="records", double_precision=15))
 
 
 def _hunt(state: AppState, name: str, request: gr.Request | None):

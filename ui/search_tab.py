@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import gradio as gr
 import numpy as np
 import pandas as pd
@@ -83,26 +85,29 @@ def build(state: AppState) -> tuple[gr.Row, gr.Dataframe]:
     def run(
         galaxy_id, ra_deg, dec_deg, radius_arcsec, image, more_like, less_like, where, k, download_format
     ):
-        ids = ids_in(galaxy_id) + ids_in(more_like)
-        ra_deg, dec_deg = _degrees(ra_deg, "RA"), _degrees(dec_deg, "Dec")
-        position = ra_deg is not None and dec_deg is not None
-        if not (ids or image or position):
-            raise gr.Error("Choose a galaxy: click one, type its id, give RA and Dec, or upload an image.")
-        try:
-            found = search(
-                state.collection(),
-                ids=ids,
-                negative_ids=ids_in(less_like),
-                image=image,
-                ra=ra_deg if position else None,
-                dec=dec_deg if position else None,
-                radius_arcsec=radius_arcsec or 5.0,
-                where=where or None,
-                k=int(k),
-            )
-        except GalsearchError as exc:
-            raise gr.Error(str(exc)) from None
-        return _results(state, found, ids, download_format)
+        query = (galaxy_id, ra_deg, dec_deg, radius_arcsec, image, more_like, less_like, where, k)
+        found = _search(state, *query)
+        return _results(state, found, ids_in(galaxy_id) + ids_in(more_like), download_format)
+
+    def similar(
+        galaxy_id: str = "",
+        ra_deg: float | None = None,
+        dec_deg: float | None = None,
+        radius_arcsec: float = 5.0,
+        more_like: str = "",
+        less_like: str = "",
+        where: str = "",
+        k: int = 12,
+    ) -> dict:
+        query = (galaxy_id, ra_deg, dec_deg, radius_arcsec, None, more_like, less_like, where, k)
+        found = _search(state, *query)
+        return {
+            "results": json.loads(found.to_json(orient="records", double_precision=15)),
+            "matched": found.attrs.get("matched"),
+            "fetched": found.attrs.get("fetched"),
+        }
+
+    gr.api(similar, api_name="similar", queue=False)
 
     inputs = [galaxy_id, ra, dec, radius, upload, positives, negatives, where, k, fmt]
     outputs = [query, neighbours, table, download, labels.ids]
@@ -151,6 +156,31 @@ def build(state: AppState) -> tuple[gr.Row, gr.Dataframe]:
         show_in_aladin, [galaxy_id, ra, dec, table], samp_status, api_name="samp_point_at", queue=False
     )
     return samp_row, table
+
+
+def _search(
+    state: AppState, galaxy_id, ra_deg, dec_deg, radius_arcsec, image, more_like, less_like, where, k
+) -> pd.DataFrame:
+    """The neighbours of what the page (or the API) names, or a gr.Error that says what is wrong."""
+    ids = ids_in(galaxy_id) + ids_in(more_like)
+    ra_deg, dec_deg = _degrees(ra_deg, "RA"), _degrees(dec_deg, "Dec")
+    position = ra_deg is not None and dec_deg is not None
+    if not (ids or image or position):
+        raise gr.Error("Choose a galaxy: click one, type its id, give RA and Dec, or upload an image.")
+    try:
+        return search(
+            state.collection(),
+            ids=ids,
+            negative_ids=ids_in(less_like),
+            image=image,
+            ra=ra_deg if position else None,
+            dec=dec_deg if position else None,
+            radius_arcsec=radius_arcsec or 5.0,
+            where=where or None,
+            k=int(k),
+        )
+    except GalsearchError as exc:
+        raise gr.Error(str(exc)) from None
 
 
 def _full_results(state: AppState, shown: pd.DataFrame) -> pd.DataFrame:
