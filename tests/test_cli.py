@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -343,3 +344,17 @@ def test_tab_completion(tmp_path):
     assert completions("galsearch dis", tmp_path) == ["discover", "display"]
     assert "--format" in completions("galsearch search coll --fo", tmp_path)
     assert completions("galsearch info coll --format ", tmp_path) == ["text", "json"]
+
+
+def test_version_matches_the_package_and_its_citation():
+    import tomllib
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    version = tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"]
+    done = galsearch("--version")
+    assert done.returncode == 0 and done.stdout.strip() == f"galsearch {version}"
+    citation = yaml.safe_load((root / "CITATION.cff").read_text())
+    assert citation["version"] == version and citation["license"] == "MIT"
+    assert "MIT License" in (root / "LICENSE").read_text()

@@ -784,6 +784,16 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _version() -> str:
+    """The installed galsearch's version (pyproject.toml's)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("galsearch")
+    except PackageNotFoundError:
+        return "(not installed: run `pip install -e .`)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every galsearch command."""
     parser = argparse.ArgumentParser(
@@ -791,6 +801,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Similarity search, anomaly ranking and fine-tuning for galaxy images.",
         epilog="Run `galsearch COMMAND --help` for the options of a command.",
     )
+    parser.add_argument("--version", action="version", version=f"galsearch {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, func: Callable, help: str) -> argparse.ArgumentParser:
