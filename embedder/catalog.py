@@ -8,7 +8,8 @@ Ids are found through an id index kept in the collection, ``cache/ids-DIGEST.arr
 row, sorted by the id's 64-bit FNV-1a hash, in an uncompressed Arrow file that is memory-mapped, so a
 lookup touches a few pages (a binary search of the hashes, then the ids compared exactly) whatever the
 catalog's size. ``DIGEST`` names the catalog file's state (size, modification time, rows): a rewritten
-catalog is indexed afresh on its first lookup, and a collection that cannot be written to keeps its
+catalog is indexed afresh on its first lookup (the ids found more than once are kept with it, so opening a
+collection checks them without a pass over its ids), and a collection that cannot be written to keeps its
 index in memory.
 """
 
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
+INDEX_FORMAT = 2  # of the id index file (2: the duplicate ids in its metadata); in its name's digest
 ROW_GROUP = 16_384  # rows per parquet row group: a row read decodes one group of each column read
 FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 FNV_PRIME = np.uint64(0x100000001B3)
@@ -128,10 +130,13 @@ class IdIndex:
     """Catalog rows of ids, from ids sorted by hash (see the module's description)."""
 
     def __init__(self, table: pa.Table):
+        """An index from its table: ``hash``, ``row`` and ``id`` columns sorted by hash, and the ids that
+        occur more than once in the schema's ``duplicates`` metadata (JSON), found when it was built."""
         self.table = table
         self.hashes = _numpy(table.column("hash"), np.uint64)
         self.rows = _numpy(table.column("row"), np.int64)
         self.ids = table.column("id")
+        self._duplicates: list[str] = json.loads(table.schema.metadata[b"duplicates"])
         self._places: np.ndarray | None = None
 
     @classmethod
@@ -142,14 +147,16 @@ class IdIndex:
         ids = ids.cast(pa.large_string()).combine_chunks()
         hashes = id_hashes(ids)
         order = np.argsort(hashes, kind="stable")
-        return cls(pa.table({"hash": hashes[order], "row": order.astype(np.int64), "id": ids.take(order)}))
+        table = pa.table({"hash": hashes[order], "row": order.astype(np.int64), "id": ids.take(order)})
+        duplicates = _duplicates(hashes[order], table.column("id"))
+        return cls(table.replace_schema_metadata({"duplicates": json.dumps(duplicates)}))
 
     @classmethod
     def of(cls, catalog: CatalogFile, folder: Path) -> IdIndex:
         """The index of ``catalog``, memory-mapped from ``folder`` (built and written there when absent)."""
         import pyarrow as pa
 
-        key = json.dumps(catalog.state, sort_keys=True)
+        key = json.dumps({"catalog": catalog.state, "format": INDEX_FORMAT}, sort_keys=True)
         file = folder / f"ids-{hashlib.sha256(key.encode()).hexdigest()[:16]}.arrow"
         try:
             return cls(pa.ipc.open_file(pa.memory_map(str(file))).read_all())
@@ -203,15 +210,21 @@ class IdIndex:
         return self.ids.take(self._places[np.asarray(rows, dtype=np.int64)]).to_pylist()
 
     def duplicates(self) -> list[str]:
-        """Ids that occur more than once in the catalog (each listed once)."""
-        from collections import Counter
+        """Ids that occur more than once in the catalog (each listed once), as found when the index was
+        built: opening a collection checks them without a pass over its ids."""
+        return list(self._duplicates)
 
-        same_hash = np.flatnonzero(self.hashes[1:] == self.hashes[:-1])
-        if not len(same_hash):
-            return []
-        shared = np.union1d(same_hash, same_hash + 1)  # ids whose hash another id has: few, or an error
-        counts = Counter(self.ids.take(shared).to_pylist())
-        return [galaxy for galaxy, count in counts.items() if count > 1]
+
+def _duplicates(hashes: np.ndarray, ids: pa.ChunkedArray) -> list[str]:
+    """The ids that occur more than once, from the ids sorted by their ``hashes``."""
+    from collections import Counter
+
+    same_hash = np.flatnonzero(hashes[1:] == hashes[:-1])
+    if not len(same_hash):
+        return []
+    shared = np.union1d(same_hash, same_hash + 1)  # ids whose hash another id has: few, or an error
+    counts = Counter(ids.take(shared).to_pylist())
+    return [galaxy for galaxy, count in counts.items() if count > 1]
 
 
 def _numpy(column: pa.ChunkedArray, dtype: type) -> np.ndarray:
