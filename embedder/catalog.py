@@ -57,13 +57,11 @@ class CatalogFile:
         self.starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])  # row group g: starts[g:g+2]
         self.state = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "rows": self.num_rows}
 
-    def columns(self, names: Sequence[str], text_as_category: bool = False) -> pd.DataFrame:
-        """Every row of the columns ``names``, as a DataFrame; with ``text_as_category``, text columns
-        as pandas categories, decoded from the file's dictionaries without a string per row."""
+    def columns(self, names: Sequence[str]) -> pd.DataFrame:
+        """Every row of the columns ``names``, as a DataFrame."""
         import pyarrow.parquet as pq
 
-        dictionary = [name for name in names if name in self.text] if text_as_category else None
-        with pq.ParquetFile(self.path, read_dictionary=dictionary) as file:
+        with pq.ParquetFile(self.path) as file:
             return file.read(columns=list(names)).to_pandas()
 
     def batches(self, names: Sequence[str], rows: int) -> Iterator[pa.RecordBatch]:

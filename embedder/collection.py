@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .catalog import ROW_GROUP, CatalogFile, IdIndex
-from .display import composite, default_rgb, rgb_channels
+from .display import composite, default_rgb, fallback_bands, rgb_channels
 from .errors import CollectionError
 from .storage import append_records, atomic_write, atomic_write_json, exclusive_lock, utc_now
 from .stretch import Stretch
@@ -211,10 +211,7 @@ class Collection:
         """The stored channels' band names: as recorded at ingest, else L (1 channel), R G B (3) or
         band0, band1, ... (any other number)."""
         recorded = self.preprocessing.get("bands")
-        if recorded:
-            return [str(b) for b in recorded]
-        c = self.image_shape[2]
-        return ["L"] if c == 1 else ["R", "G", "B"] if c == 3 else [f"band{i}" for i in range(c)]
+        return [str(b) for b in recorded] if recorded else fallback_bands(self.image_shape[2])
 
     @property
     def display_rgb(self) -> list[str]:
@@ -287,12 +284,11 @@ class Collection:
             return (frame if columns is None else frame[list(columns)]).reset_index(drop=True)
         return self._catalog_file().rows(rows, columns)
 
-    def catalog_columns(self, names: list[str], text_as_category: bool = False) -> pd.DataFrame:
-        """Every row of the catalog columns ``names``, read without the others; ``text_as_category``
-        allows text columns to come as pandas categories (much faster to read when they repeat)."""
+    def catalog_columns(self, names: list[str]) -> pd.DataFrame:
+        """Every row of the catalog columns ``names``, read without the others."""
         if self._catalog is not None:
             return self._catalog[list(names)].reset_index(drop=True)
-        return self._catalog_file().columns(names, text_as_category)
+        return self._catalog_file().columns(names)
 
     def _catalog_file(self) -> CatalogFile:
         if self._file is None:

@@ -42,6 +42,13 @@ WAVELENGTHS: dict[str, float] = {
 }
 
 
+def fallback_bands(channels: int) -> list[str]:
+    """The names of unnamed channels: L for one, R G B for three, else band0, band1 ..."""
+    if channels == 1:
+        return ["L"]
+    return ["R", "G", "B"] if channels == 3 else [f"band{i}" for i in range(channels)]
+
+
 def default_rgb(bands: Sequence[str]) -> list[str]:
     """The bands shown as (red, green, blue) when none are chosen.
 

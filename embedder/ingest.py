@@ -13,6 +13,7 @@ from skimage.transform import resize
 from tqdm.auto import tqdm
 
 from .collection import MANIFEST, Collection
+from .display import fallback_bands
 from .distributed import PARTITION_ROWS
 from .errors import IngestError
 from .sources import (
@@ -20,7 +21,6 @@ from .sources import (
     Bands,
     Item,
     band_folders,
-    fallback_bands,
     file_id,
     folder_files,
     read_file,

@@ -86,11 +86,11 @@ def simulate_galaxies(
     if workers <= 1 or len(indices) < 4 * workers:
         yield from map(draw, indices)
         return
-    with _process_context().Pool(workers) as pool:
+    with process_context().Pool(workers) as pool:
         yield from pool.imap(draw, indices, chunksize=16)
 
 
-def _process_context() -> multiprocessing.context.BaseContext:
+def process_context() -> multiprocessing.context.BaseContext:
     """Fork on Linux, so workers start at once (a spawned one re-imports ``embedder``, torch included)."""
     return multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
 
@@ -104,14 +104,14 @@ def simulate_galaxy(index: int, seed: int = 0, size: int = 64) -> SimulatedGalax
     rng = np.random.default_rng([seed, index])
     label = class_of(index, seed)
     mag = rng.uniform(*MAG_RANGE[CLASSES[label]])
-    components = _RENDERERS[CLASSES[label]](rng, 10 ** (-0.4 * (mag - ZERO_POINT)))
+    components = RENDERERS[CLASSES[label]](rng, 10 ** (-0.4 * (mag - ZERO_POINT)))
     psf = galsim.Moffat(beta=3.5, fwhm=rng.uniform(*PSF_FWHM_RANGE))
     offset = rng.uniform(-0.5, 0.5, 2)
     image = np.zeros((size, size, 3))
     for profile, colour in components:
-        image += _draw(galsim.Convolve(profile, psf), size, offset)[..., None] * colour
+        image += draw(galsim.Convolve(profile, psf), size, offset)[..., None] * colour
     observed = _half_light_radius(image[..., 1])
-    psf_only = _half_light_radius(_draw(psf, size, offset))
+    psf_only = _half_light_radius(draw(psf, size, offset))
     hlr = math.sqrt(max(observed**2 - psf_only**2, 0.0)) * PIXEL_SCALE
     image += rng.normal(size=image.shape) * NOISE_SIGMA * rng.uniform(0.8, 1.25)
     return SimulatedGalaxy(index, image.astype(np.float32), label, CLASSES[label], float(mag), hlr, psf.fwhm)
@@ -124,7 +124,7 @@ def class_of(index: int, seed: int = 0) -> int:
     return min(int(np.searchsorted(np.cumsum(FRACTIONS), position, side="right")), len(CLASSES) - 1)
 
 
-def _draw(profile: galsim.GSObject, size: int, offset: np.ndarray) -> np.ndarray:
+def draw(profile: galsim.GSObject, size: int, offset: np.ndarray) -> np.ndarray:
     """The profile drawn on a ``size`` x ``size`` stamp at the survey pixel scale."""
     return profile.drawImage(nx=size, ny=size, scale=PIXEL_SCALE, offset=tuple(offset)).array
 
@@ -321,7 +321,7 @@ def _lens(rng: np.random.Generator, flux: float) -> list[Component]:
     ]
 
 
-_RENDERERS: dict[str, Callable[[np.random.Generator, float], list[Component]]] = {
+RENDERERS: dict[str, Callable[[np.random.Generator, float], list[Component]]] = {
     "elliptical": _elliptical,
     "spiral": _spiral,
     "edge_on": _edge_on,

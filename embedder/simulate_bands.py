@@ -34,7 +34,7 @@ import galsim
 import numpy as np
 import pandas as pd
 
-from .simulate import _RENDERERS, PSF_FWHM_RANGE, ZERO_POINT, _draw, _process_context
+from .simulate import PSF_FWHM_RANGE, RENDERERS, ZERO_POINT, draw, process_context
 
 BANDS = ("g", "r", "i", "z", "y")
 LSST_BANDS = ("u", "g", "r", "i", "z", "y")  # in wavelength order: neighbours share a cut
@@ -136,7 +136,7 @@ def simulate_band_galaxy(
     rng = np.random.default_rng([seed, KINDS.index(cls.kind), twin])  # the same for twins
     mag = rng.uniform(*MAG_RANGE)
     redshift = float(rng.choice(REDSHIFTS))
-    components = _RENDERERS[cls.morphology](rng, 10 ** (-0.4 * (mag - ZERO_POINT)))
+    components = RENDERERS[cls.morphology](rng, 10 ** (-0.4 * (mag - ZERO_POINT)))
     fwhm = rng.uniform(*PSF_FWHM_RANGE)
     offset = rng.uniform(-0.5, 0.5, 2)
     image = np.zeros((size, size, len(bands)))
@@ -152,7 +152,7 @@ def simulate_band_galaxy(
                 / band_flux(template, redshift, "r")
             )
             psf = galsim.Moffat(beta=3.5, fwhm=fwhm * (_wavelength(band) / _wavelength("r")) ** SEEING_SLOPE)
-            image[..., k] += _draw(galsim.Convolve(profile.withFlux(flux), psf), size, offset)
+            image[..., k] += draw(galsim.Convolve(profile.withFlux(flux), psf), size, offset)
             totals[k] += flux
     noise = np.random.default_rng([seed, 100 + label, twin])
     sigma = np.array([NOISE_SIGMA[b] for b in bands]) * noise.uniform(0.8, 1.25)
@@ -204,7 +204,7 @@ def simulate_band_galaxies(
     if workers <= 1 or n < 4 * workers:
         yield from map(draw, range(n))
         return
-    with _process_context().Pool(workers) as pool:
+    with process_context().Pool(workers) as pool:
         yield from pool.imap(draw, range(n), chunksize=8)
 
 

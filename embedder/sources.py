@@ -28,7 +28,7 @@ from astropy.utils.exceptions import AstropyUserWarning
 from astropy.wcs import WCS, FITSFixedWarning
 from PIL import Image, UnidentifiedImageError
 
-from .display import WAVELENGTHS
+from .display import WAVELENGTHS, fallback_bands
 from .errors import IngestError
 
 ARRAY_SUFFIXES = {".npz", ".h5", ".hdf5", ".hdf"}
@@ -84,17 +84,6 @@ def _holds_table(path: Path) -> bool:
             return any(isinstance(hdu, fits.BinTableHDU | fits.TableHDU) for hdu in hdul)
     except ValueError:
         return False
-
-
-def fallback_bands(channels: int) -> list[str]:
-    """The names of unnamed channels: L for one, R G B for three, else band0, band1 ..."""
-    return (
-        ["L"]
-        if channels == 1
-        else ["R", "G", "B"]
-        if channels == 3
-        else [f"band{i}" for i in range(channels)]
-    )
 
 
 def band_indices(names: list[str] | None, channels: int, bands: Bands) -> list[int]:
