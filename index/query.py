@@ -194,10 +194,24 @@ def query_vector(
 
 
 def embed_image_file(collection: Collection, path: str | Path, device: str | None = None) -> np.ndarray:
-    """The embedding of a FITS/PNG/JPEG file, preprocessed and encoded as the collection's images were."""
-    from embedder.sources import read_image_file
+    """The embedding of a FITS/PNG/JPEG file, preprocessed and encoded as the collection's images were.
 
-    return embed_image(collection, read_image_file(path).image, device, str(path))
+    A file that names its bands (a FITS cube's BAND0.., FILTER) gives the collection's named bands, in the
+    collection's order; one without some of them is refused, naming both lists.
+    """
+    from embedder.sources import read_image_file, select_bands
+
+    item = read_image_file(path)
+    image, wanted = item.image, collection.preprocessing.get("bands")
+    if item.bands is not None and wanted:
+        missing = [band for band in wanted if band not in item.bands]
+        if missing:
+            raise QueryError(
+                f"cannot use {path} as a query image: it has bands {item.bands}, the collection "
+                f"{', '.join(wanted)} (missing {', '.join(missing)})"
+            )
+        image, _ = select_bands(image, item.bands, wanted)
+    return embed_image(collection, image, device, str(path))
 
 
 def embed_image(

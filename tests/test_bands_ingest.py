@@ -356,3 +356,28 @@ def test_cli_takes_band_names_and_zero_points(tmp_path, capsys):
     for bad in ("z=0", "z=-1", "z", "z=1,z=2", "z=nan", "z=__import__('os')"):
         with pytest.raises(SystemExit):
             main([*command, "--zero-points", bad])
+
+
+# ---- query images ------------------------------------------------------------------------------------
+
+
+def test_a_query_cube_gives_the_collections_bands_in_its_order(tmp_path):
+    from conftest import TINY_ENCODER
+
+    from embedder import embed
+    from index.query import QueryError, embed_image_file
+
+    (tmp_path / "cubes").mkdir()
+    cubes = {f"g{i}": bands_image(RED if i % 2 else BLUE, seed=i) for i in range(4)}
+    for name, cube in cubes.items():
+        write_cube(tmp_path / "cubes" / f"{name}.fits", cube)
+    run(tmp_path / "cubes", tmp_path / "coll")
+    embed(tmp_path / "coll", TINY_ENCODER, device="cpu", progress=False)
+    coll = open_collection(tmp_path / "coll")
+    order = [4, 3, 2, 1, 0]  # y, z, i, r, g: the same galaxy, its bands in another order
+    write_cube(tmp_path / "reversed.fits", cubes["g1"][order], [BANDS[i] for i in order])
+    vector = embed_image_file(coll, tmp_path / "reversed.fits", "cpu")
+    np.testing.assert_allclose(vector, coll.embeddings[coll.rows_of("g1")[0]], rtol=1e-4, atol=1e-5)
+    write_cube(tmp_path / "no_z.fits", cubes["g1"][[0, 1, 2, 4]], ["g", "r", "i", "y"])
+    with pytest.raises(QueryError, match=r"missing z"):
+        embed_image_file(coll, tmp_path / "no_z.fits", "cpu")
