@@ -199,10 +199,11 @@ def embed_image_file(collection: Collection, path: str | Path, device: str | Non
     A file that names its bands (a FITS cube's BAND0.., FILTER) gives the collection's named bands, in the
     collection's order; one without some of them is refused, naming both lists.
     """
+    from embedder.embed import band_names
     from embedder.sources import read_image_file, select_bands
 
     item = read_image_file(path)
-    image, wanted = item.image, collection.preprocessing.get("bands")
+    image, wanted = item.image, band_names(collection)
     if item.bands is not None and wanted:
         missing = [band for band in wanted if band not in item.bands]
         if missing:

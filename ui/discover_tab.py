@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 
 import gradio as gr
@@ -15,7 +14,7 @@ from embedder.storage import safe_name
 
 from . import label_bar
 from .samp import SERVER_SIDE, send_table
-from .state import AppState, readable, user_of
+from .state import AppState, json_records, readable, user_of
 
 RANKED = 12
 SENT_RANKED = 100  # the ranking sent to TOPCAT goes deeper than the one shown
@@ -227,7 +226,7 @@ def _next_answer(hunt: Discovery, skip: list[str] | None) -> dict:
 def _records(table: pd.DataFrame) -> list[dict]:
     """Rows of a suggestion or ranking table as JSON-ready dicts (a missing rating as None)."""
     columns = [c for c in ("id", "row", "interest", "uncertainty", "anomaly", "rating") if c in table]
-    return json.loads(table[columns].to_json(orient="records", double_precision=15))
+    return json_records(table[columns])
 
 
 def _hunt(state: AppState, name: str, request: gr.Request | None):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import gradio as gr
 import numpy as np
 import pandas as pd
@@ -13,7 +11,7 @@ from index import search, write_results
 
 from . import label_bar
 from .samp import SERVER_SIDE, point_at, send_table
-from .state import DOWNLOADS, AppState, ids_in, readable
+from .state import DOWNLOADS, AppState, ids_in, json_records, readable
 
 SAMPLE_SIZE = 48
 PICKER_COLUMNS = 6  # so that a stamp is wide enough for its whole id
@@ -102,7 +100,7 @@ def build(state: AppState) -> tuple[gr.Row, gr.Dataframe]:
         query = (galaxy_id, ra_deg, dec_deg, radius_arcsec, None, more_like, less_like, where, k)
         found = _search(state, *query)
         return {
-            "results": json.loads(found.to_json(orient="records", double_precision=15)),
+            "results": json_records(found),
             "matched": found.attrs.get("matched"),
             "fetched": found.attrs.get("fetched"),
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import threading
@@ -24,6 +25,12 @@ DOWNLOAD_AGE_S = 3600  # result files older than this are deleted (Gradio serves
 # Table downloads offered in the page: the name shown -> (index.write_results format, file suffix).
 DOWNLOADS = {"CSV": ("csv", ".csv"), "FITS": ("fits", ".fits"), "VOTable": ("votable", ".xml")}
 DECIMALS = {"similarity": 3, "distance": 3, "ra": 5, "dec": 5}  # in tables; 1e-5 degree = 0.036"
+
+
+def json_records(frame: pd.DataFrame) -> list[dict]:
+    """A table's rows as JSON-ready dicts for the API's answers: numbers to 15 significant digits, a
+    missing value as None."""
+    return json.loads(frame.to_json(orient="records", double_precision=15))
 
 
 def ids_in(given: str | list[str] | None) -> list[str]:
