@@ -20,15 +20,13 @@ from .ratings import MAX_RATING, MIN_RATING, Rating, RatingsError, default_user,
 from .scores import DEFAULT_METHOD, anomaly_scores, score_column, store_scores
 
 DEFAULT_SESSION = "interesting"  # the session a new user rates in
+MAX_CANDIDATES = 1_000_000  # galaxies a loop ranks and suggests from; larger collections are sampled
+TOP_ANOMALIES = 100_000  # of which the most anomalous are always candidates
 
 
 def own_session(user: str) -> str:
     """The session a logged-in ``user`` rates in unless they choose another (a shared one, say)."""
     return f"{DEFAULT_SESSION} ({user})"
-
-
-MAX_CANDIDATES = 1_000_000  # galaxies a loop ranks and suggests from; larger collections are sampled
-TOP_ANOMALIES = 100_000  # of which the most anomalous are always candidates
 
 
 class Discovery:
