@@ -5,7 +5,7 @@ Public names load their submodule on first use (scikit-learn only where a model 
 
 from typing import TYPE_CHECKING
 
-from embedder.lazy import lazy_package
+from galsearch.embedder.lazy import lazy_package
 
 if TYPE_CHECKING:
     from .classifier import ClassifierResult, labels_from_ratings, labels_from_set, suspects, train_classifier

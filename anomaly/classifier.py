@@ -1,7 +1,7 @@
 """Ratings or label sets to a classifier in one call, and the labels a classifier doubts.
 
 :func:`train_classifier` turns labels (:func:`labels_from_ratings`, :func:`labels_from_set`, or any
-:class:`~embedder.training.labels.Labels`) into cross-validated metrics, a head saved in the collection,
+:class:`~galsearch.embedder.training.Labels`) into cross-validated metrics, a head saved in the collection,
 predictions for every galaxy and the most probable galaxies not yet labelled. :func:`suspects` ranks the
 labels by how much out-of-fold predictions disagree with them (confident learning, with cleanlab).
 
@@ -19,10 +19,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from embedder.collection import Collection
-from embedder.errors import GalsearchError
-from embedder.training.finetune import DEFAULT_CONFIG, FinetuneConfig, FinetuneResult, finetune, predict
-from embedder.training.labels import Labels, read_labels
+from galsearch.embedder.collection import Collection
+from galsearch.embedder.errors import GalsearchError
+from galsearch.embedder.training.finetune import (
+    DEFAULT_CONFIG,
+    FinetuneConfig,
+    FinetuneResult,
+    finetune,
+    predict,
+)
+from galsearch.embedder.training.labels import Labels, read_labels
 
 from .labels import label_store
 from .ratings import RatingsError, ratings_store
@@ -160,7 +166,7 @@ def suspects(
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 
-    from embedder.training.crossval import cross_validate
+    from galsearch.embedder.training.crossval import cross_validate
 
     validation = cross_validate(collection, labels, config, folds, progress)
     scores, given = validation.scores.astype(np.float64), labels.targets

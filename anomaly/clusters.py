@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from sklearn.mixture import BayesianGaussianMixture
 
-from embedder import Collection
+from galsearch.embedder import Collection
 
 from .features import collection_features
 

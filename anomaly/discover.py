@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from embedder.cache import cached_array
-from embedder.collection import Collection, open_collection
-from embedder.errors import CollectionError
+from galsearch.embedder.cache import cached_array
+from galsearch.embedder.collection import Collection, open_collection
+from galsearch.embedder.errors import CollectionError
 
 from .features import DEFAULT_DIM, FIT_SAMPLE, collection_features
 from .learner import JITTER, LINEAR_WEIGHT, N_INDUCING, ActiveLearner, NystromBasis, gp_basis, prior_std

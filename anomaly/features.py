@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from embedder.collection import CACHE, EMBEDDINGS, Collection
-from embedder.embed import IDENTITY_KEYS
-from embedder.errors import CollectionError
-from embedder.storage import append_records, atomic_write
+from galsearch.embedder.collection import CACHE, EMBEDDINGS, Collection
+from galsearch.embedder.embed import IDENTITY_KEYS
+from galsearch.embedder.errors import CollectionError
+from galsearch.embedder.storage import append_records, atomic_write
 
 DEFAULT_DIM = 16
 FIT_SAMPLE = 100_000  # PCA is fitted on at most this many galaxies, then applied to all
@@ -50,7 +50,7 @@ class Reduction:
         """Fit on ``sample``, the rows :func:`fit_rows` (``n``, ``seed``) of ``n`` embeddings."""
         from sklearn.decomposition import PCA
 
-        from index.store import normalized
+        from galsearch.index.store import normalized
 
         dim = min(dim, sample.shape[1], n)
         if dim < 1:
@@ -61,7 +61,7 @@ class Reduction:
 
     def __call__(self, embeddings: np.ndarray) -> np.ndarray:
         """The reduced features (float32) of rows of embeddings."""
-        from index.store import normalized
+        from galsearch.index.store import normalized
 
         return ((normalized(embeddings) - self.mean) @ self.components.T / self.scale).astype(np.float32)
 

@@ -15,15 +15,15 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from embedder.errors import CollectionError, GalsearchError
-from embedder.storage import utc_now
+from galsearch.embedder.errors import CollectionError, GalsearchError
+from galsearch.embedder.storage import utc_now
 
 from .sqlite_store import SQLiteStore, StoreFile, check_name, default_user
 
 if TYPE_CHECKING:
     import sqlite3
 
-    from embedder.collection import Collection
+    from galsearch.embedder.collection import Collection
 
 LABELS_FILE = "labels.sqlite"
 APPLICATION_ID = 0x47534C4C  # "GSLL": marks the file as a galsearch label database

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from embedder.errors import GalsearchError
+from galsearch.embedder.errors import GalsearchError
 
 from .ratings import MAX_RATING, MIN_RATING
 
@@ -51,7 +51,7 @@ class ActiveLearner:
     """Sparse GP regression of ratings over a fixed set of candidate galaxies.
 
     ``features`` are the candidates' reduced embeddings (rows = candidates, see
-    :func:`anomaly.features.reduce_embeddings`), ``prior`` an optional anomaly score per candidate (higher =
+    :func:`~galsearch.anomaly.reduce_embeddings`), ``prior`` an optional anomaly score per candidate (higher =
     more interesting a priori). Call :meth:`fit` with rated rows and their 0-5 ratings, then
     :meth:`suggest` for what to rate next and :meth:`ranking` for the most interesting candidates.
     """

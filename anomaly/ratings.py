@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from embedder.errors import GalsearchError
-from embedder.storage import utc_now
+from galsearch.embedder.errors import GalsearchError
+from galsearch.embedder.storage import utc_now
 
 from .sqlite_store import SQLiteStore, StoreFile, check_name, default_user
 

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from embedder.collection import Collection
-from embedder.errors import GalsearchError
+from galsearch.embedder.collection import Collection
+from galsearch.embedder.errors import GalsearchError
 
 from .features import DEFAULT_DIM, collection_features
 

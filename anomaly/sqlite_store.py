@@ -16,7 +16,7 @@ from typing import ClassVar
 
 import pandas as pd
 
-from embedder.errors import GalsearchError
+from galsearch.embedder.errors import GalsearchError
 
 BUSY_TIMEOUT_S = 30  # how long a write waits for other writers
 MAX_NAME = 100  # characters; a name is stored and shown, never used as a path
@@ -147,7 +147,7 @@ class SQLiteStore:
             raise self.file.error(
                 f"cannot tell the export format of {path}: use .csv, .fits or .xml (VOTable)"
             )
-        from index.query import to_astropy
+        from galsearch.index.query import to_astropy
 
         astropy_table = to_astropy(table, utf8_bytes=format == "fits")
         astropy_table.write(path, format=ASTROPY_FORMATS[format], overwrite=True)

@@ -45,10 +45,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from embedder import embed, ingest, load_encoder, open_collection
-from embedder.encoders import Encoder, default_device
-from embedder.simulate_bands import BANDS, CLASSES, KINDS, simulate_bands
-from embedder.stretch import Stretch
+from galsearch.embedder import embed, ingest, load_encoder, open_collection
+from galsearch.embedder.encoders import Encoder, default_device
+from galsearch.embedder.simulate_bands import BANDS, CLASSES, KINDS, simulate_bands
+from galsearch.embedder.stretch import Stretch
 
 K = 10
 RGB_SUBSET = ["i", "r", "g"]  # the bands a gri survey's RGB composite shows as red, green, blue

@@ -53,7 +53,7 @@ REPO = Path(__file__).resolve().parent.parent
 # a galsearch command in a new process, reporting its peak resident memory on stderr as it exits
 COMMAND = (
     "import sys\n"
-    "from ui.cli import main\n"
+    "from galsearch.ui.cli import main\n"
     "status = main(sys.argv[1:])\n"
     "with open('/proc/self/status') as f:\n"
     "    sys.stderr.write(next(line for line in f if line.startswith('VmHWM:')))\n"
@@ -154,8 +154,8 @@ def measure(path: Path, what: str) -> dict[str, float]:
     import pandas as pd
     import pyarrow.parquet  # noqa: F401  (imports are not what is measured)
 
-    from embedder.collection import CATALOG, open_collection
-    from index.filters import filter_rows
+    from galsearch.embedder.collection import CATALOG, open_collection
+    from galsearch.index.filters import filter_rows
 
     out: dict[str, float] = {}
     start = time.perf_counter()
@@ -188,9 +188,9 @@ def measure(path: Path, what: str) -> dict[str, float]:
 
 def build_index_once(path: Path, n: int, dim: int) -> None:
     """Build the compressed index of the collection at ``path`` unless it has one, printing the time."""
-    from embedder.collection import open_collection
-    from index.compressed import compressed_factory
-    from index.store import build_index, has_index, ivf_lists
+    from galsearch.embedder.collection import open_collection
+    from galsearch.index.compressed import compressed_factory
+    from galsearch.index.store import build_index, has_index, ivf_lists
 
     coll = open_collection(path)
     if not has_index(coll):
@@ -230,7 +230,7 @@ def time_commands(path: Path, n: int, code: Path) -> None:
     and warm (median of the runs, their range, and the digest of the results, the same in every run)."""
     import pyarrow.parquet as pq
 
-    from embedder.collection import CATALOG
+    from galsearch.embedder.collection import CATALOG
 
     with pq.ParquetFile(path / CATALOG) as file:
         galaxy = str(file.read_row_group(file.num_row_groups // 2, columns=["id"]).column("id")[0])

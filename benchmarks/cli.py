@@ -2,7 +2,7 @@
 
     python benchmarks/cli.py [--work DIR] [--runs 5] [--size 1000000] [--dim 256]
 
-Runs each command as a user does (``python -m ui.cli ...`` in a fresh process, from this checkout) on
+Runs each command as a user does (``galsearch ...`` in a fresh process, from this checkout) on
 the demo collection (built with ``galsearch demo --no-serve`` when missing) and on a synthetic collection
 of ``--size`` galaxies (clustered vectors of dimension ``--dim`` written as embeddings and 1-pixel images,
 since these commands read no pixels; built once under ``--work``). Prints one table per collection: median
@@ -10,8 +10,8 @@ and min wall time of ``--runs`` runs, the median CPU time (user + sys) of the pr
 whether the median wall time meets it.
 Targets: ``--help`` and ``info`` < 0.5 s; ``discover --rate`` and ``--next`` < 1.5 s on the demo and < 3 s
 at 1M galaxies; ``search --id`` dominated by the search rather than by imports (no number given; the
-start-up floor, ``import ui.cli, index.query`` alone, is printed beside it). The first ``discover`` of a
-collection computes and caches its features: the cache is removed and that call timed once, apart. The
+start-up floor, importing the CLI and the query module alone, is printed beside it). The first ``discover`` of
+a collection computes and caches its features: the cache is removed and that call timed once, apart. The
 synthetic collection gets an IVF index (``--factory``), since the automatic HNSW takes minutes to build at
 1M, and a stand-in ``anomaly_knn`` column (each galaxy's distance from the centre of the whitened PCA
 features), since scikit-learn's exact k-NN scoring of 1M galaxies ran for over 10 minutes here; the
@@ -35,17 +35,17 @@ from pathlib import Path
 import numpy as np
 from synthetic import write_collection
 
-from anomaly.features import reduce_embeddings
-from anomaly.scores import score_column
-from embedder.cache import CACHE_DIR
-from embedder.collection import Collection, open_collection
+from galsearch.anomaly.features import reduce_embeddings
+from galsearch.anomaly.scores import score_column
+from galsearch.embedder.cache import CACHE_DIR
+from galsearch.embedder.collection import Collection, open_collection
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def cli(*args: str) -> list[str]:
     """Python's arguments that run ``galsearch ARGS`` from this checkout."""
-    return ["-m", "ui.cli", *args]
+    return ["-m", "galsearch.ui.cli", *args]
 
 
 def run(args: list[str]) -> tuple[float, float]:
@@ -102,7 +102,10 @@ def measure(coll: Collection, runs: int, targets: dict[str, float], factory: str
     commands = {
         "--help": lambda i: cli("--help"),
         "info": lambda i: cli("info", path),
-        "start-up floor: import ui.cli, index.query": lambda i: ["-c", "import ui.cli, index.query"],
+        "start-up floor: import galsearch.ui.cli, galsearch.index.query": lambda i: [
+            "-c",
+            "import galsearch.ui.cli, galsearch.index.query",
+        ],
         "search --id ID": lambda i: cli("search", path, "--id", ids[i]),
         "discover --rate ID=5": lambda i: cli(*hunt, "--rate", f"{ids[i + 1]}=5"),
         "discover --next 10": lambda i: cli(*hunt, "--next", "10"),

@@ -27,9 +27,9 @@ import numpy as np
 import psutil
 import torch
 
-from embedder import DEFAULT_ENCODER, embed, ingest, open_collection
-from embedder.demo import build_demo, default_demo_path
-from embedder.distributed import dask_client
+from galsearch.embedder import DEFAULT_ENCODER, embed, ingest, open_collection
+from galsearch.embedder.demo import build_demo, default_demo_path
+from galsearch.embedder.distributed import dask_client
 
 
 def unembedded_copy(collection: Path, workdir: Path) -> Path:

@@ -61,8 +61,8 @@ def measure(path: Path, what: str) -> dict[str, float]:
     import pandas  # noqa: F401  (imports are not what is measured)
     import sklearn.decomposition  # noqa: F401
 
-    import index.store  # noqa: F401
-    from anomaly.discover import Discovery
+    import galsearch.index.store  # noqa: F401
+    from galsearch.anomaly.discover import Discovery
 
     session = f"bench-{os.getpid()}"
     start = time.perf_counter()

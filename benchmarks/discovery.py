@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 from splits import shared_file, split
 
-from anomaly import ActiveLearner, anomaly_scores, reduce_embeddings
-from anomaly.scores import METHODS
-from embedder import DEFAULT_ENCODER, build_demo, embed, ingest, open_collection
+from galsearch.anomaly import ActiveLearner, anomaly_scores, reduce_embeddings
+from galsearch.anomaly.scores import METHODS
+from galsearch.embedder import DEFAULT_ENCODER, build_demo, embed, ingest, open_collection
 
 COUNTS = (25, 50, 100, 200)
 TOPS = (50, 150)

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from embedder import DEFAULT_ENCODER, Stretch, embed, ingest, load_encoder, open_collection
-from embedder.demo import build_demo, default_demo_path
+from galsearch.embedder import DEFAULT_ENCODER, Stretch, embed, ingest, load_encoder, open_collection
+from galsearch.embedder.demo import build_demo, default_demo_path
 
 
 def ingest_rate(images: np.ndarray, workdir: Path, name: str) -> float:

@@ -47,8 +47,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from splits import DATASETS, split
 
-from embedder import Encoder, EncoderError, load_encoder
-from embedder.encoders import DEFAULT_SPEC, default_device
+from galsearch.embedder import Encoder, EncoderError, load_encoder
+from galsearch.embedder.encoders import DEFAULT_SPEC, default_device
 
 DEFAULT_SPECS = ("default", "imagenet:efficientnet_lite0", "random:tf_efficientnet_lite0", "pixel-pca")
 K = 10

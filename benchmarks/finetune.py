@@ -23,10 +23,10 @@ import numpy as np
 import pandas as pd
 from splits import shared_file, split
 
-from embedder import DEFAULT_ENCODER, embed, ingest, open_collection
-from embedder.encoders import default_device
-from embedder.training.finetune import FinetuneConfig, finetune, learning_curve, summarize_curve
-from embedder.training.labels import read_labels
+from galsearch.embedder import DEFAULT_ENCODER, embed, ingest, open_collection
+from galsearch.embedder.encoders import default_device
+from galsearch.embedder.training.finetune import FinetuneConfig, finetune, learning_curve, summarize_curve
+from galsearch.embedder.training.labels import read_labels
 
 RUNS = {
     "linear, frozen": FinetuneConfig(),

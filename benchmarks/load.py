@@ -37,9 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx
 import numpy as np
 
-from anomaly import ratings_store
-from embedder import DEFAULT_ENCODER, build_demo, embed
-from index import build_index
+from galsearch.anomaly import ratings_store
+from galsearch.embedder import DEFAULT_ENCODER, build_demo, embed
+from galsearch.index import build_index
 
 TARGET_MS = 1000  # p95 of rating + next galaxy, and of a search
 
@@ -137,11 +137,11 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}/"
     process, app = None, None
     if args.serve:
-        command = [sys.executable, "-m", "ui.cli", "serve", str(coll.path), "--port", str(port)]
+        command = [sys.executable, "-m", "galsearch.ui.cli", "serve", str(coll.path), "--port", str(port)]
         env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
         process = subprocess.Popen(command, cwd=Path(__file__).resolve().parents[1], env=env)
     else:
-        from ui.app import launch
+        from galsearch.ui.app import launch
 
         app = launch(coll.path, port=port, block=False)
     try:

@@ -147,11 +147,18 @@ def write_collection(path: Path, n: int, seed: int = 0) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from embedder.catalog import ROW_GROUP
-    from embedder.collection import CATALOG, EMBEDDINGS, IMAGES, MANIFEST, Collection, open_collection
-    from embedder.storage import atomic_write_json
-    from embedder.stretch import Stretch
-    from index import projection
+    from galsearch.embedder.catalog import ROW_GROUP
+    from galsearch.embedder.collection import (
+        CATALOG,
+        EMBEDDINGS,
+        IMAGES,
+        MANIFEST,
+        Collection,
+        open_collection,
+    )
+    from galsearch.embedder.storage import atomic_write_json
+    from galsearch.embedder.stretch import Stretch
+    from galsearch.index import projection
 
     rng = np.random.default_rng(seed)
     pool = stamp_pool()
@@ -209,8 +216,8 @@ def payload(path: Path) -> tuple[float, float]:
     """The map's figure as gr.Plot sends it: megabytes, and seconds to build and serialise it."""
     import gradio as gr
 
-    from ui import map_tab
-    from ui.state import AppState
+    from galsearch.ui import map_tab
+    from galsearch.ui.state import AppState
 
     state = AppState(path)
     map_tab.map_of(state, "class_name", None)  # once before: Plotly's import is not the map's
@@ -326,11 +333,11 @@ def main() -> None:
     parser.add_argument("--selections", type=int, default=10, help="lassos, and as many boxes")
     args = parser.parse_args()
 
-    from embedder import open_collection
-    from index import map_figure, umap_coordinates
-    from index.mapview import MAX_POINTS
-    from ui import map_tab
-    from ui.app import launch
+    from galsearch.embedder import open_collection
+    from galsearch.index import map_figure, umap_coordinates
+    from galsearch.index.mapview import MAX_POINTS
+    from galsearch.ui import map_tab
+    from galsearch.ui.app import launch
 
     cap = args.cap or MAX_POINTS
     map_tab.map_figure = partial(map_figure, max_points=cap)

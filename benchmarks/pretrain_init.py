@@ -20,8 +20,8 @@ import torch
 from encoder_quality import embed_batches, knn_precision, load_parts, machine, probe
 from sklearn.metrics import balanced_accuracy_score
 
-from embedder import Encoder, ingest, load_encoder
-from embedder.training.pretrain import _Trainer, pretrain
+from galsearch.embedder import Encoder, ingest, load_encoder
+from galsearch.embedder.training.pretrain import _Trainer, pretrain
 
 IMAGENET = {"init": "imagenet:efficientnet_lite0"}
 DECAY = IMAGENET | {"layer_decay": 0.75}

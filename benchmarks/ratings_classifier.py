@@ -32,10 +32,10 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from splits import mean_range, split
 
-from anomaly import Discovery, ratings_store
-from anomaly.classifier import labels_from_ratings, train_classifier
-from embedder import DEFAULT_ENCODER, embed, ingest, open_collection
-from embedder.training.finetune import FinetuneConfig
+from galsearch.anomaly import Discovery, ratings_store
+from galsearch.anomaly.classifier import labels_from_ratings, train_classifier
+from galsearch.embedder import DEFAULT_ENCODER, embed, ingest, open_collection
+from galsearch.embedder.training.finetune import FinetuneConfig
 
 TARGET = "merger"
 SESSION = "benchmark: simulated merger hunt"

@@ -35,9 +35,9 @@ import faiss
 import numpy as np
 from synthetic import write_collection
 
-from embedder.collection import open_collection
-from index.compressed import available_memory, compressed_factory
-from index.store import auto_factory, build_index, exact_search, ivf_lists, load_index, normalized
+from galsearch.embedder.collection import open_collection
+from galsearch.index.compressed import available_memory, compressed_factory
+from galsearch.index.store import auto_factory, build_index, exact_search, ivf_lists, load_index, normalized
 
 K = 10
 QUERIES_FILE, TRUTH_FILE = "benchmark-queries.npy", "benchmark-truth.npy"

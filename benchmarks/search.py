@@ -29,9 +29,9 @@ import numpy as np
 from sklearn.neighbors import BallTree, NearestNeighbors
 from synthetic import clustered
 
-from embedder import default_demo_path, open_collection
-from embedder.errors import CollectionError
-from index.store import VectorIndex, auto_factory, index_vectors, ivf_lists, normalized
+from galsearch.embedder import default_demo_path, open_collection
+from galsearch.embedder.errors import CollectionError
+from galsearch.index.store import VectorIndex, auto_factory, index_vectors, ivf_lists, normalized
 
 K = 10
 

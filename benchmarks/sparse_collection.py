@@ -25,9 +25,9 @@ def write_sparse_collection(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from embedder.catalog import ROW_GROUP
-    from embedder.collection import CATALOG, EMBEDDINGS, IMAGES, MANIFEST, Collection
-    from embedder.storage import atomic_write_json
+    from galsearch.embedder.catalog import ROW_GROUP
+    from galsearch.embedder.collection import CATALOG, EMBEDDINGS, IMAGES, MANIFEST, Collection
+    from galsearch.embedder.storage import atomic_write_json
 
     coll = Collection.create(path, (1, 1, 1), {}, name=path.name)
     with ExitStack() as files:

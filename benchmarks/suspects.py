@@ -34,10 +34,10 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 from splits import SHARED_DATA, mean_range, shared_file, split
 
-from anomaly.classifier import suspects
-from embedder import DEFAULT_ENCODER, embed, ingest, open_collection
-from embedder.training.finetune import FinetuneConfig
-from embedder.training.labels import read_labels
+from galsearch.anomaly.classifier import suspects
+from galsearch.embedder import DEFAULT_ENCODER, embed, ingest, open_collection
+from galsearch.embedder.training.finetune import FinetuneConfig
+from galsearch.embedder.training.labels import read_labels
 
 SECOND_OPINION = SHARED_DATA / "desi_rings_second_opinion.csv"
 MATCH_ARCSEC = 3.0

@@ -9,8 +9,8 @@ import faiss
 import numpy as np
 import pandas as pd
 
-from embedder.collection import Collection, open_collection
-from embedder.stretch import Stretch
+from galsearch.embedder.collection import Collection, open_collection
+from galsearch.embedder.stretch import Stretch
 
 CHUNK = 100_000
 FINGERPRINT = {

@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx
 import numpy as np
 
-from embedder import open_collection
-from ui.app import launch
-from ui.cli import main as galsearch
+from galsearch.embedder import open_collection
+from galsearch.ui.app import launch
+from galsearch.ui.cli import main as galsearch
 
 SEARCHES = 200
 RATINGS = 100

@@ -8,7 +8,7 @@ Layout (all paths relative to the collection directory)::
     images.u8         uint8 array (galaxies, H, W, C), C-order, row-aligned with the catalog
     embeddings.f32    float32 array (embedded, D), row-aligned with the catalog
     index/ ratings.sqlite heads/   written by the index, rating and fine-tuning commands
-    cache/            arrays derived from the embeddings or the catalog (see embedder.cache, .catalog)
+    cache/            arrays derived from the embeddings or the catalog (see embedder/cache.py, catalog.py)
 
 The manifest is the commit point: array files are appended first, then the catalog and the manifest
 are replaced atomically, so a crash leaves the last committed state readable (bytes past the committed

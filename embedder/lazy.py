@@ -26,7 +26,7 @@ class LazyPackage(ModuleType):
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Importing a submodule binds it to its package's attribute of the same name; where that name is
-        # also a public name (embedder.embed the function, in embedder/embed.py), keep the public object,
+        # also a public name (the function embed, in embedder/embed.py), keep the public object,
         # as an eager ``from .embed import embed`` in __init__.py would.
         is_submodule = isinstance(value, ModuleType) and value.__name__ == f"{self.__name__}.{name}"
         if is_submodule and self.__dict__.get("_exports", {}).get(name) == name:

@@ -5,7 +5,7 @@ Public names load their submodule on first use (the map's matplotlib and Plotly 
 
 from typing import TYPE_CHECKING
 
-from embedder.lazy import lazy_package
+from galsearch.embedder.lazy import lazy_package
 
 if TYPE_CHECKING:
     from .filters import FilterError, filter_rows, parse_filter

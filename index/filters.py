@@ -30,12 +30,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from embedder.errors import GalsearchError
+from galsearch.embedder.errors import GalsearchError
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from embedder.collection import Collection
+    from galsearch.embedder.collection import Collection
 
 MAX_LENGTH = 10_000  # characters
 MAX_NODES = 5_000  # syntax-tree nodes (a list of 1,000 ids is about 1,000)
@@ -199,8 +199,8 @@ def filter_rows(catalog: pd.DataFrame | Collection, where: str) -> np.ndarray:
 def _collection_rows(parsed: Filter, collection: Collection) -> np.ndarray:
     """Rows of a collection satisfying ``parsed``, read from its catalog file and evaluated a batch at a
     time (whole columns of millions of rows would cost more to allocate than to evaluate)."""
-    from embedder.catalog import CatalogFile
-    from embedder.collection import CATALOG
+    from galsearch.embedder.catalog import CatalogFile
+    from galsearch.embedder.collection import CATALOG
 
     names = sorted(parsed.columns)
     if not names:

@@ -26,8 +26,8 @@ from matplotlib.colors import to_hex
 from matplotlib.path import Path as Polygon
 from PIL import Image
 
-from embedder.collection import Collection
-from embedder.errors import GalsearchError
+from galsearch.embedder.collection import Collection
+from galsearch.embedder.errors import GalsearchError
 
 from .projection import (
     CATEGORICAL_MAX,

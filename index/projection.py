@@ -33,10 +33,10 @@ from matplotlib.lines import Line2D
 from PIL import Image
 from tqdm.auto import tqdm
 
-from embedder.collection import Collection
-from embedder.embed import IDENTITY_KEYS, same_encoder
-from embedder.errors import CollectionError
-from embedder.storage import atomic_write, atomic_write_json, utc_now
+from galsearch.embedder.collection import Collection
+from galsearch.embedder.embed import IDENTITY_KEYS, same_encoder
+from galsearch.embedder.errors import CollectionError
+from galsearch.embedder.storage import atomic_write, atomic_write_json, utc_now
 
 MAP_DIR = "map"
 COORDS_FILE = "umap.f32"

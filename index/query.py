@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from embedder.collection import Collection, open_collection
-from embedder.errors import CollectionError, GalsearchError
+from galsearch.embedder.collection import Collection, open_collection
+from galsearch.embedder.errors import CollectionError, GalsearchError
 
 from .filters import filter_rows
 from .store import INDEX_DIR, INFO_FILE, SearchIndex, build_index, has_index, load_index, normalized
@@ -122,7 +122,7 @@ def _position(
     except QueryError:
         if fetch is None or ra is None or dec is None:
             raise
-    from embedder.fetch import fetch_position
+    from galsearch.embedder.fetch import fetch_position
 
     return None, fetch_position(coll, fetch, ra, dec)
 
@@ -199,8 +199,8 @@ def embed_image_file(collection: Collection, path: str | Path, device: str | Non
     A file that names its bands (a FITS cube's BAND0.., FILTER) gives the collection's named bands, in the
     collection's order; one without some of them is refused, naming both lists.
     """
-    from embedder.embed import band_names
-    from embedder.sources import read_image_file, select_bands
+    from galsearch.embedder.embed import band_names
+    from galsearch.embedder.sources import read_image_file, select_bands
 
     item = read_image_file(path)
     image, wanted = item.image, band_names(collection)
@@ -219,8 +219,8 @@ def embed_image(
     collection: Collection, image: np.ndarray, device: str | None = None, name: str = "the image"
 ) -> np.ndarray:
     """The embedding of raw pixels (H, W[, C]), preprocessed and encoded as the collection's images were."""
-    from embedder.embed import encoder_of
-    from embedder.ingest import prepare_image
+    from galsearch.embedder.embed import encoder_of
+    from galsearch.embedder.ingest import prepare_image
 
     side, _, channels = collection.image_shape
     try:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedder.errors import GalsearchError
+from galsearch.embedder.errors import GalsearchError
 
 from .store import IndexInfo, IndexSettingError, VectorIndex, load_part
 

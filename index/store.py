@@ -37,10 +37,10 @@ from typing import Any, Literal, Protocol
 import faiss
 import numpy as np
 
-from embedder.collection import EMBEDDINGS, Collection
-from embedder.embed import IDENTITY_KEYS, same_encoder
-from embedder.errors import CollectionError, GalsearchError
-from embedder.storage import atomic_write, atomic_write_json, utc_now
+from galsearch.embedder.collection import EMBEDDINGS, Collection
+from galsearch.embedder.embed import IDENTITY_KEYS, same_encoder
+from galsearch.embedder.errors import CollectionError, GalsearchError
+from galsearch.embedder.storage import atomic_write, atomic_write_json, utc_now
 
 from .compressed import (
     RERANK_FACTOR,

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embedder import Collection, ingest, open_collection
+from galsearch.embedder import Collection, ingest, open_collection
 
 TINY_ENCODER = "random:test_convnext"
 
@@ -57,8 +57,8 @@ def cli_killed_after_commits(commits: int, setup: str = "") -> str:
     is. ``setup`` runs first (e.g. to commit after every batch); run it as ``python -c SOURCE ARGS...``."""
     return f"""
 import os, signal, sys
-import ui.cli
-from embedder.collection import Collection
+import galsearch.ui.cli
+from galsearch.embedder.collection import Collection
 {setup}
 append, commits = Collection.append_embeddings, []
 def append_then_die(self, rows):
@@ -67,7 +67,7 @@ def append_then_die(self, rows):
     if len(commits) == {commits}:
         os.kill(os.getpid(), signal.SIGKILL)
 Collection.append_embeddings = append_then_die
-sys.exit(ui.cli.main())
+sys.exit(galsearch.ui.cli.main())
 """
 
 

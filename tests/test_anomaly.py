@@ -10,7 +10,7 @@ import pytest
 from conftest import TINY_ENCODER
 from sklearn.metrics import adjusted_rand_score
 
-from anomaly import (
+from galsearch.anomaly import (
     ActiveLearner,
     Discovery,
     KNNDistance,
@@ -22,9 +22,9 @@ from anomaly import (
     reduce_embeddings,
     score_collection,
 )
-from anomaly.features import Reduction, fit_rows
-from anomaly.learner import LINEAR_WEIGHT, average_ranks
-from embedder import Collection, CollectionError, GalsearchError, embed, open_collection
+from galsearch.anomaly.features import Reduction, fit_rows
+from galsearch.anomaly.learner import LINEAR_WEIGHT, average_ranks
+from galsearch.embedder import Collection, CollectionError, GalsearchError, embed, open_collection
 
 
 def blobs(
@@ -208,13 +208,16 @@ def test_a_new_embedding_replaces_the_cached_features(embedded_blobs):
 
 
 def test_an_unwritable_collection_computes_without_caching(embedded_blobs, monkeypatch):
-    import anomaly.features
-    import embedder.cache
+    import galsearch.anomaly.features
+    import galsearch.embedder.cache
 
     def refuse(*args):
         raise PermissionError("read-only")
 
-    for module, writer in ((embedder.cache, "atomic_write"), (anomaly.features, "append_records")):
+    for module, writer in (
+        (galsearch.embedder.cache, "atomic_write"),
+        (galsearch.anomaly.features, "append_records"),
+    ):
         monkeypatch.setattr(module, writer, refuse)
     hunt = Discovery(embedded_blobs, "s")
     assert not cache_files(embedded_blobs)
@@ -234,14 +237,16 @@ def test_rating_several_refuses_all_before_storing_any(embedded_blobs):
 
 
 def test_suggestions_equal_those_from_scoring_every_candidate(monkeypatch):
-    import anomaly.learner
+    import galsearch.anomaly.learner
 
     sorts = []
-    best_first = anomaly.learner._best_first
-    monkeypatch.setattr(anomaly.learner, "FIRST_CHUNK", 8)  # small chunks, then the full order
-    monkeypatch.setattr(anomaly.learner, "CHUNK", 64)
+    best_first = galsearch.anomaly.learner._best_first
+    monkeypatch.setattr(galsearch.anomaly.learner, "FIRST_CHUNK", 8)  # small chunks, then the full order
+    monkeypatch.setattr(galsearch.anomaly.learner, "CHUNK", 64)
     monkeypatch.setattr(
-        anomaly.learner, "_best_first", lambda b, head=None: sorts.append(head) or best_first(b, head)
+        galsearch.anomaly.learner,
+        "_best_first",
+        lambda b, head=None: sorts.append(head) or best_first(b, head),
     )
     features, _ = blobs([300, 200, 8])
     features = np.vstack([features, features[:30]])  # duplicates: tied bounds and scores
@@ -272,10 +277,10 @@ def test_ratings_outside_the_candidates_count_as_the_candidates_own():
 
 
 def test_a_loop_over_a_large_collection_chooses_among_candidates(embedded_blobs, monkeypatch):
-    import anomaly.discover
+    import galsearch.anomaly.discover
 
-    monkeypatch.setattr(anomaly.discover, "MAX_CANDIDATES", 40)
-    monkeypatch.setattr(anomaly.discover, "TOP_ANOMALIES", 10)
+    monkeypatch.setattr(galsearch.anomaly.discover, "MAX_CANDIDATES", 40)
+    monkeypatch.setattr(galsearch.anomaly.discover, "TOP_ANOMALIES", 10)
     hunt = Discovery(embedded_blobs, "s", user="ann")
     top = np.argsort(-hunt.anomaly, kind="stable")[:10]
     assert len(hunt.learner) == 40 and np.isin(top, hunt.candidates).all()
@@ -318,9 +323,9 @@ def test_cached_features_are_extended_as_galaxies_are_embedded(tmp_path):
 
 
 def test_past_the_fit_sample_appended_galaxies_are_reduced_as_the_earlier_were(tmp_path, monkeypatch):
-    import anomaly.features
+    import galsearch.anomaly.features
 
-    monkeypatch.setattr(anomaly.features, "FIT_SAMPLE", 100)
+    monkeypatch.setattr(galsearch.anomaly.features, "FIT_SAMPLE", 100)
     coll = vectors_collection(tmp_path / "c", 300)
     first = np.array(collection_features(coll))
     stamp = next((coll.path / "cache").glob("*.npz")).stat().st_mtime_ns

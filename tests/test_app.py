@@ -15,11 +15,11 @@ from conftest import TINY_ENCODER, free_port
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from anomaly import label_store, ratings_store
-from embedder import embed, open_collection
-from index import build_index, search, similar
-from ui.api import ENDPOINTS
-from ui.app import launch
+from galsearch.anomaly import label_store, ratings_store
+from galsearch.embedder import embed, open_collection
+from galsearch.index import build_index, search, similar
+from galsearch.ui.api import ENDPOINTS
+from galsearch.ui.app import launch
 
 
 @pytest.fixture

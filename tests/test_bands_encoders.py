@@ -10,9 +10,17 @@ import timm
 import torch
 from conftest import TINY_ENCODER
 
-from embedder import Collection, EncoderError, embed, encoder_of, load_encoder, open_collection, save_encoder
-from embedder.encoders import band_channels, match_bands
-from embedder.simulate_bands import (
+from galsearch.embedder import (
+    Collection,
+    EncoderError,
+    embed,
+    encoder_of,
+    load_encoder,
+    open_collection,
+    save_encoder,
+)
+from galsearch.embedder.encoders import band_channels, match_bands
+from galsearch.embedder.simulate_bands import (
     CLASSES,
     ZY_EXCESS,
     band_flux,
@@ -20,11 +28,11 @@ from embedder.simulate_bands import (
     simulate_band_galaxy,
     simulate_bands,
 )
-from embedder.stretch import Stretch
-from embedder.training.finetune import FinetuneConfig, finetune
-from embedder.training.heads import load_head
-from embedder.training.labels import read_labels
-from embedder.training.pretrain import pretrain
+from galsearch.embedder.stretch import Stretch
+from galsearch.embedder.training.finetune import FinetuneConfig, finetune
+from galsearch.embedder.training.heads import load_head
+from galsearch.embedder.training.labels import read_labels
+from galsearch.embedder.training.pretrain import pretrain
 
 ARCH = TINY_ENCODER.removeprefix("random:")
 GRIZY = ["g", "r", "i", "z", "y"]

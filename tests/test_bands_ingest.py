@@ -13,11 +13,11 @@ from astropy.table import Table
 from astropy.visualization import AsinhStretch, AsymmetricPercentileInterval
 from astropy.wcs import WCS
 
-from embedder.collection import MANIFEST, open_collection
-from embedder.errors import IngestError
-from embedder.ingest import IngestReport, ingest
-from embedder.stretch import Stretch
-from ui.cli import main
+from galsearch.embedder.collection import MANIFEST, open_collection
+from galsearch.embedder.errors import IngestError
+from galsearch.embedder.ingest import IngestReport, ingest
+from galsearch.embedder.stretch import Stretch
+from galsearch.ui.cli import main
 
 BANDS = ["g", "r", "i", "z", "y"]
 SIDE = 32
@@ -364,8 +364,8 @@ def test_cli_takes_band_names_and_zero_points(tmp_path, capsys):
 def test_a_query_cube_gives_the_collections_bands_in_its_order(tmp_path):
     from conftest import TINY_ENCODER
 
-    from embedder import embed
-    from index.query import QueryError, embed_image_file
+    from galsearch.embedder import embed
+    from galsearch.index.query import QueryError, embed_image_file
 
     (tmp_path / "cubes").mkdir()
     cubes = {f"g{i}": bands_image(RED if i % 2 else BLUE, seed=i) for i in range(4)}

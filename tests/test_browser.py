@@ -10,10 +10,10 @@ import pytest
 from conftest import TINY_ENCODER, free_port, write_blob_npz
 from PIL import Image
 
-from anomaly import label_store, ratings_store
-from embedder import embed, ingest, open_collection
-from index import build_index, similar, umap_coordinates
-from ui.app import launch
+from galsearch.anomaly import label_store, ratings_store
+from galsearch.embedder import embed, ingest, open_collection
+from galsearch.index import build_index, similar, umap_coordinates
+from galsearch.ui.app import launch
 
 pytestmark = pytest.mark.slow
 

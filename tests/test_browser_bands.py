@@ -12,8 +12,8 @@ from conftest import free_port
 from PIL import Image
 from test_browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS
 
-from embedder import ingest, open_collection
-from ui.app import launch
+from galsearch.embedder import ingest, open_collection
+from galsearch.ui.app import launch
 
 pytestmark = pytest.mark.slow
 BANDS = ["g", "r", "i", "z", "y"]

@@ -16,11 +16,11 @@ import test_browser
 from conftest import free_port
 from test_browser import WAIT_MS
 
-from embedder import open_collection
-from index import rows_in_polygon, search, umap_coordinates
-from index.projection import MAP_DIR
-from ui.app import launch
-from ui.map_tab import SIMILAR
+from galsearch.embedder import open_collection
+from galsearch.index import rows_in_polygon, search, umap_coordinates
+from galsearch.index.projection import MAP_DIR
+from galsearch.ui.app import launch
+from galsearch.ui.map_tab import SIMILAR
 
 pytestmark = pytest.mark.slow
 
@@ -188,8 +188,8 @@ def test_under_a_path_prefix_the_map_still_shows_stamps(browser, collection, coo
     import uvicorn
     from fastapi import FastAPI
 
-    from ui.app import build_app
-    from ui.map_js import MAP_JS
+    from galsearch.ui.app import build_app
+    from galsearch.ui.map_js import MAP_JS
 
     port = free_port()
     host = gr.mount_gradio_app(FastAPI(), build_app(collection), "/galsearch", head=MAP_JS, ssr_mode=False)

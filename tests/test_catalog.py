@@ -10,12 +10,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import embedder.catalog
-import embedder.collection
-from embedder import Collection, CollectionError, open_collection
-from embedder.catalog import IdIndex
-from embedder.collection import CATALOG
-from index.filters import filter_rows
+import galsearch.embedder.catalog
+import galsearch.embedder.collection
+from galsearch.embedder import Collection, CollectionError, open_collection
+from galsearch.embedder.catalog import IdIndex
+from galsearch.embedder.collection import CATALOG
+from galsearch.index.filters import filter_rows
 
 ROWS_PER_GROUP = 7  # so that a small catalog has many row groups
 FILTERS = [
@@ -56,7 +56,7 @@ def add(coll: Collection, rows: pd.DataFrame) -> None:
 @pytest.fixture
 def grouped(tmp_path, monkeypatch) -> Collection:
     """A 100-galaxy collection whose catalog file holds row groups of ROWS_PER_GROUP rows."""
-    monkeypatch.setattr(embedder.collection, "ROW_GROUP", ROWS_PER_GROUP)
+    monkeypatch.setattr(galsearch.embedder.collection, "ROW_GROUP", ROWS_PER_GROUP)
     coll = Collection.create(tmp_path / "c", (2, 2, 1), {})
     add(coll, galaxies(100))
     assert pq.ParquetFile(tmp_path / "c" / CATALOG).metadata.num_row_groups == 15
@@ -126,12 +126,12 @@ def test_a_catalog_with_duplicate_ids_is_refused(grouped):
 
 
 def test_ids_sharing_a_hash_are_told_apart(monkeypatch):
-    monkeypatch.setattr(embedder.catalog, "id_hashes", lambda ids: np.zeros(len(ids), np.uint64))
+    monkeypatch.setattr(galsearch.embedder.catalog, "id_hashes", lambda ids: np.zeros(len(ids), np.uint64))
     index = IdIndex.build(pa.chunked_array([["b", "a", "c", "a", "d"]]))
     assert index.find(["a", "d", "b", "x"]).tolist() == [1, 4, 0, -1]
     assert index.duplicates() == ["a"]
 
 
 def test_id_hashes_are_64_bit_fnv1a():
-    hashes = embedder.catalog.id_hashes(pa.array(["", "a", "foobar", "é"]))
+    hashes = galsearch.embedder.catalog.id_hashes(pa.array(["", "a", "foobar", "é"]))
     assert hashes.tolist() == [0xCBF29CE484222325, 0xAF63DC4C8601EC8C, 0x85944171F73967E8, 0x0AC21707B7181E01]

@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 from conftest import TINY_ENCODER, write_blob_npz
 
-from anomaly import label_store, ratings_store
-from anomaly.classifier import labels_from_ratings, labels_from_set, suspects, train_classifier
-from embedder import GalsearchError, embed, ingest, open_collection
-from embedder.training.crossval import cross_validate, fold_splits
-from embedder.training.finetune import FinetuneConfig
-from embedder.training.labels import read_labels
-from ui.cli import main
+from galsearch.anomaly import label_store, ratings_store
+from galsearch.anomaly.classifier import labels_from_ratings, labels_from_set, suspects, train_classifier
+from galsearch.embedder import GalsearchError, embed, ingest, open_collection
+from galsearch.embedder.training.crossval import cross_validate, fold_splits
+from galsearch.embedder.training.finetune import FinetuneConfig
+from galsearch.embedder.training.labels import read_labels
+from galsearch.ui.cli import main
 
 CPU = FinetuneConfig(device="cpu")
 FLIPPED = [3, 10, 21]  # catalog rows whose labels the tests give the other class

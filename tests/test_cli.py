@@ -16,9 +16,9 @@ from astropy.table import Table
 from conftest import TINY_ENCODER, write_blob_npz
 from PIL import Image
 
-from embedder import open_collection
-from index import load_index
-from ui.cli import main
+from galsearch.embedder import open_collection
+from galsearch.index import load_index
+from galsearch.ui.cli import main
 
 COMMANDS = [
     "ingest",
@@ -43,7 +43,7 @@ COMMANDS = [
 
 def galsearch(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "ui.cli", *args], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "galsearch.ui.cli", *args], capture_output=True, text=True, timeout=300
     )
 
 
@@ -127,7 +127,7 @@ def test_discover_interactively(tmp_path):
     assert main(["ingest", str(source), coll, "--quiet"]) == 0
     assert main(["embed", coll, "--encoder", TINY_ENCODER, "--quiet", "--device", "cpu"]) == 0
     done = subprocess.run(
-        [sys.executable, "-m", "ui.cli", "discover", coll, "--session", "s", "--user", "ann"],
+        [sys.executable, "-m", "galsearch.ui.cli", "discover", coll, "--session", "s", "--user", "ann"],
         input="4\n2\nu\nx\ns\nr\n9\nq\n",
         capture_output=True,
         text=True,
@@ -167,7 +167,7 @@ def test_map_writes_a_png(tmp_path):
 HEAVY = {"torch", "torchvision", "timm", "gradio", "umap", "sklearn", "matplotlib", "astropy", "skimage"}
 LOADED = (
     "import sys\n"
-    "from ui.cli import main\n"
+    "from galsearch.ui.cli import main\n"
     "try:\n"
     "    code = main(sys.argv[1:])\n"
     "except SystemExit as exit:\n"
@@ -185,7 +185,7 @@ def loaded_by(*args: str) -> set[str]:
 
 
 def test_importing_the_cli_and_the_packages_loads_no_heavy_library():
-    code = "import sys, ui.cli, embedder, index, anomaly; print(' '.join(sys.modules))"
+    code = "import sys, galsearch.ui.cli, galsearch.index, galsearch.anomaly; print(' '.join(sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     loaded = {name.split(".")[0] for name in done.stdout.split()}
     assert done.returncode == 0 and not loaded & (HEAVY | {"numpy", "pandas", "faiss", "scipy"})
@@ -203,9 +203,10 @@ def test_commands_load_only_what_they_need(embedded):
 
 def test_public_names_load_on_first_use_and_stay_what_they_were():
     code = (
-        "import embedder.embed, embedder.ingest, embedder, index, anomaly\n"
-        "from embedder import embed, ingest, Collection\n"
-        "assert embedder.embed is embed and embed.__module__ == 'embedder.embed', embed\n"
+        "import galsearch.embedder.embed, galsearch.embedder.ingest\n"
+        "from galsearch import embedder, index, anomaly\n"
+        "from galsearch.embedder import embed, ingest, Collection\n"
+        "assert galsearch.embedder.embed is embed and embed.__module__ == 'galsearch.embedder.embed', embed\n"
         "assert callable(ingest) and embedder.ingest.__name__ == 'ingest'\n"
         "for package in (embedder, index, anomaly):\n"
         "    assert set(package.__all__) <= set(dir(package))\n"
@@ -217,12 +218,12 @@ def test_public_names_load_on_first_use_and_stay_what_they_were():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "module 'embedder' has no attribute 'no_such_name'" in done.stdout
+    assert "module 'galsearch.embedder' has no attribute 'no_such_name'" in done.stdout
 
 
 def test_format_names_match_the_writer():
-    from index.query import FORMATS
-    from ui.cli import FORMATS as CLI_FORMATS
+    from galsearch.index.query import FORMATS
+    from galsearch.ui.cli import FORMATS as CLI_FORMATS
 
     assert CLI_FORMATS == FORMATS
 
@@ -233,9 +234,9 @@ def test_format_names_match_the_writer():
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory):
     """40 embedded blob galaxies with a trained head named "shape"."""
-    from embedder import embed, ingest
-    from embedder.training.finetune import FinetuneConfig, finetune
-    from embedder.training.labels import read_labels
+    from galsearch.embedder import embed, ingest
+    from galsearch.embedder.training.finetune import FinetuneConfig, finetune
+    from galsearch.embedder.training.labels import read_labels
 
     folder = tmp_path_factory.mktemp("tables")
     ingest(write_blob_npz(folder / "blobs.npz", 40), folder / "c", progress=False)
@@ -334,7 +335,9 @@ def completions(line: str, tmp_path) -> list[str]:
         "_ARGCOMPLETE_IFS": "\n",
         "_ARGCOMPLETE_STDOUT_FILENAME": str(answer),
     }
-    done = subprocess.run([sys.executable, "-m", "ui.cli"], env=env, capture_output=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "galsearch.ui.cli"], env=env, capture_output=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     return answer.read_text().split()
 

@@ -10,12 +10,19 @@ import pandas as pd
 import pytest
 from skimage.data import hubble_deep_field
 
-from embedder import demo
-from embedder.collection import CATALOG, IMAGES, MANIFEST, Collection
-from embedder.demo import HDF_CENTER, HDF_LABEL, SIM_STRETCH, DemoSource, build_demo, default_demo_path
-from embedder.errors import CollectionError
-from embedder.ingest import ingest
-from embedder.simulate import CLASSES, FRACTIONS, simulate_galaxies
+from galsearch.embedder import demo
+from galsearch.embedder.collection import CATALOG, IMAGES, MANIFEST, Collection
+from galsearch.embedder.demo import (
+    HDF_CENTER,
+    HDF_LABEL,
+    SIM_STRETCH,
+    DemoSource,
+    build_demo,
+    default_demo_path,
+)
+from galsearch.embedder.errors import CollectionError
+from galsearch.embedder.ingest import ingest
+from galsearch.embedder.simulate import CLASSES, FRACTIONS, simulate_galaxies
 
 N_SIM = 120
 

@@ -14,14 +14,14 @@ import pytest
 from astropy.visualization import make_lupton_rgb
 from PIL import Image
 
-from embedder import Collection, CollectionError, Stretch, open_collection
-from embedder.display import WAVELENGTHS, composite, default_rgb, rgb_channels
-from embedder.stretch import to_uint8
-from index import render_map, save_map_png
-from index.mapview import stamp_uri
-from index.projection import thumbnail_rows, umap_coordinates
-from ui.map_tab import _stamp_grid
-from ui.state import AppState
+from galsearch.embedder import Collection, CollectionError, Stretch, open_collection
+from galsearch.embedder.display import WAVELENGTHS, composite, default_rgb, rgb_channels
+from galsearch.embedder.stretch import to_uint8
+from galsearch.index import render_map, save_map_png
+from galsearch.index.mapview import stamp_uri
+from galsearch.index.projection import thumbnail_rows, umap_coordinates
+from galsearch.ui.map_tab import _stamp_grid
+from galsearch.ui.state import AppState
 
 GRIZY = ["g", "r", "i", "z", "y"]
 

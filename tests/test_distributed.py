@@ -19,8 +19,8 @@ from distributed import Client, LocalCluster
 from distributed.diagnostics.plugin import WorkerPlugin
 from PIL import Image
 
-from embedder import EncoderError, embed, ingest, load_encoder, open_collection
-from embedder.distributed import dask_client, kept_environment
+from galsearch.embedder import EncoderError, embed, ingest, load_encoder, open_collection
+from galsearch.embedder.distributed import dask_client, kept_environment
 
 ROWS, PARTITION, BATCH = 64, 16, 16
 

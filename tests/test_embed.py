@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import TINY_ENCODER, blob_images, cli_killed_after_commits, write_blob_npz
 
-from embedder import EncoderError, embed, encoder_of, ingest, load_encoder, open_collection
+from galsearch.embedder import EncoderError, embed, encoder_of, ingest, load_encoder, open_collection
 
 
 def test_embed_stores_vectors_and_fingerprint(blob_collection):
@@ -71,7 +71,7 @@ def _assert_rows_match_a_fresh_run(coll, rows: slice) -> None:
 
 @pytest.mark.slow
 def test_interrupted_embed_resumes_where_it_stopped(tmp_path, monkeypatch):
-    monkeypatch.setattr(sys.modules["embedder.embed"], "COMMIT_SECONDS", 0.0)  # commit every batch
+    monkeypatch.setattr(sys.modules["galsearch.embedder.embed"], "COMMIT_SECONDS", 0.0)  # commit every batch
     ingest(write_blob_npz(tmp_path / "c.npz", 160, size=64), tmp_path / "c", progress=False)
     encoder = load_encoder(TINY_ENCODER, "cpu")
     batches = []
@@ -96,8 +96,8 @@ def test_interrupted_embed_resumes_where_it_stopped(tmp_path, monkeypatch):
 # The CLI in a child process that commits after every batch and kills itself right after its third commit.
 KILLED_AFTER_THREE_COMMITS = cli_killed_after_commits(
     3,
-    setup="import embedder.embed\n"
-    'sys.modules["embedder.embed"].COMMIT_SECONDS = 0.0  # the module: embedder.embed names the function',
+    setup="import galsearch.embedder.embed\n"
+    'sys.modules["galsearch.embedder.embed"].COMMIT_SECONDS = 0.0  # the module, not the function',
 )
 
 
@@ -111,7 +111,7 @@ def test_killed_embed_process_resumes(tmp_path):
     assert killed.returncode == -signal.SIGKILL
     done = open_collection(tmp_path / "c").counts["embedded"]
     assert done == 3 * batch  # what was committed before the kill, and nothing half-written
-    resumed = [sys.executable, "-m", "ui.cli", *arguments]
+    resumed = [sys.executable, "-m", "galsearch.ui.cli", *arguments]
     assert subprocess.run(resumed, timeout=300).returncode == 0
     coll = open_collection(tmp_path / "c")
     assert coll.counts["embedded"] == n

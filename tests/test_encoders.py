@@ -16,9 +16,9 @@ import torch
 from conftest import TINY_ENCODER
 from safetensors import safe_open
 
-from embedder import EncoderError, load_encoder, open_collection, save_encoder
-from embedder.encoders import DEFAULT_WEIGHTS, layer_decay_groups
-from ui.cli import build_parser
+from galsearch.embedder import EncoderError, load_encoder, open_collection, save_encoder
+from galsearch.embedder.encoders import DEFAULT_WEIGHTS, layer_decay_groups
+from galsearch.ui.cli import build_parser
 
 ARCH = TINY_ENCODER.removeprefix("random:")
 
@@ -146,7 +146,7 @@ def _hub_cache(root: Path, repo: str) -> str:
 def test_hub_id_loads_from_local_cache_offline(tmp_path, blob_collection):
     digest = _hub_cache(tmp_path / "hf", "galsearch-tests/tiny-encoder")
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
-    galsearch = [sys.executable, "-m", "ui.cli", "embed", str(blob_collection.path), "--quiet"]
+    galsearch = [sys.executable, "-m", "galsearch.ui.cli", "embed", str(blob_collection.path), "--quiet"]
     done = subprocess.run(
         [*galsearch, "--encoder", "hf_hub:galsearch-tests/tiny-encoder"],
         env=env,

@@ -29,10 +29,10 @@ from astropy.table import Table
 from conftest import TINY_ENCODER
 from PIL import Image
 
-from embedder import FetchError, embed, open_collection
-from embedder.fetch import FAILURES_FILE, SURVEYS, CutoutRequest, Downloader, fetch, iau_name
-from index import QueryError, search
-from ui import cli
+from galsearch.embedder import FetchError, embed, open_collection
+from galsearch.embedder.fetch import FAILURES_FILE, SURVEYS, CutoutRequest, Downloader, fetch, iau_name
+from galsearch.index import QueryError, search
+from galsearch.ui import cli
 
 BAND_SCALE = {"g": 1.0, "r": 2.0, "i": 2.5, "z": 3.0, "y": 3.5}  # galaxies are redder than the sky
 
@@ -489,7 +489,15 @@ def test_an_interrupted_run_resumes_without_fetching_again(server, tmp_path, mon
 def test_a_killed_process_resumes_from_its_cache(server, tmp_path):
     catalog = write_catalog(tmp_path / "cat.csv", 10)
     server.hold_after(4)  # then every request hangs: the process is killed with requests in flight
-    command = [sys.executable, "-m", "ui.cli", "fetch", str(catalog), str(tmp_path / "coll"), "--quiet"]
+    command = [
+        sys.executable,
+        "-m",
+        "galsearch.ui.cli",
+        "fetch",
+        str(catalog),
+        str(tmp_path / "coll"),
+        "--quiet",
+    ]
     process = subprocess.Popen([*command, "--concurrency", "2", "--size", "32"], env=os.environ.copy())
     try:
         deadline = time.monotonic() + 240

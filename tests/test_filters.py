@@ -8,9 +8,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from embedder import Collection, open_collection
-from embedder.collection import CATALOG
-from index.filters import MAX_DEPTH, FilterError, filter_rows, parse_filter
+from galsearch.embedder import Collection, open_collection
+from galsearch.embedder.collection import CATALOG
+from galsearch.index.filters import MAX_DEPTH, FilterError, filter_rows, parse_filter
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,9 @@ def test_each_form_selects_the_rows_pandas_would(catalog, where, pandas_form):
 def test_a_collection_is_filtered_in_batches_as_its_catalog_table_is(
     collection, catalog, monkeypatch, where, pandas_form
 ):
-    monkeypatch.setattr("index.filters.BATCH_ROWS", 50)  # 3 row groups a batch, each with its dictionaries
+    monkeypatch.setattr(
+        "galsearch.index.filters.BATCH_ROWS", 50
+    )  # 3 row groups a batch, each with its dictionaries
     np.testing.assert_array_equal(filter_rows(collection, where), filter_rows(catalog, where))
 
 

@@ -9,11 +9,11 @@ import torch
 from conftest import TINY_ENCODER
 from safetensors.torch import load_file, save_file
 
-from embedder import GalsearchError, embed, load_encoder, open_collection
-from embedder.training.finetune import FinetuneConfig, finetune, learning_curve, predict
-from embedder.training.heads import HeadNet, load_head
-from embedder.training.labels import LabelError, read_labels
-from ui.cli import main
+from galsearch.embedder import GalsearchError, embed, load_encoder, open_collection
+from galsearch.embedder.training.finetune import FinetuneConfig, finetune, learning_curve, predict
+from galsearch.embedder.training.heads import HeadNet, load_head
+from galsearch.embedder.training.labels import LabelError, read_labels
+from galsearch.ui.cli import main
 
 
 @pytest.fixture

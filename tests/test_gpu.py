@@ -14,14 +14,14 @@ from conftest import TINY_ENCODER, write_blob_npz
 from test_index_scale import embedding_like
 from test_index_store import brute_force, clustered, recall
 
-from embedder import embed, ingest, load_encoder, open_collection
-from embedder.training.finetune import FinetuneConfig, finetune
-from embedder.training.heads import load_head
-from embedder.training.labels import read_labels
-from embedder.training.pretrain import pretrain
-from index import build_index, search
-from index.compressed import RERANK_FACTOR
-from index.store import index_vectors
+from galsearch.embedder import embed, ingest, load_encoder, open_collection
+from galsearch.embedder.training.finetune import FinetuneConfig, finetune
+from galsearch.embedder.training.heads import load_head
+from galsearch.embedder.training.labels import read_labels
+from galsearch.embedder.training.pretrain import pretrain
+from galsearch.index import build_index, search
+from galsearch.index.compressed import RERANK_FACTOR
+from galsearch.index.store import index_vectors
 
 DEVICE = "cuda"
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible to torch")

@@ -11,8 +11,8 @@ import timm
 import torch
 from skimage import data
 
-from embedder import EncoderError, load_encoder
-from embedder.imagenet import WEIGHTS, load_weights, timm_keys
+from galsearch.embedder import EncoderError, load_encoder
+from galsearch.embedder.imagenet import WEIGHTS, load_weights, timm_keys
 
 CAT_CLASSES = {281, 282, 283, 285}  # tabby, tiger cat, Persian cat, Egyptian cat
 COFFEE_CLASSES = {967, 968, 504}  # espresso, cup, coffee mug

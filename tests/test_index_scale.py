@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from test_index_store import brute_force, clustered, recall, vector_collection
 
-from embedder import CollectionError, open_collection
-from index.compressed import (
+from galsearch.embedder import CollectionError, open_collection
+from galsearch.index.compressed import (
     RERANK_FACTOR,
     has_block_lists,
     load_lists,
@@ -20,9 +20,17 @@ from index.compressed import (
     rerank_shortlist,
     write_lists,
 )
-from index.query import search
-from index.store import INDEX_DIR, INDEX_FILE, INFO_FILE, add_to_index, build_index, load_index, read_info
-from ui.cli import main
+from galsearch.index.query import search
+from galsearch.index.store import (
+    INDEX_DIR,
+    INDEX_FILE,
+    INFO_FILE,
+    add_to_index,
+    build_index,
+    load_index,
+    read_info,
+)
+from galsearch.ui.cli import main
 
 COMPRESSED = "IVF64,PQ16x4fs"  # 8 bytes a vector of dim 32: 4-bit fast-scan PQ
 
@@ -162,7 +170,7 @@ def test_sharded_flat_search_is_the_unsharded_exact_search(tmp_path):
 def test_sharded_search_on_a_dask_cluster_equals_the_local_one(tmp_path):
     from dask.distributed import LocalCluster
 
-    from embedder.distributed import kept_environment
+    from galsearch.embedder.distributed import kept_environment
 
     coll = sharded_collection(tmp_path)
     build_index(coll, "HNSW32", shards=3, progress=False)

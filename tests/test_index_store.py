@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from conftest import TINY_ENCODER, write_blob_npz
 
-from embedder import Collection, CollectionError, embed, ingest, open_collection
-from index.compressed import has_block_lists
-from index.store import (
+from galsearch.embedder import Collection, CollectionError, embed, ingest, open_collection
+from galsearch.index.compressed import has_block_lists
+from galsearch.index.store import (
     INDEX_DIR,
     INDEX_FILE,
     INFO_FILE,
@@ -160,7 +160,7 @@ def test_filtered_search_returns_k_allowed_rows(factory, metric):
 
 def test_exact_search_over_a_subset_in_chunks(monkeypatch):
     vectors = clustered(1000)
-    monkeypatch.setattr("index.store.CHUNK_ROWS", 64)
+    monkeypatch.setattr("galsearch.index.store.CHUNK_ROWS", 64)
     rows = np.arange(3, 1000, 3)
     queries = vectors[:5] / np.linalg.norm(vectors[:5], axis=1, keepdims=True)
     found = exact_search(vectors, rows, queries, 8, "cosine")[1]

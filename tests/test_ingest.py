@@ -15,11 +15,11 @@ from astropy.wcs import WCS
 from conftest import write_blob_npz
 from PIL import Image
 
-from embedder.collection import IMAGES, MANIFEST, CollectionError, open_collection
-from embedder.errors import IngestError
-from embedder.ingest import IngestReport, ingest
-from embedder.stretch import Stretch
-from ui.cli import main
+from galsearch.embedder.collection import IMAGES, MANIFEST, CollectionError, open_collection
+from galsearch.embedder.errors import IngestError
+from galsearch.embedder.ingest import IngestReport, ingest
+from galsearch.embedder.stretch import Stretch
+from galsearch.ui.cli import main
 
 REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gz_decals_rings_dev.npz"
 RNG = np.random.default_rng(0)

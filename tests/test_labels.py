@@ -12,9 +12,9 @@ import sys
 import pandas as pd
 import pytest
 
-from anomaly import LabelError, LabelStore, RatingsStore, check_ids, label_store
-from embedder.training.labels import read_labels
-from ui.cli import build_parser, main
+from galsearch.anomaly import LabelError, LabelStore, RatingsStore, check_ids, label_store
+from galsearch.embedder.training.labels import read_labels
+from galsearch.ui.cli import build_parser, main
 
 
 def test_label_relabel_and_sets(tmp_path):
@@ -138,8 +138,8 @@ def test_a_foreign_database_is_refused(tmp_path):
 
 KILLED_AFTER_THREE_ACTIONS = """
 import os, signal, sys
-import ui.cli
-from anomaly.labels import LabelStore
+import galsearch.ui.cli
+from galsearch.anomaly.labels import LabelStore
 label, actions = LabelStore.label, []
 def label_then_die(self, *args, **kwargs):
     stored = label(self, *args, **kwargs)
@@ -148,7 +148,7 @@ def label_then_die(self, *args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
     return stored
 LabelStore.label = label_then_die
-sys.exit(ui.cli.main())
+sys.exit(galsearch.ui.cli.main())
 """
 
 

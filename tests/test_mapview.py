@@ -12,9 +12,9 @@ import pytest
 from conftest import TINY_ENCODER, write_blob_npz
 from PIL import Image
 
-from anomaly import cluster_collection, ratings_store, score_collection
-from embedder import Collection, CollectionError, embed, ingest, open_collection
-from index import (
+from galsearch.anomaly import cluster_collection, ratings_store, score_collection
+from galsearch.embedder import Collection, CollectionError, embed, ingest, open_collection
+from galsearch.index import (
     MapSelectionError,
     map_figure,
     rows_in_box,
@@ -23,7 +23,7 @@ from index import (
     umap_coordinates,
     values_of_ids,
 )
-from index.mapview import shown_rows, stamp_uri
+from galsearch.index.mapview import shown_rows, stamp_uri
 
 N = 64
 

@@ -14,11 +14,11 @@ import torch
 from conftest import blob_images, write_blob_npz
 from safetensors import safe_open
 
-from embedder import GalsearchError, ingest, load_encoder, open_collection, save_encoder
-from embedder.imagenet import WEIGHTS
-from embedder.training.augment import Augment
-from embedder.training.pretrain import epoch_order, pretrain
-from ui.cli import main
+from galsearch.embedder import GalsearchError, ingest, load_encoder, open_collection, save_encoder
+from galsearch.embedder.imagenet import WEIGHTS
+from galsearch.embedder.training.augment import Augment
+from galsearch.embedder.training.pretrain import epoch_order, pretrain
+from galsearch.ui.cli import main
 
 TINY = {
     "architecture": "test_convnext",
@@ -238,15 +238,15 @@ def test_init_from_a_trained_checkpoint_records_how_that_was_trained(tmp_path, c
 # its third epoch: a hard kill at the same point however fast or busy the machine is.
 KILLED_AFTER_EPOCH_THREE = """
 import os, signal, sys
-import ui.cli
-from embedder.training.pretrain import _Trainer
+import galsearch.ui.cli
+from galsearch.embedder.training.pretrain import _Trainer
 save = _Trainer.save
 def save_then_die(self, epoch, step):
     save(self, epoch, step)
     if (epoch, step) == (3, 0):
         os.kill(os.getpid(), signal.SIGKILL)
 _Trainer.save = save_then_die
-sys.exit(ui.cli.main())
+sys.exit(galsearch.ui.cli.main())
 """
 
 
@@ -280,7 +280,7 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path, collection, bn_in
     killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_EPOCH_THREE, *arguments], timeout=300)
     assert killed.returncode == -signal.SIGKILL and not out.exists(), "killed before the end"
     resumed = subprocess.run(
-        [sys.executable, "-m", "ui.cli", *arguments], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "galsearch.ui.cli", *arguments], capture_output=True, text=True, timeout=300
     )
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed at epoch 3" in resumed.stdout

@@ -14,9 +14,9 @@ from PIL import Image
 from sklearn.model_selection import cross_val_score
 from sklearn.neighbors import KNeighborsClassifier
 
-from embedder import Collection, CollectionError, embed, ingest, open_collection
-from index import MapPicture, projection, render_map, save_map_png, umap_coordinates
-from index.projection import (
+from galsearch.embedder import Collection, CollectionError, embed, ingest, open_collection
+from galsearch.index import MapPicture, projection, render_map, save_map_png, umap_coordinates
+from galsearch.index.projection import (
     COORDS_FILE,
     INFO_FILE,
     MAP_DIR,

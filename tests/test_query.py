@@ -15,10 +15,10 @@ from astropy.table import Table
 from conftest import TINY_ENCODER, write_blob_npz
 from skimage.io import imsave
 
-from embedder import CollectionError, IngestError, build_demo, embed, ingest, open_collection
-from index import FilterError, QueryError, StaleIndexError, has_index, search, write_results
-from index.query import _index_of
-from ui.cli import main
+from galsearch.embedder import CollectionError, IngestError, build_demo, embed, ingest, open_collection
+from galsearch.index import FilterError, QueryError, StaleIndexError, has_index, search, write_results
+from galsearch.index.query import _index_of
+from galsearch.ui.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def blobs(blob_collection):
 
 def galsearch(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "ui.cli", *args], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "galsearch.ui.cli", *args], capture_output=True, text=True, timeout=300
     )
 
 

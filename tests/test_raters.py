@@ -16,13 +16,13 @@ import httpx
 from conftest import TINY_ENCODER, free_port
 from gradio_client import Client
 
-from anomaly import Discovery, ratings_store
-from anomaly.discover import own_session
-from embedder import embed
-from ui.app import launch
-from ui.credentials import Logins, hash_password
-from ui.discover_tab import choose_own_session
-from ui.state import AppState
+from galsearch.anomaly import Discovery, ratings_store
+from galsearch.anomaly.discover import own_session
+from galsearch.embedder import embed
+from galsearch.ui.app import launch
+from galsearch.ui.credentials import Logins, hash_password
+from galsearch.ui.discover_tab import choose_own_session
+from galsearch.ui.state import AppState
 
 KILL_AFTER = 10  # the server dies right after committing this many ratings
 RATERS, RATINGS = 3, 8  # more ratings than KILL_AFTER, so that the kill always comes
@@ -31,8 +31,8 @@ RATERS, RATINGS = 3, 8  # more ratings than KILL_AFTER, so that the kill always 
 # committed to the store, before that rating is answered: the same point however busy the machine is.
 SERVER_KILLED_AFTER_COMMITS = f"""
 import os, signal, sys, threading
-import ui.cli
-from anomaly.ratings import RatingsStore
+import galsearch.ui.cli
+from galsearch.anomaly.ratings import RatingsStore
 rate, commits, lock = RatingsStore.rate, [], threading.Lock()
 def rate_then_die(self, *args, **kwargs):
     stored = rate(self, *args, **kwargs)
@@ -42,7 +42,7 @@ def rate_then_die(self, *args, **kwargs):
             os.kill(os.getpid(), signal.SIGKILL)
     return stored
 RatingsStore.rate = rate_then_die
-sys.exit(ui.cli.main())
+sys.exit(galsearch.ui.cli.main())
 """
 
 

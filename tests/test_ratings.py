@@ -11,7 +11,7 @@ from multiprocessing import Pool
 import pytest
 from astropy.table import Table
 
-from anomaly import RatingsError, RatingsStore
+from galsearch.anomaly import RatingsError, RatingsStore
 
 
 def test_rate_latest_history_and_sessions(tmp_path):
@@ -69,7 +69,7 @@ def test_foreign_and_damaged_files_are_reported(tmp_path):
 
 WRITER = """
 import sys
-from anomaly import RatingsStore
+from galsearch.anomaly import RatingsStore
 store = RatingsStore(sys.argv[1])
 i = 0
 while True:

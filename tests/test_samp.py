@@ -26,12 +26,12 @@ from pyvo import samp
 from test_app import free_port
 from test_browser import WAIT_MS, browser  # noqa: F401 - a fixture
 
-from anomaly import Discovery
-from embedder import embed, ingest, open_collection
-from index import build_index, search
-from ui import samp as galsamp
-from ui.app import launch
-from ui.cli import main
+from galsearch.anomaly import Discovery
+from galsearch.embedder import embed, ingest, open_collection
+from galsearch.index import build_index, search
+from galsearch.ui import samp as galsamp
+from galsearch.ui.app import launch
+from galsearch.ui.cli import main
 
 WAIT_S = 30  # for a message to arrive (it comes at once; this only bounds a failing test)
 ANSWER_AFTER_S = 0.2
@@ -206,7 +206,18 @@ def test_a_refusal_is_reported(hub):
 
 def test_cli_search_discover_and_anomalies_send(collection, receiver, home, capsys):
     done = subprocess.run(
-        [sys.executable, "-m", "ui.cli", "search", str(collection), "--id", "sky-005", "-k", "4", "--samp"],
+        [
+            sys.executable,
+            "-m",
+            "galsearch.ui.cli",
+            "search",
+            str(collection),
+            "--id",
+            "sky-005",
+            "-k",
+            "4",
+            "--samp",
+        ],
         capture_output=True,
         text=True,
         timeout=300,

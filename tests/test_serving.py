@@ -20,12 +20,12 @@ import uvicorn
 from conftest import TINY_ENCODER, free_port, write_blob_npz
 from gradio_client import Client
 
-from embedder import embed, ingest, open_collection
-from index import build_index
-from ui.access import LoginThrottle
-from ui.app import launch
-from ui.cli import main
-from ui.credentials import CredentialsError, Logins, hash_password, login_from_env, verify_password
+from galsearch.embedder import embed, ingest, open_collection
+from galsearch.index import build_index
+from galsearch.ui.access import LoginThrottle
+from galsearch.ui.app import launch
+from galsearch.ui.cli import main
+from galsearch.ui.credentials import CredentialsError, Logins, hash_password, login_from_env, verify_password
 
 ANN, BOB = "ann's long secret", "bob's other secret"
 
@@ -200,7 +200,10 @@ def test_galsearch_serve_takes_a_login_from_the_environment_or_with_a_warning_fr
     command = ["serve", str(coll.path), "--port", str(port), "--root-path", "/galsearch/"]
     command += ["--auth", f"ann:{ANN}"] if given == "--auth" else []
     server = subprocess.Popen(
-        [sys.executable, "-m", "ui.cli", *command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        [sys.executable, "-m", "galsearch.ui.cli", *command],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as browser:

@@ -20,16 +20,16 @@ from astropy.table import Table
 from conftest import TINY_ENCODER, free_port
 from gradio_client import Client, handle_file
 
-import embedder.training.labels
-from anomaly import RatingsError, ratings_store
-from embedder import GalsearchError, IngestError, embed, open_collection
-from embedder.sources import MAX_CUTOUT_PIXELS, read_image_file
-from embedder.training.finetune import FinetuneConfig, finetune, predict
-from embedder.training.labels import LabelError, read_labels
-from index import FilterError, build_index, search
-from ui.access import is_public
-from ui.app import launch
-from ui.cli import main
+import galsearch.embedder.training.labels
+from galsearch.anomaly import RatingsError, ratings_store
+from galsearch.embedder import GalsearchError, IngestError, embed, open_collection
+from galsearch.embedder.sources import MAX_CUTOUT_PIXELS, read_image_file
+from galsearch.embedder.training.finetune import FinetuneConfig, finetune, predict
+from galsearch.embedder.training.labels import LabelError, read_labels
+from galsearch.index import FilterError, build_index, search
+from galsearch.ui.access import is_public
+from galsearch.ui.app import launch
+from galsearch.ui.cli import main
 
 # ---- the collection, served with and without a login ----------------------------------------------
 
@@ -39,7 +39,7 @@ def coll(tmp_path_factory):
     """An embedded, indexed 64-galaxy collection."""
     from conftest import write_blob_npz
 
-    from embedder import ingest
+    from galsearch.embedder import ingest
 
     folder = tmp_path_factory.mktemp("untrusted")
     ingest(write_blob_npz(folder / "blobs.npz", 64), folder / "blobs", progress=False)
@@ -113,7 +113,17 @@ def test_hostile_filters_are_refused_by_the_cli(coll, marker, attack, capsys):
 def test_a_hostile_filter_in_a_real_cli_process(coll, marker):
     attack = FILTER_ATTACKS[0].format(marker=marker)
     done = subprocess.run(
-        [sys.executable, "-m", "ui.cli", "search", str(coll.path), "--id", "blob-0-0003", "--where", attack],
+        [
+            sys.executable,
+            "-m",
+            "galsearch.ui.cli",
+            "search",
+            str(coll.path),
+            "--id",
+            "blob-0-0003",
+            "--where",
+            attack,
+        ],
         capture_output=True,
         text=True,
         timeout=300,
@@ -265,7 +275,7 @@ def test_ids_with_path_characters_are_just_unknown_ids(coll, tmp_path):
 
 
 def test_wrong_types_and_too_many_classes_are_refused(coll, tmp_path, monkeypatch):
-    monkeypatch.setattr(embedder.training.labels, "MAX_CLASSES", 20)  # 64 galaxies here, not 101
+    monkeypatch.setattr(galsearch.embedder.training.labels, "MAX_CLASSES", 20)  # 64 galaxies here, not 101
     ids = coll.catalog["id"]
     pd.DataFrame({"id": ids, "label": range(len(ids))}).to_csv(tmp_path / "ids.csv", index=False)
     with pytest.raises(LabelError, match="64 different labels; a classifier takes at most 20 classes"):

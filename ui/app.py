@@ -17,7 +17,7 @@ import gradio as gr
 import pandas as pd
 from starlette.middleware import Middleware
 
-from embedder import describe
+from galsearch.embedder import describe
 
 from . import band_picker, classify_tab, discover_tab, map_js, map_tab, search_tab
 from .access import LoginRequired, LoginThrottle, ThrottledLogin

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from embedder import GalsearchError, open_collection
+from galsearch.embedder import GalsearchError, open_collection
 
 from .state import AppState
 

@@ -7,15 +7,15 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
-from anomaly import ratings_store
-from anomaly.classifier import labels_from_ratings, labels_from_set, suspects, train_classifier
-from embedder import GalsearchError
-from embedder.storage import safe_name
-from embedder.training.finetune import FinetuneConfig, learning_curve, predict, summarize_curve
-from embedder.training.heads import head_folder
-from embedder.training.labels import Labels, read_labels
-from embedder.training.plots import plot_learning_curve
-from index import write_results
+from galsearch.anomaly import ratings_store
+from galsearch.anomaly.classifier import labels_from_ratings, labels_from_set, suspects, train_classifier
+from galsearch.embedder import GalsearchError
+from galsearch.embedder.storage import safe_name
+from galsearch.embedder.training.finetune import FinetuneConfig, learning_curve, predict, summarize_curve
+from galsearch.embedder.training.heads import head_folder
+from galsearch.embedder.training.labels import Labels, read_labels
+from galsearch.embedder.training.plots import plot_learning_curve
+from galsearch.index import write_results
 
 from . import label_bar
 from .samp import SERVER_SIDE, send_table

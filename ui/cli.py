@@ -19,13 +19,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from embedder.errors import GalsearchError
+import galsearch
+from galsearch.embedder.errors import GalsearchError
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from anomaly import Discovery
-    from embedder import Stretch
+    from galsearch.anomaly import Discovery
+    from galsearch.embedder import Stretch
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 SURVEYS = ("legacy", "sdss", "panstarrs")  # embedder.fetch.SURVEYS, named here so that --help stays fast
@@ -75,7 +76,7 @@ def _stretch(args: argparse.Namespace) -> Stretch | None:
     defaults filling in; None without any, which means the collection's own (or the default)."""
     from dataclasses import replace
 
-    from embedder import Stretch
+    from galsearch.embedder import Stretch
 
     given = {"kind": args.stretch, "a": args.softening, "joint": False if args.per_channel else None}
     if args.percentiles:
@@ -88,7 +89,7 @@ def _stretch(args: argparse.Namespace) -> Stretch | None:
 
 
 def cmd_ingest(args: argparse.Namespace) -> None:
-    from embedder import ingest
+    from galsearch.embedder import ingest
 
     report = ingest(
         args.source,
@@ -109,7 +110,7 @@ def cmd_ingest(args: argparse.Namespace) -> None:
 
 
 def cmd_fetch(args: argparse.Namespace) -> None:
-    from embedder import fetch
+    from galsearch.embedder import fetch
 
     report = fetch(
         args.catalog,
@@ -132,7 +133,7 @@ def cmd_fetch(args: argparse.Namespace) -> None:
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
-    from embedder import DEFAULT_ENCODER, embed
+    from galsearch.embedder import DEFAULT_ENCODER, embed
 
     report = embed(
         args.collection,
@@ -150,7 +151,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
-    from embedder.training.pretrain import pretrain
+    from galsearch.embedder.training.pretrain import pretrain
 
     report = pretrain(
         args.collections,
@@ -178,8 +179,8 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
 
 def cmd_index(args: argparse.Namespace) -> None:
-    from embedder import GalsearchError, open_collection
-    from index import add_to_index, build_index, has_index, read_info
+    from galsearch.embedder import GalsearchError, open_collection
+    from galsearch.index import add_to_index, build_index, has_index, read_info
 
     coll = open_collection(args.collection)
     if args.rebuild or not has_index(coll):
@@ -212,7 +213,7 @@ def cmd_search(args: argparse.Namespace) -> None:
         args.usage_error("--ra and --dec go together")
     if args.fetch and args.ra is None:
         args.usage_error("--fetch is for a position: give --ra and --dec")
-    from index import search, write_results
+    from galsearch.index import search, write_results
 
     found = search(
         args.collection,
@@ -246,8 +247,8 @@ def cmd_search(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    from embedder.collection import open_collection
-    from embedder.embed import describe
+    from galsearch.embedder.collection import open_collection
+    from galsearch.embedder.embed import describe
 
     coll = open_collection(args.collection)
     as_json = args.format == "json" or (args.format is None and args.output and args.output.suffix == ".json")
@@ -290,7 +291,7 @@ def _say(args: argparse.Namespace, message: str) -> None:
 
 def _write_table(args: argparse.Namespace, table: pd.DataFrame, name: str) -> None:
     """Write ``table`` as --format / --output ask (format from the file's suffix when not given)."""
-    from index.query import write_results
+    from galsearch.index.query import write_results
 
     write_results(table, args.output, args.format)
     if args.output is not None:
@@ -298,8 +299,8 @@ def _write_table(args: argparse.Namespace, table: pd.DataFrame, name: str) -> No
 
 
 def cmd_anomalies(args: argparse.Namespace) -> None:
-    from anomaly.scores import score_collection
-    from embedder.collection import open_collection
+    from galsearch.anomaly.scores import score_collection
+    from galsearch.embedder.collection import open_collection
 
     coll = open_collection(args.collection)
     scores = score_collection(coll, args.method, args.dim)
@@ -317,7 +318,7 @@ def cmd_anomalies(args: argparse.Namespace) -> None:
 
 def _send(table: pd.DataFrame, name: str) -> None:
     """Broadcast ``table`` to the tools on this machine's SAMP hub (TOPCAT, ...) and say so on stderr."""
-    from ui.samp import send_table
+    from galsearch.ui.samp import send_table
 
     print(send_table(table, name), file=sys.stderr)
 
@@ -339,7 +340,7 @@ def cmd_discover(args: argparse.Namespace) -> None:
         args.usage_error("--format and --output are for the --next or --ranking table: give one of them")
     if not _as_text(args) and args.next and args.ranking:
         args.usage_error("--format and --output write one table: give --next or --ranking, not both")
-    from anomaly.discover import Discovery
+    from galsearch.anomaly.discover import Discovery
 
     hunt = Discovery(args.collection, args.session, user=args.user, anomaly_method=args.anomaly)
     scripted = args.rate or args.undo or args.next or args.ranking or args.export
@@ -426,8 +427,8 @@ def cmd_label(args: argparse.Namespace) -> None:
         args.usage_error(
             "--format and --output write the table shown without --add, --remove, --undo, --export"
         )
-    from anomaly.labels import check_ids, label_store
-    from embedder.collection import open_collection
+    from galsearch.anomaly.labels import check_ids, label_store
+    from galsearch.embedder.collection import open_collection
 
     coll = open_collection(args.collection)
     store = label_store(coll.path)
@@ -464,8 +465,8 @@ def cmd_label(args: argparse.Namespace) -> None:
 
 
 def cmd_clusters(args: argparse.Namespace) -> None:
-    from anomaly.clusters import cluster_collection
-    from embedder.collection import open_collection
+    from galsearch.anomaly.clusters import cluster_collection
+    from galsearch.embedder.collection import open_collection
 
     report = cluster_collection(open_collection(args.collection), args.dim, args.max_clusters, show=args.show)
     if _as_text(args):
@@ -488,13 +489,13 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         args.usage_error("--positive-at goes with --from-ratings")
     if args.folds is not None and (args.test_labels or args.curve):
         args.usage_error("--folds measures by cross-validation: leave out --test-labels and --curve")
-    from anomaly.classifier import labels_from_ratings, labels_from_set
-    from embedder import open_collection
-    from embedder.storage import safe_name
-    from embedder.training.finetune import FinetuneConfig, finetune, learning_curve, summarize_curve
-    from embedder.training.heads import head_folder
-    from embedder.training.labels import read_labels
-    from embedder.training.plots import plot_learning_curve
+    from galsearch.anomaly.classifier import labels_from_ratings, labels_from_set
+    from galsearch.embedder import open_collection
+    from galsearch.embedder.storage import safe_name
+    from galsearch.embedder.training.finetune import FinetuneConfig, finetune, learning_curve, summarize_curve
+    from galsearch.embedder.training.heads import head_folder
+    from galsearch.embedder.training.labels import read_labels
+    from galsearch.embedder.training.plots import plot_learning_curve
 
     coll = open_collection(args.collection)
     if args.from_ratings is not None:
@@ -556,10 +557,10 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 
 
 def cmd_suspects(args: argparse.Namespace) -> None:
-    from anomaly.classifier import labels_from_set, suspects
-    from embedder import open_collection
-    from embedder.training.finetune import FinetuneConfig
-    from embedder.training.labels import read_labels
+    from galsearch.anomaly.classifier import labels_from_set, suspects
+    from galsearch.embedder import open_collection
+    from galsearch.embedder.training.finetune import FinetuneConfig
+    from galsearch.embedder.training.labels import read_labels
 
     coll = open_collection(args.collection)
     if args.labels is not None:
@@ -582,9 +583,9 @@ def cmd_suspects(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from embedder import open_collection
-    from embedder.training.finetune import predict
-    from embedder.training.heads import HEAD_FILE
+    from galsearch.embedder import open_collection
+    from galsearch.embedder.training.finetune import predict
+    from galsearch.embedder.training.heads import HEAD_FILE
 
     coll = open_collection(args.collection)
     head = Path(args.head) if Path(args.head, HEAD_FILE).is_file() else args.head  # a folder, or a name
@@ -596,8 +597,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_map(args: argparse.Namespace) -> None:
-    from embedder import open_collection
-    from index import render_map, save_map_png
+    from galsearch.embedder import open_collection
+    from galsearch.index import render_map, save_map_png
 
     picture = render_map(
         open_collection(args.collection), args.color_by, thumbnails=args.thumbnails, size=tuple(args.size)
@@ -607,7 +608,7 @@ def cmd_map(args: argparse.Namespace) -> None:
 
 
 def cmd_display(args: argparse.Namespace) -> None:
-    from embedder.collection import open_collection
+    from galsearch.embedder.collection import open_collection
 
     coll = open_collection(args.collection)
     if args.rgb is not None:
@@ -623,9 +624,9 @@ def _band_names(text: str) -> list[str]:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from anomaly.discover import DEFAULT_SESSION, Discovery
-    from embedder import DEFAULT_ENCODER, build_demo, default_demo_path, embed
-    from index import build_index, umap_coordinates
+    from galsearch.anomaly.discover import DEFAULT_SESSION, Discovery
+    from galsearch.embedder import DEFAULT_ENCODER, build_demo, default_demo_path, embed
+    from galsearch.index import build_index, umap_coordinates
 
     auth = None if args.no_serve else _login(args)  # read before the build, so that a bad one fails at once
     path = args.path or default_demo_path()
@@ -650,7 +651,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 def cmd_passwd(args: argparse.Namespace) -> None:
     from getpass import getpass
 
-    from ui.credentials import check_user, hash_password
+    from galsearch.ui.credentials import check_user, hash_password
 
     check_user(args.user)
     if sys.stdin.isatty():  # typed, not echoed; getpass prompts on the terminal, so stdout stays USER:HASH
@@ -663,7 +664,7 @@ def cmd_passwd(args: argparse.Namespace) -> None:
 
 
 def _serve(collection: Path, args: argparse.Namespace, auth: object) -> None:
-    from ui.app import launch
+    from galsearch.ui.app import launch
 
     launch(collection, host=args.host, port=args.port, auth=auth, root_path=args.root_path or "")
 
@@ -671,7 +672,7 @@ def _serve(collection: Path, args: argparse.Namespace, auth: object) -> None:
 def _login(args: argparse.Namespace) -> object:
     """The login the server options ask for (ui.credentials.Logins, (user, password) or None): --auth-file,
     else --auth (with a warning: `ps` shows it), else $GALSEARCH_AUTH."""
-    from ui.credentials import Logins, login_from_env, parse_login
+    from galsearch.ui.credentials import Logins, login_from_env, parse_login
 
     if args.auth_file is not None:
         return Logins.from_file(args.auth_file)
@@ -784,16 +785,6 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _version() -> str:
-    """The installed galsearch's version (pyproject.toml's)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("galsearch")
-    except PackageNotFoundError:
-        return "(not installed: run `pip install -e .`)"
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every galsearch command."""
     parser = argparse.ArgumentParser(
@@ -801,7 +792,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Similarity search, anomaly ranking and fine-tuning for galaxy images.",
         epilog="Run `galsearch COMMAND --help` for the options of a command.",
     )
-    parser.add_argument("--version", action="version", version=f"galsearch {_version()}")
+    parser.add_argument("--version", action="version", version=f"galsearch {galsearch.__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, func: Callable, help: str) -> argparse.ArgumentParser:

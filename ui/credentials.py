@@ -18,7 +18,7 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
-from embedder.errors import GalsearchError
+from galsearch.embedder.errors import GalsearchError
 
 ENV_VAR = "GALSEARCH_AUTH"
 # scrypt's cost: 2**15 x 8 x 128 bytes = 32 MiB and about 0.1 s of one core per check (werkzeug's choice)

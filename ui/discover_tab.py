@@ -7,10 +7,10 @@ from dataclasses import asdict
 import gradio as gr
 import pandas as pd
 
-from anomaly import Discovery, ratings_store
-from anomaly.discover import DEFAULT_SESSION, own_session
-from embedder import GalsearchError
-from embedder.storage import safe_name
+from galsearch.anomaly import Discovery, ratings_store
+from galsearch.anomaly.discover import DEFAULT_SESSION, own_session
+from galsearch.embedder import GalsearchError
+from galsearch.embedder.storage import safe_name
 
 from . import label_bar
 from .samp import SERVER_SIDE, send_table

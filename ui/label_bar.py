@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from anomaly.labels import check_ids, label_store
-from embedder import GalsearchError
+from galsearch.anomaly.labels import check_ids, label_store
+from galsearch.embedder import GalsearchError
 
 from .state import AppState, ids_in, user_of
 

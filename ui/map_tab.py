@@ -13,12 +13,12 @@ from functools import lru_cache
 import gradio as gr
 import numpy as np
 
-from anomaly import ratings_store
-from anomaly.discover import DEFAULT_SESSION
-from embedder import GalsearchError
-from index import map_figure, rows_in_selection, search, values_of_ids, write_results
-from index.mapview import stamp_uri
-from index.projection import has_map, umap_coordinates, umap_seconds
+from galsearch.anomaly import ratings_store
+from galsearch.anomaly.discover import DEFAULT_SESSION
+from galsearch.embedder import GalsearchError
+from galsearch.index import map_figure, rows_in_selection, search, values_of_ids, write_results
+from galsearch.index.mapview import stamp_uri
+from galsearch.index.projection import has_map, umap_coordinates, umap_seconds
 
 from . import label_bar
 from .samp import SERVER_SIDE, send_table

@@ -25,8 +25,8 @@ import pandas as pd
 from pyvo.samp import SAMPHubProxy
 from pyvo.samp.utils import SAMPXXEServerProxy, ServerProxyPool, get_safe_parser
 
-from embedder.errors import GalsearchError
-from index import write_results
+from galsearch.embedder.errors import GalsearchError
+from galsearch.index import write_results
 
 TIMEOUT_S = 3.0
 ANSWER_S = 10  # how long a tool may take to answer that it loaded a table or moved to a position

@@ -6,8 +6,8 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
-from embedder import GalsearchError
-from index import search, write_results
+from galsearch.embedder import GalsearchError
+from galsearch.index import search, write_results
 
 from . import label_bar
 from .samp import SERVER_SIDE, point_at, send_table

@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 from pandas.io.formats.style import Styler
 
-from anomaly import Discovery
-from embedder import Collection, open_collection
-from embedder.collection import MANIFEST
+from galsearch.anomaly import Discovery
+from galsearch.embedder import Collection, open_collection
+from galsearch.embedder.collection import MANIFEST
 
 MAX_LOOPS = 64  # discovery loops kept in memory (each ~30 bytes per candidate galaxy; features and GP basis
 # are memory maps they share); older ones reload from the store when used again

@@ -7,7 +7,7 @@ Public names load their submodule on first use, like ``embedder``'s.
 
 from typing import TYPE_CHECKING
 
-from embedder.lazy import lazy_package
+from galsearch.embedder.lazy import lazy_package
 
 if TYPE_CHECKING:
     from .finetune import FinetuneResult, auto_tune, finetune, learning_curve, predict
