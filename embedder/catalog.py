@@ -1,29 +1,35 @@
-"""Narrow reads of a collection's catalog file: chosen rows, chosen columns, and ids looked up by hash.
+"""Narrow reads of a collection's catalog: chosen rows, chosen columns, and ids looked up by hash.
 
 A catalog of ten million galaxies is gigabytes as a pandas DataFrame; commands that need a few rows
 (search results), a few columns (a filter) or the rows of some ids read only those from the parquet
-file, whose row groups (:data:`ROW_GROUP` rows each) are the unit of reading.
+files, whose row groups (:data:`ROW_GROUP` rows each) are the unit of reading.
 
-Ids are found through an id index kept in the collection, ``cache/ids-DIGEST.arrow``: every id with its
-row, sorted by the id's 64-bit FNV-1a hash, in an uncompressed Arrow file that is memory-mapped, so a
-lookup touches a few pages (a binary search of the hashes, then the ids compared exactly) whatever the
-catalog's size. ``DIGEST`` names the catalog file's state (size, modification time, rows): a rewritten
-catalog is indexed afresh on its first lookup (the ids found more than once are kept with it, so opening a
+A catalog is stored in parts (:class:`Catalog`): parquet files of rows appended in order, each read up to
+the number of rows the collection's manifest counts in it (rows past it were written by a writer that did
+not commit), and column files, each holding one column set for the first rows of the catalog (later rows
+take the column from the parts). Appending rows writes a part; replacing a column writes its file.
+
+Ids are found through an id index per part, kept in the collection as ``cache/ids-DIGEST.arrow``: every
+id of the part with its row, sorted by the id's 64-bit FNV-1a hash, in an uncompressed Arrow file that is
+memory-mapped, so a lookup touches a few pages (a binary search of the hashes, then the ids compared
+exactly) whatever the catalog's size. ``DIGEST`` names the part file's state (size, modification time,
+rows): a part is indexed when it is written (parts merged: their indexes merged), a part changed by other
+means is indexed afresh on its first lookup (the ids found more than once are kept with it, so opening a
 collection checks them without a pass over its ids), and a collection that cannot be written to keeps its
-index in memory.
+indexes in memory.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
+from .errors import CollectionError
 from .storage import atomic_write
 
 if TYPE_CHECKING:
@@ -37,9 +43,9 @@ FNV_PRIME = np.uint64(0x100000001B3)
 
 
 class CatalogFile:
-    """The layout of one state of a catalog parquet file: rows, columns and row-group boundaries."""
+    """One parquet file of a catalog, read up to ``rows`` rows (default: all): rows, columns, row groups."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, rows: int | None = None):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -47,62 +53,152 @@ class CatalogFile:
         stat = self.path.stat()
         with pq.ParquetFile(self.path) as file:  # not pq.read_table, which imports pyarrow.dataset, pandas
             meta = file.metadata
-            schema = file.schema_arrow
-            self.names = [name for name in schema.names if not name.startswith("__index")]
+            self.schema = file.schema_arrow
+            self.names = [name for name in self.schema.names if not name.startswith("__index")]
             self.text = {
-                f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+                f.name for f in self.schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
             }
             sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
-        self.num_rows = int(meta.num_rows)
-        self.starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])  # row group g: starts[g:g+2]
+        self.file_rows = int(meta.num_rows)
+        self.num_rows = self.file_rows if rows is None else min(int(rows), self.file_rows)
+        starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+        groups = int(np.searchsorted(starts, self.num_rows, side="left"))  # groups holding the rows read
+        self.starts = np.append(starts[:groups], self.num_rows) if groups else np.zeros(1, np.int64)
         self.state = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "rows": self.num_rows}
 
-    def columns(self, names: Sequence[str]) -> pd.DataFrame:
-        """Every row of the columns ``names``, as a DataFrame."""
+    def read(self, names: Sequence[str], start: int, stop: int, dictionary: bool = False) -> pa.Table:
+        """Rows ``start`` to ``stop`` of the columns ``names`` (text columns as Arrow dictionaries with
+        ``dictionary``), reading only the row groups that hold them."""
         import pyarrow.parquet as pq
 
-        with pq.ParquetFile(self.path) as file:
-            return file.read(columns=list(names)).to_pandas()
+        first = int(np.searchsorted(self.starts, start, side="right")) - 1
+        last = int(np.searchsorted(self.starts, stop, side="left"))
+        read_dictionary = [name for name in names if name in self.text] if dictionary else None
+        with pq.ParquetFile(self.path, read_dictionary=read_dictionary) as file:
+            table = file.read_row_groups(list(range(max(first, 0), last)), columns=list(names))
+        return table.slice(start - self.starts[max(first, 0)], stop - start)
 
-    def batches(self, names: Sequence[str], rows: int) -> Iterator[pa.RecordBatch]:
-        """Every row of the columns ``names``, in order, in batches of whole row groups of about ``rows``
-        rows, text columns as Arrow dictionaries: a reader holds one batch rather than whole columns."""
-        import pyarrow.parquet as pq
-
-        groups = len(self.starts) - 1
-        step = max(1, rows * groups // max(self.num_rows, 1))
-        dictionary = [name for name in names if name in self.text]
-        with pq.ParquetFile(self.path, read_dictionary=dictionary) as file:
-            for first in range(0, groups, step):
-                table = file.read_row_groups(
-                    list(range(first, min(first + step, groups))), columns=list(names)
-                )
-                yield from table.unify_dictionaries().combine_chunks().to_batches()
-
-    def column(self, name: str) -> pa.ChunkedArray:
-        """Every row of the column ``name``, as Arrow (an id column stays compact strings)."""
-        import pyarrow.parquet as pq
-
-        with pq.ParquetFile(self.path) as file:
-            return file.read(columns=[name]).column(name)
-
-    def rows(self, rows: np.ndarray, columns: Sequence[str] | None = None) -> pd.DataFrame:
-        """The catalog rows ``rows`` (in that order, repeats kept) of ``columns`` (default: all), reading
-        only the row groups that hold them."""
+    def take(self, names: Sequence[str], rows: np.ndarray) -> pa.Table:
+        """The rows ``rows`` (in that order, repeats kept) of the columns ``names``, reading only the
+        row groups that hold them."""
         import pyarrow.parquet as pq
 
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-        if len(rows) and (rows.min() < 0 or rows.max() >= self.num_rows):
-            raise IndexError(f"catalog rows must lie in 0..{self.num_rows - 1}")
         groups = np.searchsorted(self.starts, rows, side="right") - 1
         needed = np.unique(groups)
         sizes = np.diff(self.starts)[needed]
         placed = np.cumsum(sizes) - sizes  # where each needed group starts in the table read
         local = placed[np.searchsorted(needed, groups)] + rows - self.starts[groups]
         with pq.ParquetFile(self.path) as file:
-            names = self.names if columns is None else list(columns)
-            table = file.read_row_groups(needed.tolist(), columns=names)
-        return table.take(local).to_pandas()
+            table = file.read_row_groups(needed.tolist(), columns=list(names))
+        return table.take(local)
+
+
+class Catalog:
+    """A catalog stored as ``parts`` (files of rows appended in order) and ``overlays`` (a column's file
+    of its values for the first rows, later rows taking the column from the parts)."""
+
+    def __init__(self, parts: list[CatalogFile], overlays: dict[str, CatalogFile]):
+        import pyarrow as pa
+
+        self.parts, self.overlays = parts, overlays
+        self.starts = np.concatenate([[0], np.cumsum([p.num_rows for p in parts], dtype=np.int64)])
+        self.num_rows = int(self.starts[-1])
+        names = [name for part in parts for name in part.names]
+        self.names = list(dict.fromkeys([*names, *overlays]))
+        self.types: dict[str, pa.DataType] = {}
+        for name in self.names:
+            types = [f.schema.field(name).type for f in (*parts, *overlays.values()) if name in f.names]
+            try:
+                unified = pa.unify_schemas(
+                    [pa.schema([(name, t)]) for t in types], promote_options="permissive"
+                )
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                raise CollectionError(f"the catalog column {name!r} has types {types} in its files") from exc
+            self.types[name] = unified.field(name).type
+        self.text = {n for n, t in self.types.items() if pa.types.is_string(t) or pa.types.is_large_string(t)}
+        self.metadata = parts[0].schema.metadata if parts else None
+
+    def _segments(self, name: str) -> list[tuple[CatalogFile, int, int, int]]:
+        """Where the column ``name`` is read: (file, first row, end row, the file's row at the first)."""
+        start = self.overlays[name].num_rows if name in self.overlays else 0
+        segments = [(self.overlays[name], 0, start, 0)] if start else []
+        for part, first, end in zip(self.parts, self.starts[:-1], self.starts[1:], strict=True):
+            if end > start:
+                segments.append((part, max(first, start), end, max(start - first, 0)))
+        return segments
+
+    def _gather(
+        self, names: Sequence[str], start: int, stop: int, rows: np.ndarray | None, dictionary: bool = False
+    ) -> pa.Table:
+        """Rows ``start`` to ``stop`` of the columns ``names``, or only the sorted ``rows`` among them."""
+        import pyarrow as pa
+
+        plan: dict[tuple[int, int, int, int], list[str]] = {}
+        files: dict[int, CatalogFile] = {}
+        for name in names:
+            for file, first, end, offset in self._segments(name):
+                if first < stop and end > start:
+                    files[id(file)] = file
+                    plan.setdefault((first, id(file), end, offset), []).append(name)
+        chunks: dict[str, list[tuple[int, pa.Array]]] = {name: [] for name in names}
+        for (first, key, end, offset), wanted in plan.items():
+            file, lo, hi = files[key], max(first, start), min(end, stop)
+            present = [name for name in wanted if name in file.names]
+            if rows is None:
+                table = file.read(present, lo - first + offset, hi - first + offset, dictionary)
+            else:
+                chosen = rows[np.searchsorted(rows, lo) : np.searchsorted(rows, hi)]
+                table = file.take(present, chosen - first + offset)
+            for name in wanted:
+                target = self._type(name, dictionary)
+                column = table.column(name) if name in present else pa.nulls(table.num_rows, target)
+                chunks[name].append((first, column.cast(target)))
+        columns = {}
+        for name in names:
+            parts = [c for _, c in sorted(chunks[name], key=lambda item: item[0])]
+            pieces = [a for c in parts for a in (c.chunks if isinstance(c, pa.ChunkedArray) else [c])]
+            columns[name] = pa.chunked_array(pieces, type=self._type(name, dictionary))
+        return pa.table(columns, metadata=self.metadata) if names else pa.table({})
+
+    def _type(self, name: str, dictionary: bool) -> pa.DataType:
+        import pyarrow as pa
+
+        if dictionary and name in self.text:
+            return pa.dictionary(pa.int32(), self.types[name])
+        return self.types[name]
+
+    def table(self, names: Sequence[str] | None = None) -> pa.Table:
+        """Every row of the columns ``names`` (default: all), as Arrow."""
+        return self._gather(self.names if names is None else list(names), 0, self.num_rows, None)
+
+    def columns(self, names: Sequence[str]) -> pd.DataFrame:
+        """Every row of the columns ``names``, as a DataFrame."""
+        return self.table(names).to_pandas()
+
+    def batches(self, names: Sequence[str], rows: int) -> Iterator[pa.RecordBatch]:
+        """Every row of the columns ``names``, in order, in batches of about ``rows`` rows (whole row
+        groups of each part), text columns as Arrow dictionaries: a reader holds one batch at a time."""
+        for part, first in zip(self.parts, self.starts[:-1], strict=True):
+            groups = len(part.starts) - 1
+            step = max(1, rows * groups // max(part.num_rows, 1))
+            for g in range(0, groups, step):
+                lo, hi = first + part.starts[g], first + part.starts[min(g + step, groups)]
+                table = self._gather(list(names), int(lo), int(hi), None, dictionary=True)
+                yield from table.unify_dictionaries().combine_chunks().to_batches()
+
+    def rows(self, rows: np.ndarray, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """The catalog rows ``rows`` (in that order, repeats kept) of ``columns`` (default: all), reading
+        only the row groups that hold them."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if len(rows) and (rows.min() < 0 or rows.max() >= self.num_rows):
+            raise IndexError(f"catalog rows must lie in 0..{self.num_rows - 1}")
+        order = np.argsort(rows, kind="stable")
+        names = self.names if columns is None else list(columns)
+        table = self._gather(names, 0, self.num_rows, rows[order])
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        return table.take(inverse).to_pandas()
 
 
 def id_hashes(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -138,38 +234,64 @@ class IdIndex:
         self._places: np.ndarray | None = None
 
     @classmethod
-    def build(cls, ids: pa.ChunkedArray) -> IdIndex:
+    def build(cls, ids: pa.ChunkedArray | pa.Array) -> IdIndex:
         """The index of a catalog's id column (row i holds ids[i])."""
         import pyarrow as pa
 
-        ids = ids.cast(pa.large_string()).combine_chunks()
-        hashes = id_hashes(ids)
+        ids = ids.cast(pa.large_string())
+        ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+        return cls._sorted(id_hashes(ids), np.arange(len(ids), dtype=np.int64), ids)
+
+    @classmethod
+    def merge(cls, indexes: Sequence[IdIndex], offsets: Sequence[int]) -> IdIndex:
+        """One index of several catalog parts, part i's rows starting at ``offsets[i]``: their sorted
+        hashes merged (no id hashed again)."""
+        import pyarrow as pa
+
+        hashes = np.concatenate([index.hashes for index in indexes])
+        rows = np.concatenate([index.rows + offset for index, offset in zip(indexes, offsets, strict=True)])
+        ids = pa.chunked_array([c for index in indexes for c in index.ids.cast(pa.large_string()).chunks])
+        return cls._sorted(
+            hashes, rows, ids.combine_chunks() if ids.num_chunks else pa.array([], pa.large_string())
+        )
+
+    @classmethod
+    def _sorted(cls, hashes: np.ndarray, rows: np.ndarray, ids: pa.Array) -> IdIndex:
+        import pyarrow as pa
+
         order = np.argsort(hashes, kind="stable")
-        table = pa.table({"hash": hashes[order], "row": order.astype(np.int64), "id": ids.take(order)})
+        table = pa.table({"hash": hashes[order], "row": rows[order], "id": ids.take(order)})
         duplicates = _duplicates(hashes[order], table.column("id"))
         return cls(table.replace_schema_metadata({"duplicates": json.dumps(duplicates)}))
 
+    @staticmethod
+    def file(catalog: CatalogFile, folder: Path, part: str | None = None) -> Path:
+        """Where the index of ``catalog`` (named ``part`` unless it is the first part) is kept."""
+        key = {"catalog": catalog.state, "format": INDEX_FORMAT, **({"part": part} if part else {})}
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        return folder / f"ids-{digest}.arrow"
+
     @classmethod
-    def of(cls, catalog: CatalogFile, folder: Path) -> IdIndex:
+    def of(cls, catalog: CatalogFile, folder: Path, part: str | None = None) -> IdIndex:
         """The index of ``catalog``, memory-mapped from ``folder`` (built and written there when absent)."""
         import pyarrow as pa
 
-        key = json.dumps({"catalog": catalog.state, "format": INDEX_FORMAT}, sort_keys=True)
-        file = folder / f"ids-{hashlib.sha256(key.encode()).hexdigest()[:16]}.arrow"
+        file = cls.file(catalog, folder, part)
         try:
             return cls(pa.ipc.open_file(pa.memory_map(str(file))).read_all())
         except (OSError, pa.ArrowInvalid):  # absent, or damaged: build it again
             pass
-        index = cls.build(catalog.column("id"))
+        index = cls.build(catalog.read(["id"], 0, catalog.num_rows).column("id"))
+        index.keep(file)
+        return index
+
+    def keep(self, file: Path) -> None:
+        """Write the index to ``file`` (in a collection's cache), unless the collection is read-only."""
         try:
-            folder.mkdir(exist_ok=True)
-            atomic_write(file, index.write)
-            for older in folder.glob("ids-*.arrow"):
-                if older != file and re.fullmatch(r"ids-[0-9a-f]{16}\.arrow", older.name):
-                    older.unlink(missing_ok=True)
+            file.parent.mkdir(exist_ok=True)
+            atomic_write(file, self.write)
         except OSError:  # a read-only collection: keep the index in memory
             pass
-        return index
 
     def write(self, f: IO[bytes]) -> None:
         """Write the index to the binary file ``f`` as an uncompressed Arrow file."""
@@ -211,6 +333,36 @@ class IdIndex:
         """Ids that occur more than once in the catalog (each listed once), as found when the index was
         built: opening a collection checks them without a pass over its ids."""
         return list(self._duplicates)
+
+
+class PartIds:
+    """The id indexes of a catalog's parts as one: rows are catalog rows (part i starts at ``starts[i]``)."""
+
+    def __init__(self, indexes: list[IdIndex], starts: np.ndarray):
+        self.indexes, self.starts = indexes, starts
+
+    def find(self, ids: Sequence[str]) -> np.ndarray:
+        """The catalog row of each id, -1 for ids not in the catalog."""
+        found = np.full(len(ids), -1, dtype=np.int64)
+        for index, start in zip(self.indexes, self.starts, strict=False):
+            rows = index.find(ids)
+            hit = (found < 0) & (rows >= 0)
+            found[hit] = rows[hit] + start
+        return found
+
+    def ids_at(self, rows: np.ndarray) -> list[str]:
+        """The ids of the catalog rows ``rows``."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        part = np.searchsorted(self.starts, rows, side="right") - 1
+        ids = np.empty(len(rows), dtype=object)
+        for number in np.unique(part):
+            chosen = np.flatnonzero(part == number)
+            ids[chosen] = self.indexes[number].ids_at(rows[chosen] - self.starts[number])
+        return ids.tolist()
+
+    def duplicates(self) -> list[str]:
+        """Ids found more than once in one part (appends refuse ids of earlier parts)."""
+        return list(dict.fromkeys(galaxy for index in self.indexes for galaxy in index.duplicates()))
 
 
 def _duplicates(hashes: np.ndarray, ids: pa.ChunkedArray) -> list[str]:

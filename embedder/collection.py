@@ -4,15 +4,25 @@ Layout (all paths relative to the collection directory)::
 
     manifest.json     format version, counts, image shape, preprocessing (band names among it), encoder
                       fingerprint, display (the bands shown as red, green and blue)
-    catalog.parquet   one row per galaxy: id, source, optional ra/dec, metadata columns
+    catalog.parquet   one row per galaxy: id, source, optional ra/dec, metadata columns (the first rows)
+    catalog/          the rest of the catalog (see embedder/catalog.py): ``part-N.parquet``, rows appended
+                      after catalog.parquet's, in order; ``column-NAME-N.parquet``, a column set for every
+                      row by :meth:`Collection.set_columns`
     images.u8         uint8 array (galaxies, H, W, C), C-order, row-aligned with the catalog
     embeddings.f32    float32 array (embedded, D), row-aligned with the catalog
     index/ ratings.sqlite heads/   written by the index, rating and fine-tuning commands
     cache/            arrays derived from the embeddings or the catalog (see embedder/cache.py, catalog.py)
 
-The manifest is the commit point: array files are appended first, then the catalog and the manifest
-are replaced atomically, so a crash leaves the last committed state readable (bytes past the committed
-counts are ignored and dropped by the next write).
+The manifest is the commit point: array files are appended and catalog files written first (new files,
+or a part replaced by a longer one that begins with the same rows), then the manifest is replaced
+atomically, so a crash leaves the last committed state readable (bytes past the committed counts, rows
+past a part's committed rows and files the manifest does not name are ignored, and dropped by the next
+write). The manifest's ``catalog`` lists the parts after catalog.parquet with their rows (catalog.parquet
+holds the rest of the galaxies) and the column files; appending galaxies writes a part, merging it with
+the parts before it while they hold no more rows than it (so a collection keeps a few parts, each row
+rewritten a few times however many appends made it), and the parts' id indexes are merged with it.
+Collections of format 1 (the whole catalog in catalog.parquet) are read as they are and become format 2
+on their next write.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,37 +38,37 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .catalog import ROW_GROUP, CatalogFile, IdIndex
+from .catalog import ROW_GROUP, Catalog, CatalogFile, IdIndex, PartIds
 from .display import composite, default_rgb, fallback_bands, rgb_channels
 from .errors import CollectionError
-from .storage import append_records, atomic_write, atomic_write_json, exclusive_lock, utc_now
+from .storage import append_records, atomic_write, atomic_write_json, exclusive_lock, safe_name, utc_now
 from .stretch import Stretch
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
 
 FORMAT = "galsearch-collection"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the catalog in parts and column files (the manifest's "catalog"); 1 is read too
 MANIFEST = "manifest.json"
 CATALOG = "catalog.parquet"
+CATALOG_DIR = "catalog"
 IMAGES = "images.u8"
 EMBEDDINGS = "embeddings.f32"
 CACHE = "cache"
 LOCK = ".lock"
 
 
-def _read_parquet(path: Path) -> pd.DataFrame:
-    import pandas as pd
+def _write_parquet(path: Path, frame: pd.DataFrame | pa.Table) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    try:
-        return pd.read_parquet(path).reset_index(drop=True)
-    except Exception as exc:  # pyarrow raises several types for damaged files
-        raise CollectionError(f"{path} cannot be read: {exc}") from exc
-
-
-def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
     buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False, row_group_size=ROW_GROUP)
+    if isinstance(frame, pa.Table):
+        pq.write_table(frame, buffer, row_group_size=ROW_GROUP)
+    else:
+        frame.to_parquet(buffer, index=False, row_group_size=ROW_GROUP)
+    path.parent.mkdir(exist_ok=True)
     atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
@@ -96,6 +107,7 @@ class Collection:
             "encoder": None,
             "embeddings": None,
             "sources": [],
+            "catalog": _empty_layout(),
         }
         (path / IMAGES).touch()
         import pandas as pd
@@ -119,10 +131,17 @@ class Collection:
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise CollectionError(f"{file} is not a galsearch collection manifest")
         version = manifest.get("format_version")
-        if version != FORMAT_VERSION:
+        if version not in (1, FORMAT_VERSION):
+            newer = isinstance(version, int) and version > FORMAT_VERSION
             raise CollectionError(
-                f"{self.path} has collection format version {version}; this galsearch reads version "
+                f"{self.path} has collection format version {version}; this galsearch reads versions 1 to "
                 f"{FORMAT_VERSION}"
+                + ("; it was written by a newer galsearch: upgrade galsearch" if newer else "")
+            )
+        layout = manifest.setdefault("catalog", _empty_layout())  # format 1: the whole catalog in one file
+        if not isinstance(layout, dict) or not {"parts", "columns", "next"} <= layout.keys():
+            raise CollectionError(
+                f"{file} has no valid catalog layout ({layout!r}); the collection is damaged"
             )
         return manifest
 
@@ -134,19 +153,13 @@ class Collection:
         """
         problems: list[str] = []
         n, m = self.counts["galaxies"], self.counts["embedded"]
-        if not (self.path / CATALOG).is_file():
-            problems.append(f"{CATALOG} is missing")
-        else:
+        problems += self._catalog_problems()
+        if not problems:
             try:
-                outline = self._catalog_file()
-                duplicates = self._id_index().duplicates() if "id" in outline.names else None
+                duplicates = self._id_index().duplicates() if "id" in self._layout().names else None
             except Exception as exc:  # pyarrow raises several types for damaged files
-                problems.append(f"{CATALOG} cannot be read: {exc}")
+                problems.append(f"the catalog cannot be read: {exc}")
             else:
-                if outline.num_rows != n:
-                    problems.append(
-                        f"{CATALOG} has {outline.num_rows} rows but the manifest counts {n} galaxies"
-                    )
                 if duplicates is None:
                     problems.append(f"{CATALOG} has no 'id' column")
                 elif duplicates:
@@ -178,6 +191,31 @@ class Collection:
                 problems.append(f"the manifest's display cannot be shown: {exc}")
         if problems:
             raise CollectionError(f"collection {self.path} is inconsistent:\n  - " + "\n  - ".join(problems))
+
+    def _catalog_problems(self) -> list[str]:
+        """What is wrong with the catalog's files: missing, unreadable, or shorter than the manifest says."""
+        problems = []
+        for file, rows in self._catalog_files():
+            try:
+                have = CatalogFile(self.path / file).num_rows
+            except FileNotFoundError:
+                problems.append(f"{file} is missing")
+                continue
+            except Exception as exc:  # pyarrow raises several types for damaged files
+                problems.append(f"{file} cannot be read: {exc}")
+                continue
+            if rows < 0:
+                problems.append(f"the manifest's catalog parts hold more rows than its {len(self)} galaxies")
+            elif have < rows:
+                problems.append(f"{file} has {have} rows but the manifest counts {rows} galaxies in it")
+        return problems
+
+    def _catalog_files(self) -> list[tuple[str, int]]:
+        """The catalog's part files with the rows of each, then its column files with theirs."""
+        layout = self.manifest["catalog"]
+        later = [(part["file"], int(part["rows"])) for part in layout["parts"]]
+        parts = [(CATALOG, len(self) - sum(rows for _, rows in later)), *later]
+        return parts + [(column["file"], int(column["rows"])) for column in layout["columns"].values()]
 
     # ---- reading -----------------------------------------------------------------------------
 
@@ -267,43 +305,66 @@ class Collection:
         For a few rows or columns, :meth:`catalog_rows` and :meth:`catalog_columns` read only those.
         """
         if self._catalog is None:
-            self._catalog = _read_parquet(self.path / CATALOG)
+            try:
+                self._catalog = self._layout().table().to_pandas()
+            except CollectionError:
+                raise
+            except Exception as exc:  # pyarrow raises several types for damaged files
+                raise CollectionError(f"the catalog of {self.path} cannot be read: {exc}") from exc
         return self._catalog
 
     @property
     def columns(self) -> list[str]:
-        """The catalog's column names (read from the file's schema while the catalog is not loaded)."""
+        """The catalog's column names (read from the files' schemas while the catalog is not loaded)."""
         if self._catalog is not None:
             return [str(c) for c in self._catalog.columns]
-        return list(self._catalog_file().names)
+        return list(self._layout().names)
 
     def catalog_rows(self, rows: np.ndarray | list[int], columns: list[str] | None = None) -> pd.DataFrame:
         """Catalog rows ``rows`` in that order (of ``columns``, default all), read without the rest."""
         if self._catalog is not None:
             frame = self._catalog.iloc[np.asarray(rows, dtype=np.int64)]
             return (frame if columns is None else frame[list(columns)]).reset_index(drop=True)
-        return self._catalog_file().rows(rows, columns)
+        return self._layout().rows(rows, columns)
 
     def catalog_columns(self, names: list[str]) -> pd.DataFrame:
         """Every row of the catalog columns ``names``, read without the others."""
         if self._catalog is not None:
             return self._catalog[list(names)].reset_index(drop=True)
-        return self._catalog_file().columns(names)
+        return self._layout().columns(names)
 
-    def _catalog_file(self) -> CatalogFile:
+    def catalog_batches(self, names: list[str], rows: int) -> Iterator[pa.RecordBatch]:
+        """Every row of the catalog columns ``names`` as Arrow record batches of about ``rows`` rows, in
+        order, text columns as dictionaries: a pass over millions of rows holding one batch at a time."""
+        return self._layout().batches(names, rows)
+
+    def _layout(self) -> Catalog:
         if self._file is None:
-            self._file = CatalogFile(self.path / CATALOG)
+            files = [CatalogFile(self.path / file, rows) for file, rows in self._catalog_files()]
+            parts = len(self.manifest["catalog"]["parts"]) + 1
+            self._file = Catalog(
+                files[:parts], dict(zip(self.manifest["catalog"]["columns"], files[parts:], strict=True))
+            )
         return self._file
 
-    def _id_index(self) -> IdIndex:
+    def _part_names(self) -> list[str | None]:
+        """The names the parts' id indexes are kept under (None: catalog.parquet, as in format 1)."""
+        return [None, *(part["file"] for part in self.manifest["catalog"]["parts"])]
+
+    def _id_index(self) -> PartIds:
         if self._ids is None:
-            self._ids = IdIndex.of(self._catalog_file(), self.path / CACHE)
+            layout = self._layout()
+            indexes = [
+                IdIndex.of(part, self.path / CACHE, name)
+                for part, name in zip(layout.parts, self._part_names(), strict=True)
+            ]
+            self._ids = PartIds(indexes, layout.starts)
         return self._ids
 
     def _forget_catalog(self) -> None:
         self._catalog: pd.DataFrame | None = None
-        self._file: CatalogFile | None = None
-        self._ids: IdIndex | None = None
+        self._file: Catalog | None = None
+        self._ids: PartIds | None = None
 
     def info(self) -> dict[str, Any]:
         """What ``galsearch info`` shows, JSON-ready: counts, image shape, preprocessing, encoder, columns."""
@@ -380,16 +441,18 @@ class Collection:
             self._forget_catalog()
             yield self
 
-    def _commit(self, catalog: pd.DataFrame | None = None) -> None:
-        if catalog is not None:
-            _write_parquet(self.path / CATALOG, catalog)
-            self._forget_catalog()
-            self._catalog = catalog
+    def _commit(self) -> None:
+        self.manifest["format_version"] = FORMAT_VERSION
         self.manifest["updated"] = utc_now()
         atomic_write_json(self.path / MANIFEST, self.manifest)
 
     def append_galaxies(self, images: np.ndarray, rows: pd.DataFrame) -> None:
-        """Append uint8 images (n, H, W, C) and their catalog rows, then commit (inside :meth:`writing`)."""
+        """Append uint8 images (n, H, W, C) and their catalog rows, then commit (inside :meth:`writing`).
+
+        The rows are written as a new catalog part (merged with the parts before it while they hold no
+        more rows), their ids indexed on their own: the cost follows the rows appended, not the collection.
+        Ids already in the collection, or repeated among the rows, are refused before anything is written.
+        """
         if images.dtype != np.uint8 or images.shape[1:] != self.image_shape:
             raise CollectionError(
                 f"images must be uint8 of shape (n, {', '.join(map(str, self.image_shape))}), "
@@ -397,25 +460,93 @@ class Collection:
             )
         if len(images) != len(rows):
             raise CollectionError(f"{len(images)} images but {len(rows)} catalog rows")
-        import pandas as pd
+        if "id" not in rows.columns:
+            raise CollectionError(f"catalog rows need an 'id' column; they have {list(rows.columns)}")
+        import pyarrow as pa
 
+        table = pa.Table.from_pandas(rows.reset_index(drop=True), preserve_index=False)
+        index = IdIndex.build(table.column("id").cast(pa.large_string()))
         n = len(self)
+        present = [
+            galaxy
+            for galaxy, row in zip(rows["id"], self.find_rows(list(rows["id"])), strict=True)
+            if row >= 0
+        ]
+        again = index.duplicates() + present
+        if again:
+            raise CollectionError(
+                f"id(s) already in collection {self.path.name}: {sorted(map(str, again))[:10]}"
+            )
         append_records(self.path / IMAGES, n * self.image_row_bytes, np.ascontiguousarray(images).tobytes())
-        catalog = pd.concat([self.catalog, rows], ignore_index=True) if n else rows.reset_index(drop=True)
+        self._append_part(table, index)
         self.counts["galaxies"] = n + len(images)
-        self._commit(catalog)
+        self._commit()
+        self._tidy()
+
+    def _append_part(self, table: pa.Table, index: IdIndex) -> None:
+        """Write ``table`` as the catalog's last part, merged with the parts before it that hold no more
+        rows than it (and than each other, merged), and record it in the manifest (not yet committed)."""
+        import pyarrow as pa
+
+        layout, names = self._layout(), self._part_names()
+        sizes = [part.num_rows for part in layout.parts]
+        first, total = len(sizes), table.num_rows
+        while first > 0 and sizes[first - 1] <= total:
+            first -= 1
+            total += sizes[first]
+        catalog = self.manifest["catalog"]
+        if first == len(sizes):
+            name = f"{CATALOG_DIR}/part-{catalog['next']:06d}.parquet"
+            catalog["next"] += 1
+        else:
+            name = names[first] or CATALOG
+            merged = [part.read(part.names, 0, part.num_rows) for part in layout.parts[first:]]
+            offsets = np.append(layout.starts[first:-1], layout.num_rows) - layout.starts[first]
+            index = IdIndex.merge([*self._id_index().indexes[first:], index], offsets.tolist())
+            table = pa.concat_tables([*merged, table], promote_options="permissive")
+        _write_parquet(self.path / name, table)
+        written = CatalogFile(self.path / name, total)
+        index.keep(IdIndex.file(written, self.path / CACHE, None if name == CATALOG else name))
+        kept = catalog["parts"][: max(first - 1, 0)]
+        catalog["parts"] = kept + ([{"file": name, "rows": total}] if name != CATALOG else [])
+
+    def _tidy(self) -> None:
+        """Remove the catalog files and id indexes that the committed manifest no longer names."""
+        self._forget_catalog()
+        named = {file for file, _ in self._catalog_files()}
+        folder = self.path / CATALOG_DIR
+        for file in folder.glob("*.parquet") if folder.is_dir() else []:
+            if f"{CATALOG_DIR}/{file.name}" not in named:
+                file.unlink(missing_ok=True)
+        layout = self._layout()
+        kept = {
+            IdIndex.file(part, self.path / CACHE, name)
+            for part, name in zip(layout.parts, self._part_names(), strict=True)
+        }
+        for file in (self.path / CACHE).glob("ids-*.arrow"):
+            if re.fullmatch(r"ids-[0-9a-f]{16}\.arrow", file.name) and file not in kept:
+                file.unlink(missing_ok=True)
 
     def set_columns(self, columns: dict[str, np.ndarray | pd.Series]) -> None:
-        """Add or replace catalog columns (one value per galaxy in row order); commit (in :meth:`writing`)."""
-        catalog = self.catalog.copy()
+        """Add or replace catalog columns (one value per galaxy in row order); commit (in :meth:`writing`).
+
+        Each column is written to a file of its own: the cost follows the column, not the catalog.
+        """
+        import pandas as pd
+
+        n, catalog = len(self), self.manifest["catalog"]
         for name, values in columns.items():
             if name in ("id", "source"):
                 raise CollectionError(f"the catalog column {name!r} cannot be replaced")
-            values = np.asarray(values)
-            if len(values) != len(catalog):
-                raise CollectionError(f"column {name!r} has {len(values)} values for {len(catalog)} galaxies")
-            catalog[name] = values
-        self._commit(catalog)
+            if len(values) != n:
+                raise CollectionError(f"column {name!r} has {len(values)} values for {n} galaxies")
+        for name, values in columns.items():
+            file = f"{CATALOG_DIR}/column-{safe_name(str(name), 'column')}-{catalog['next']:06d}.parquet"
+            catalog["next"] += 1
+            _write_parquet(self.path / file, pd.DataFrame({name: np.asarray(values)}))
+            catalog["columns"][str(name)] = {"file": file, "rows": n}
+        self._commit()
+        self._tidy()
 
     def set_display(self, rgb: list[str]) -> None:
         """Show the bands ``rgb`` (names of :attr:`bands`) as red, green and blue from now on, everywhere;
@@ -447,6 +578,11 @@ class Collection:
         append_records(self.path / EMBEDDINGS, m * dim * 4, vectors.tobytes())
         self.counts["embedded"] = m + len(vectors)
         self._commit()
+
+
+def _empty_layout() -> dict[str, Any]:
+    """The manifest's catalog of a new collection (or of format 1): all in catalog.parquet."""
+    return {"parts": [], "columns": {}, "next": 1}
 
 
 def read_rows(array: np.ndarray, rows: np.ndarray) -> np.ndarray:

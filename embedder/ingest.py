@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import operator
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -29,6 +30,7 @@ from .sources import (
 from .stretch import Stretch, to_uint8
 
 MIN_SIDE = 8
+LOOK_UP_ROWS = 64  # items whose ids are looked up in the collection at once
 
 
 @dataclass
@@ -156,8 +158,13 @@ def ingest(
                 else source
             )
             total = operator.length_hint(items) or None
-            for item in tqdm(items, total=total, desc="ingest", unit="img", disable=not progress):
-                writer.offer(item)
+            with tqdm(total=total, desc="ingest", unit="img", disable=not progress) as bar:
+                items = iter(items)
+                while chunk := list(itertools.islice(items, LOOK_UP_ROWS)):
+                    writer.look_up([item.id for item in chunk])
+                    for item in chunk:
+                        writer.offer(item)
+                    bar.update(len(chunk))
         else:
             one_file_each = isinstance(source, str | Path) and Path(source).is_dir()
             if catalog is not None or not one_file_each or band_folders(Path(source), bands) is not None:
@@ -213,8 +220,9 @@ class _Writer:
                 f"crop is the central fraction of each image to keep, in (0, 1]; got {self.crop:g}"
             )
         self.size, self.commit_every = size, commit_every
-        self.existing: set[str] = set(self.coll.catalog["id"]) if self.coll is not None else set()
-        self.seen = set(self.existing)
+        self.existing: set[str] = set()  # ids looked up (see look_up) and found in the collection
+        self.asked: set[str] = set()
+        self.seen: set[str] = set()
         self.images: list[np.ndarray] = []
         self.rows: list[dict] = []
 
@@ -249,11 +257,22 @@ class _Writer:
                 f"{self.zero_points}: a collection keeps one stretch (leave out --zero-points)"
             )
 
+    def look_up(self, ids: list[str]) -> None:
+        """Find which of ``ids`` the collection holds already (in its id index, a batch at a time: the
+        cost follows the ids, not the collection), adding them to :attr:`existing`."""
+        ids = [str(galaxy) for galaxy in ids if galaxy is not None and galaxy not in self.asked]
+        self.asked.update(ids)
+        if self.coll is not None and ids:
+            rows = self.coll.find_rows(ids)
+            self.existing.update(galaxy for galaxy, row in zip(ids, rows, strict=True) if row >= 0)
+
     def offer(self, item: Item, prepared: np.ndarray | str | None = None) -> None:
         """Take the next item; ``prepared`` is its stored image or why it has none (None: prepare it here)."""
         if item.error is not None:
             self.report.skipped.append(Skipped(item.source, item.id, item.error))
             return
+        if item.id not in self.asked:
+            self.look_up([item.id])
         if item.id in self.existing:
             self.report.already_present += 1
             return
@@ -357,6 +376,7 @@ def _ingest_on_cluster(
 
     files = folder_files(folder.resolve())
     with tqdm(total=len(files), desc="ingest", unit="img", disable=not progress) as bar:
+        writer.look_up([file_id(relative) for _, relative in files])
         todo = [(str(path), relative) for path, relative in files if file_id(relative) not in writer.existing]
         writer.report.already_present += len(files) - len(todo)  # present by name: not even read again
         bar.update(len(files) - len(todo))

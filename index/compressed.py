@@ -197,3 +197,19 @@ def load_lists(index: faiss.Index) -> None:
             blocks.add_entries(number, size, mapped.get_ids(number), mapped.get_codes(number))
     ivf.replace_invlists(blocks, True)
     blocks.this.disown()
+
+
+def empty_copy(index: faiss.Index) -> faiss.Index:
+    """``index``, an IVF index read mapped (or its lists mapped), with empty in-memory lists in place of
+    its own: the same training (quantizer, codes), no vectors, ready to take rows of its own."""
+    ivf = faiss.extract_index_ivf(index)
+    if isinstance(faiss.downcast_index(ivf), faiss.IndexIVFFastScan):
+        packer = ivf.get_CodePacker()
+        lists = faiss.BlockInvertedLists(ivf.nlist, packer)
+        packer.this.disown()  # the lists own their packer
+    else:
+        lists = faiss.ArrayInvertedLists(ivf.nlist, ivf.code_size)
+    ivf.replace_invlists(lists, True)
+    lists.this.disown()  # the index owns them now
+    ivf.ntotal = index.ntotal = 0
+    return index

@@ -197,16 +197,13 @@ def filter_rows(catalog: pd.DataFrame | Collection, where: str) -> np.ndarray:
 
 
 def _collection_rows(parsed: Filter, collection: Collection) -> np.ndarray:
-    """Rows of a collection satisfying ``parsed``, read from its catalog file and evaluated a batch at a
+    """Rows of a collection satisfying ``parsed``, read from its catalog files and evaluated a batch at a
     time (whole columns of millions of rows would cost more to allocate than to evaluate)."""
-    from galsearch.embedder.catalog import CatalogFile
-    from galsearch.embedder.collection import CATALOG
-
     names = sorted(parsed.columns)
     if not names:
         return np.flatnonzero(parsed.mask({}, len(collection)))
     rows, first = [np.empty(0, dtype=np.int64)], 0
-    for batch in CatalogFile(collection.path / CATALOG).batches(names, BATCH_ROWS):
+    for batch in collection.catalog_batches(names, BATCH_ROWS):
         values = {name: arrow_values(batch.column(name)) for name in names}
         rows.append(np.flatnonzero(parsed.mask(values, batch.num_rows)) + first)
         first += batch.num_rows

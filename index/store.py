@@ -8,8 +8,11 @@ An index is named by its FAISS factory string and metric, stored beside it::
                                    re-rank factor, build time, file sizes, lists file, shards
 
 A sharded index splits the rows into contiguous shards, each a FAISS index of the same structure in
-``index/shard-NNN/index.faiss`` (FAISS id i = row ``first + i``); ``index.json`` lists them, and rows
-embedded later go to the last one. Compressed indexes re-rank a shortlist exactly (:mod:`index.compressed`).
+``index/shard-NNN/index.faiss`` (FAISS id i = row ``first + i``); ``index.json`` lists them. Rows embedded
+later go to a new shard of an IVF index (trained as its last shard, merged with the shards before it while
+they hold no more rows: see :func:`add_to_index`), so an index built whole becomes sharded as it grows;
+other indexes add them to their last shard. Compressed indexes re-rank a shortlist exactly
+(:mod:`index.compressed`).
 
 Loading maps the files instead of reading them (FAISS's IO_FLAG_MMAP_IFC, and the lists file of a fast-scan
 index): a new process searches at once whatever the index's size, reading only the pages a search touches,
@@ -46,6 +49,7 @@ from .compressed import (
     RERANK_FACTOR,
     available_memory,
     compressed_factory,
+    empty_copy,
     fits_in_memory,
     has_block_lists,
     is_lossy,
@@ -408,38 +412,66 @@ def build_index(
 
 
 def add_to_index(collection: Collection, progress: bool = True) -> int:
-    """Add the rows embedded since the index was saved (to its last shard), save it, return how many.
+    """Add the rows embedded since the index was saved, save it, return how many.
 
+    An IVF index takes them in a shard of its own (an empty copy of its last shard: the same training),
+    merged with the shards before it while they hold no more rows than it (their rows added to the first
+    of them), so that adding rows costs about what is added, not the index's size, and an index keeps a
+    few shards however many adds made it. Other indexes (flat, HNSW) take them in their last shard.
     Fast-scan indexes saved by an older galsearch, their lists inside the index file, are saved again with
     a lists file (read whole until then; see :mod:`index.compressed`).
     """
     with collection.writing():
         info = _current_info(collection)
         directory = collection.path / INDEX_DIR
-        parts, added = [], 0
-        for number, part in enumerate(info.parts):
-            grows = number == len(info.parts) - 1 and collection.counts["embedded"] > info.ntotal
-            if part.lists and not grows:
-                parts.append(part)
-                continue
-            index = _read_part(directory, part, info, writable=grows)
-            if grows:
-                added = _add_rows(index, collection.embeddings[part.first :], info.metric, progress)
-            if grows or (not part.lists and has_block_lists(index)):
-                part = _save_part(directory, part, index)
-            parts.append(part)
-            del index
+        added = collection.counts["embedded"] - info.ntotal
+        parts = _grown(directory, info, collection, progress) if added else list(info.parts)
+        for number, part in enumerate(parts):
+            if not part.lists and part in info.parts:
+                index = _read_part(directory, part, info)
+                if has_block_lists(index):
+                    parts[number] = _save_part(directory, part, index)
+                del index
         if parts != info.parts:
+            single = len(parts) == 1
             info = replace(
                 info,
                 ntotal=parts[-1].first + parts[-1].ntotal,
                 file_bytes=sum(part.file_bytes for part in parts),
-                shards=parts if info.shards else [],
-                lists=parts[0].lists if not info.shards else "",
-                lists_bytes=parts[0].lists_bytes if not info.shards else 0,
+                shards=[] if single else parts,
+                lists=parts[0].lists if single else "",
+                lists_bytes=parts[0].lists_bytes if single else 0,
             )
             _commit(directory, info)
     return added
+
+
+def _grown(directory: Path, info: IndexInfo, collection: Collection, progress: bool) -> list[ShardInfo]:
+    """The index's parts once the rows embedded since it was saved are added (see :func:`add_to_index`)."""
+    parts, last = list(info.parts), info.parts[-1]
+    vectors = collection.embeddings
+    template = _read_part(directory, last, info)
+    if faiss.try_extract_index_ivf(template) is None:
+        del template
+        index = _read_part(directory, last, info, writable=True)
+        _add_rows(index, vectors[last.first :], info.metric, progress)
+        return [*parts[:-1], _save_part(directory, last, index)]
+    first, total = len(parts), len(vectors) - info.ntotal
+    while first > 0 and parts[first - 1].ntotal <= total:
+        first -= 1
+        total += parts[first].ntotal
+    if first == len(parts):
+        index = empty_copy(template)
+        numbers = [int(part.file[6:9]) for part in parts if part.file.startswith("shard-")]
+        part = ShardInfo(
+            SHARD_FILE.format(max(numbers, default=0) + 1), info.ntotal, 0, 0, last.search_params
+        )
+    else:
+        del template
+        part = parts[first]
+        index = _read_part(directory, part, info, writable=True)
+    _add_rows(index, vectors[part.first :], info.metric, progress)
+    return [*parts[:first], _save_part(directory, part, index)]
 
 
 def load_index(collection: Collection, device: str | None = None, dask: str | None = None) -> SearchIndex:

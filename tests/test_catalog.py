@@ -101,19 +101,22 @@ def test_a_filter_reads_its_columns_and_matches_the_whole_catalog(grouped, where
     assert grouped._catalog is None
 
 
-def test_appended_galaxies_are_found_and_the_old_id_index_replaced(grouped):
+def test_appended_galaxies_are_found_and_the_old_id_index_kept(grouped):
     grouped.rows_of("J000000+0")  # the index of 100 rows is written
+    (first_index,) = (grouped.path / "cache").glob("ids-*.arrow")
+    before = [f.stat().st_mtime_ns for f in (grouped.path / CATALOG, first_index)]
     more = galaxies(30, start=100, seed=1)
     add(grouped, more)
     assert np.array_equal(grouped.rows_of(more["id"].iloc[[29, 0]].tolist()), [129, 100])
     reopened = open_collection(grouped.path)
     assert np.array_equal(reopened.rows_of(["J000129+1", "J000005+5"]), [129, 5])
-    assert pq.ParquetFile(grouped.path / CATALOG).metadata.num_row_groups == 19
+    assert [f.stat().st_mtime_ns for f in (grouped.path / CATALOG, first_index)] == before  # not rewritten
+    assert pq.ParquetFile(grouped.path / CATALOG).metadata.num_rows == 100
     pd.testing.assert_frame_equal(
         reopened.catalog_rows([128, 3], ["id"]),
         reopened.catalog.iloc[[128, 3]][["id"]].reset_index(drop=True),
     )
-    assert len(list((grouped.path / "cache").glob("ids-*.arrow"))) == 1
+    assert len(list((grouped.path / "cache").glob("ids-*.arrow"))) == 2  # one per catalog part
 
 
 def test_a_catalog_with_duplicate_ids_is_refused(grouped):
