@@ -637,17 +637,21 @@ def fetch(
     request = CutoutRequest.make(survey, format, size, pixscale, bands, layer)
     collection, catalog = Path(collection), Path(catalog)
     positions = read_positions(catalog)
-    existing: set[str] = set()
+    galaxies = [
+        positions.ids[i] or (iau_name(ra, dec) if valid_radec(ra, dec) else f"{catalog.stem}-{i}")
+        for i, (ra, dec) in enumerate(zip(positions.ra, positions.dec, strict=True))
+    ]
+    present, stored = np.zeros(len(galaxies), dtype=bool), 0
     if (collection / MANIFEST).exists():
         coll = Collection(collection)
         _check_collection_bands(coll, request)
-        existing = set(coll.catalog["id"])
+        present, stored = coll.find_rows(galaxies) >= 0, len(coll)  # the id index: no pass over the catalog
     report = FetchReport(collection, request, galaxies=len(positions))
     jobs: dict[tuple[float, float], list[tuple[int, str]]] = {}
     for i, (ra, dec) in enumerate(zip(positions.ra, positions.dec, strict=True)):
         valid = bool(valid_radec(ra, dec))
-        galaxy = positions.ids[i] or (iau_name(ra, dec) if valid else f"{catalog.stem}-{i}")
-        if galaxy in existing:
+        galaxy = galaxies[i]
+        if present[i]:
             report.already_present += 1
         elif not valid:
             report.failed.append(
@@ -677,7 +681,7 @@ def fetch(
         downloader.close()
         report.failed.sort(key=lambda f: f.row)
         _write_failures(collection / FAILURES_FILE, report.failed)
-    if report.ingest is None and not existing:
+    if report.ingest is None and not stored:
         reasons = "; ".join(sorted({f"{f.reason}: {f.detail}" for f in report.failed})[:5])
         raise FetchError(
             f"no cutout of {catalog} could be had from {survey}: {reasons or 'the catalogue is empty'}"
