@@ -2,8 +2,8 @@
 
     python benchmarks/bands.py [--per-class 100] [--size 64] [--sweep 0.25,0.5] [--device cpu]
 
-The galaxies come from :mod:`embedder.simulate_bands` (three kinds of class: shapes; colours of the same
-shapes; the z/y pair, whose classes differ only in their z and y fluxes). They are written as an .npz of
+The galaxies come from :mod:`galsearch.embedder.simulate_bands` (three kinds of class: shapes; colours of the
+same shapes; the z/y pair, whose classes differ only in their z and y fluxes). They are written as an .npz of
 float fluxes and ingested by ``embedder.ingest`` (Lupton stretch, the default) three times: all five bands,
 the RGB subset i, r, g, and all five bands with per-band normalisation (the colour-erasing stretch, shown
 for contrast). Prints, with the machine and its load:

@@ -5,7 +5,7 @@
 Labels: GZ DECaLS ring / not_ring (../shared/data/gz_decals_rings_dev.npz). Second opinion:
 desi_rings_second_opinion.csv (the GC-SWGAN training set), cross-matched within 3 arcsec by the IAU names
 the rings npz uses as ids; a cross-matched galaxy whose two labels differ is *disputed*. Each setting runs
-:func:`anomaly.classifier.suspects` with the defaults (a frozen linear head, 5 folds, cleanlab's
+:func:`galsearch.anomaly.classifier.suspects` with the defaults (a frozen linear head, 5 folds, cleanlab's
 self-confidence ranking), nothing tuned, for seeds 0..N-1 (fold split and head initialisation), and
 counts the disputed labels among the top N suspects, against the random expectation: N times the
 disputed fraction. Settings, on labels the encoder never saw unless marked:

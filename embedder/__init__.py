@@ -1,6 +1,6 @@
 """Images to vectors: collections, ingest, stretches, encoders and embedding.
 
-Public names load their submodule on first use, so ``import embedder`` loads no model framework.
+Public names load their submodule on first use, so ``import galsearch.embedder`` loads no model framework.
 """
 
 from typing import TYPE_CHECKING

@@ -1,8 +1,8 @@
 """The demo collection: real Hubble Deep Field galaxies plus GalSim-simulated ones, built offline.
 
 ``build_demo`` needs nothing but installed packages: the real galaxies are cut from the Hubble Deep Field
-image that scikit-image ships, the rest are drawn by :mod:`embedder.simulate`. The build is deterministic
-for a given seed, resumes after an interruption, and returns an already built demo at once.
+image that scikit-image ships, the rest are drawn by :mod:`galsearch.embedder.simulate`. The build is
+deterministic for a given seed, resumes after an interruption, and returns an already built demo at once.
 
 Catalog columns: ``origin`` ("hubble_deep_field" or "galsim"), ``class_name`` and ``label`` (the
 simulated classes are ``simulate.CLASSES``; the real galaxies get class "hdf" with label ``HDF_LABEL``

@@ -1,8 +1,8 @@
 """Which stored bands a picture shows as red, green and blue, and the pictures themselves.
 
 A collection's display mapping names three of its bands (``manifest["display"]["rgb"]``, else
-:func:`default_rgb`). The stored channels are already on one asinh scale across every band (the Lupton
-et al. 2004 stretch of ingest, :mod:`embedder.stretch`), which keeps each pixel's band ratios, so the
+:func:`default_rgb`). The stored channels are already on one asinh scale across every band (the Lupton et al.
+2004 stretch of ingest, :mod:`galsearch.embedder.stretch`), which keeps each pixel's band ratios, so the
 composite of three bands is those three stored channels: no second stretch.
 
 Effective wavelengths (nm) order the bands, blue to red; they are rounded, since only the order is used:

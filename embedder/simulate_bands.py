@@ -1,7 +1,8 @@
 """Simulated multi-band galaxies (g, r, i, z, y by default) with spectra and bandpasses, drawn with GalSim.
 
-A galaxy is built from the components of :mod:`embedder.simulate` (bulge, disk, spiral arms, ring...),
-each carrying the spectrum (SED) of its stellar population: one of GalSim's bundled Coleman-Wu-Weedman
+A galaxy is built from the components of :mod:`galsearch.embedder.simulate` (bulge, disk, spiral arms,
+ring...), each carrying the spectrum (SED) of its stellar population: one of GalSim's bundled
+Coleman-Wu-Weedman
 templates (E, Sbc, Scd, Im), redshifted to the galaxy's redshift. A component's flux in a band is its SED
 integrated over the band's throughput: GalSim's bundled LSST curves, each cut where its neighbour's curve
 takes over, so that the bands tile the spectrum without overlap. Each band has its own Moffat PSF (seeing

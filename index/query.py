@@ -73,7 +73,7 @@ def search(
     collection's encoder) and the galaxy nearest (``ra``, ``dec``) within ``radius_arcsec`` — moved away
     from the mean of ``negative_ids``. Positive and negative galaxies are left out of the results; an
     image is not (a galaxy's own file finds that galaxy first). ``where`` is a condition on catalog
-    columns (``"mag < 20 and class_name != 'hdf'"``, see :mod:`index.filters`) that every result
+    columns (``"mag < 20 and class_name != 'hdf'"``, see :mod:`galsearch.index.filters`) that every result
     satisfies. The score is ``similarity`` (cosine) or ``distance`` (l2 index); a matched position is in
     ``result.attrs["matched"]``. With ``fetch`` (a survey: legacy, sdss, panstarrs), a position with no
     galaxy within the radius is searched by its cutout, downloaded from that survey (network!) and

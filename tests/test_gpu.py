@@ -1,7 +1,7 @@
 """The CUDA paths give what the CPU gives: embedding, training, fine-tuning and search on a GPU.
 
 Skipped where torch sees no CUDA GPU (CI has none). On a GPU machine: `pytest tests/test_gpu.py`;
-the FAISS-GPU test also needs the faiss-gpu wheel (README, GPU users).
+the FAISS-GPU test also needs the faiss-gpu wheel (docs/getting-started.md, GPU users).
 """
 
 from __future__ import annotations

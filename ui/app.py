@@ -111,12 +111,12 @@ def launch(
     """Start serving the app for ``collection``; with ``block`` (default) until interrupted.
 
     Bound to ``host`` (this machine only by default). With ``auth`` (one ``(user, password)`` or
-    :class:`ui.credentials.Logins`), every route but the login page refuses a request without a login,
-    and logins are throttled per address and per user name (``login_throttle``, default
-    :class:`ui.access.LoginThrottle`'s limits; see :mod:`ui.access`). ``root_path`` is the path prefix
-    under which a reverse proxy serves the app (e.g. ``/galsearch``; the proxy strips it). Features that
-    would expose more are off whatever the environment says: server-side rendering (a Node server), the
-    MCP server, the traffic monitor, the FastAPI schema page.
+    :class:`galsearch.ui.credentials.Logins`), every route but the login page refuses a request without a
+    login, and logins are throttled per address and per user name (``login_throttle``, default
+    :class:`galsearch.ui.access.LoginThrottle`'s limits; see :mod:`galsearch.ui.access`). ``root_path`` is the
+    path prefix under which a reverse proxy serves the app (e.g. ``/galsearch``; the proxy strips it).
+    Features that would expose more are off whatever the environment says: server-side rendering (a Node
+    server), the MCP server, the traffic monitor, the FastAPI schema page.
     """
     throttle = login_throttle or LoginThrottle()
     app = build_app(collection)

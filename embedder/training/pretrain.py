@@ -15,7 +15,7 @@ checkpoint) instead of random ones, with what fine-tuning needs: the init's own 
 learning rate, the usual one-epoch linear warm-up, and BatchNorm layers that keep the init's running
 statistics (those of 128-image batches cost 0.07 kNN precision on GZ1). ``layer_decay`` < 1 lowers the
 learning rate block by block from the top down, as ``finetune --unfreeze`` does; from ImageNet weights it
-did no better than one rate for all, so it is off by default (README: these measurements).
+did no better than one rate for all, so it is off by default (docs/benchmarks.md: these measurements).
 
 Training checkpoints at every epoch end (and every few minutes within an epoch) to ``OUT.state.pt``;
 a re-run resumes there, bit-for-bit on the CPU, since data order and augmentations are drawn from
@@ -23,10 +23,10 @@ generators whose state is saved. The loss log is ``OUT.log.csv``. The result is 
 safetensors checkpoint (architecture, input size, channels, band names, normalisation) that ``--encoder OUT``
 loads.
 
-Bands: the collections must share their bands (names where recorded, else their number; one-band
-collections join any as grey). The network takes that many bands (3 when all are grey); an ``init`` with
-3-band weights is adapted to them as ``embed`` adapts it (:func:`embedder.encoders.match_bands`), and the
-trained encoder records the band names.
+Bands: the collections must share their bands (names where recorded, else their number; one-band collections
+join any as grey). The network takes that many bands (3 when all are grey); an ``init`` with 3-band weights is
+adapted to them as ``embed`` adapts it (:func:`galsearch.embedder.encoders.match_bands`), and the trained
+encoder records the band names.
 """
 
 from __future__ import annotations
