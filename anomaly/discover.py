@@ -17,7 +17,7 @@ from galsearch.embedder.errors import CollectionError
 from .features import DEFAULT_DIM, FIT_SAMPLE, collection_features
 from .learner import JITTER, LINEAR_WEIGHT, N_INDUCING, ActiveLearner, NystromBasis, gp_basis, prior_std
 from .ratings import MAX_RATING, MIN_RATING, Rating, RatingsError, default_user, ratings_store
-from .scores import DEFAULT_METHOD, anomaly_scores, score_column, store_scores
+from .scores import DEFAULT_METHOD, score_collection, score_column
 
 DEFAULT_SESSION = "interesting"  # the session a new user rates in
 MAX_CANDIDATES = 1_000_000  # galaxies a loop ranks and suggests from; larger collections are sampled
@@ -32,11 +32,13 @@ def own_session(user: str) -> str:
 class Discovery:
     """The loop of one session ("mergers", "lenses") of one user over the embedded galaxies of a collection.
 
-    The anomaly scores (``anomaly_METHOD`` in the catalog, computed and stored when missing) give the GP
-    its prior; every rating goes to the collection's ratings store at once, and the model is refitted
-    from the store, so ratings made by other processes in the same session count too. The GP features of
-    the galaxies depend on the embeddings only, so they are computed once and cached in the collection
-    (``cache/``): a new loop reads them, refits on the session's ratings and answers.
+    The anomaly scores (``anomaly_METHOD`` in the catalog, computed and stored by
+    :func:`~galsearch.anomaly.scores.score_collection` when missing: k-NN scores of a collection of over
+    100,000 galaxies through its index, as ``galsearch anomalies`` stores them) give the GP its prior;
+    every rating goes to the collection's ratings store at once, and the model is refitted from the store,
+    so ratings made by other processes in the same session count too. The GP features of the galaxies
+    depend on the embeddings only, so they are computed once and cached in the collection (``cache/``):
+    a new loop reads them, refits on the session's ratings and answers.
 
     A collection of more than :data:`MAX_CANDIDATES` galaxies is searched through that many candidates
     (see :func:`candidate_rows`), which keeps the GP features and a refit the size they are at a million
@@ -61,9 +63,8 @@ class Discovery:
         column = score_column(anomaly_method)
         stored = self.collection.catalog_columns([column]) if column in self.collection.columns else None
         if n == 0 or stored is None or stored[column].iloc[:n].isna().any():
-            features = collection_features(self.collection, dim, seed)  # none: raises, saying what to run
-            store_scores(self.collection, anomaly_method, anomaly_scores(features, anomaly_method, seed))
-            stored = self.collection.catalog_columns([column])
+            # none: raises, saying what to run; k-NN scores of a large collection come through its index
+            stored = score_collection(self.collection, anomaly_method, dim, seed).to_frame()
         self.anomaly = stored[column].to_numpy(dtype=np.float64)[:n]
         self.features, self.seed = collection_features(self.collection, dim, seed), seed
         self.candidates = candidate_rows(self.anomaly, MAX_CANDIDATES, seed)

@@ -1,11 +1,13 @@
 """The active learner's sessions at survey scale: starting a discover session and one rate -> suggest step.
 
 Writes a collection per size under ``--work``: 1-pixel images (a sparse file), 320-wide float32
-embeddings drawn around 50 cluster centres (in chunks: 12.8 GB at ten million galaxies) and a catalog
-whose ``anomaly_knn`` column is each galaxy's distance from its centre (a stand-in for the k-NN scores,
-which ``galsearch anomalies`` computes). Then times, each in a fresh process so that its peak resident
-memory is its own:
+embeddings drawn around 50 cluster centres (in chunks: 12.8 GB at ten million galaxies), a catalog, and
+the compressed index galsearch builds at that size (set-up, made once). Then times, each in a fresh
+process so that its peak resident memory is its own:
 
+- anomaly scores: every galaxy's k-NN score through the index, stored as ``anomaly_knn`` (what
+  ``galsearch anomalies`` and a first ``discover`` compute; see benchmarks/anomaly_scale.py for its
+  throughput on Dask workers);
 - first session: the reduced features computed and cached, the candidates' GP features computed and
   cached (see anomaly/features.py and anomaly/discover.py);
 - session start: the same with both cached (what every later ``discover`` call and web session pays);
@@ -35,13 +37,17 @@ STEPS = 5
 
 
 def write_collection(path: Path, n: int, seed: int = 0) -> None:
-    """``n`` galaxies with clustered embeddings and a stand-in anomaly score, written in chunks."""
+    """``n`` galaxies with clustered embeddings, written in chunks, and their index."""
     import pyarrow as pa
+
+    from galsearch.embedder.collection import open_collection
+    from galsearch.index.compressed import compressed_factory
+    from galsearch.index.store import build_index, ivf_lists
 
     rng = np.random.default_rng(seed)
     centres = rng.normal(0, 1, (CENTRES, WIDTH)).astype(np.float32)
     spread = rng.uniform(0.3, 1.0, CENTRES).astype(np.float32)
-    schema = pa.schema([("id", pa.string()), ("source", pa.string()), ("anomaly_knn", pa.float64())])
+    schema = pa.schema([("id", pa.string()), ("source", pa.string())])
 
     def chunk(start: int, size: int) -> tuple[dict, np.ndarray]:
         cluster = rng.integers(0, CENTRES, size)
@@ -49,11 +55,11 @@ def write_collection(path: Path, n: int, seed: int = 0) -> None:
         columns = {
             "id": pa.array([f"g{i:08d}" for i in range(start, start + size)]),
             "source": pa.array(np.full(size, "synthetic")),
-            "anomaly_knn": np.linalg.norm(offsets, axis=1).astype(np.float64) / spread[cluster],
         }
         return columns, centres[cluster] + offsets
 
     write_sparse_collection(path, n, schema, chunk, CHUNK, dim=WIDTH)
+    build_index(open_collection(path), compressed_factory(WIDTH, ivf_lists(n)), progress=False)
 
 
 def measure(path: Path, what: str) -> dict[str, float]:
@@ -63,7 +69,13 @@ def measure(path: Path, what: str) -> dict[str, float]:
 
     import galsearch.index.store  # noqa: F401
     from galsearch.anomaly.discover import Discovery
+    from galsearch.anomaly.scores import score_collection
+    from galsearch.embedder.collection import open_collection
 
+    if what == "anomaly scores":
+        start = time.perf_counter()
+        score_collection(open_collection(path), "knn", via="index", progress=False)
+        return {"seconds": time.perf_counter() - start}
     session = f"bench-{os.getpid()}"
     start = time.perf_counter()
     hunt = Discovery(path, session, user="bench")
@@ -89,9 +101,10 @@ def main() -> None:
     print("|---:|---|---:|---:|")
     for n in args.rows:
         path = work / f"discover-{n}"
-        made_once(path, n, write_collection, "collection")
+        made_once(path, n, write_collection, "collection and its index")
         shutil.rmtree(path / "cache", ignore_errors=True)
-        for what in ("first session (features and GP features cached)", "session start", "rate -> suggest"):
+        steps = ("anomaly scores", "first session (features and GP features cached)", "session start")
+        for what in (*steps, "rate -> suggest"):
             result = in_process(__file__, path, what)
             print(f"| {n:,} | {what} | {result['seconds']:.2f} | {result['peak_rss_mb']:.0f} |", flush=True)
 

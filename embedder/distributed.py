@@ -35,7 +35,7 @@ def dask_client(address: str | None = None, workers: int | None = None) -> Itera
     """A client of the scheduler at ``address``, or of a local cluster of ``workers`` processes.
 
     The local cluster runs one task at a time per process (each task uses its share of the CPUs), listens
-    on 127.0.0.1 only and has no dashboard.
+    on 127.0.0.1 only, has no dashboard and no per-worker memory limit.
     """
     import dask
     from distributed import Client, LocalCluster
@@ -57,8 +57,16 @@ def dask_client(address: str | None = None, workers: int | None = None) -> Itera
     with kept_environment(), warnings.catch_warnings(), dask.config.set(WORKER_CONFIG):
         # the scheduler's health endpoint takes another port if 8787 is taken: nothing to warn about
         warnings.filterwarnings("ignore", "Port 8787 is already in use", UserWarning)
+        # memory_limit=0: Dask counts the pages of memory-mapped files a worker has read (embeddings read at
+        # random for k-NN scores: the whole 12.8 GB file at 10M) as its memory and kills it past its share
+        # of the RAM, though the kernel can drop them at any time
         cluster = LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            memory_limit=0,
         )
     # closing, a nanny warns when its worker (torch's teardown) takes over 4 s to exit, then ends it: noise
     logging.getLogger("distributed.nanny").setLevel(logging.ERROR)

@@ -1,6 +1,7 @@
-"""Embedding and ingest on a Dask cluster of local processes: the same collection as one process makes,
-after a worker is killed (Dask runs its partition again) and after the driver is killed (a re-run
-continues after the last committed partition). Everything listens on 127.0.0.1 only."""
+"""Embedding, ingest, sharded search and k-NN anomaly scores on a Dask cluster of four local processes:
+the same results as one process gives, after a worker is killed (Dask runs its partition again) and after
+the driver is killed (a re-run continues after the last committed partition). Everything listens on
+127.0.0.1 only."""
 
 from __future__ import annotations
 
@@ -19,20 +20,23 @@ from distributed import Client, LocalCluster
 from distributed.diagnostics.plugin import WorkerPlugin
 from PIL import Image
 
+from galsearch.anomaly import score_collection
 from galsearch.embedder import EncoderError, embed, ingest, load_encoder, open_collection
 from galsearch.embedder.distributed import dask_client, kept_environment
+from galsearch.index import build_index, load_index
 
 ROWS, PARTITION, BATCH = 64, 16, 16
+WORKERS = 4
 
 
 @pytest.fixture(scope="module")
 def cluster() -> str:
-    """The address of a two-process Dask cluster on 127.0.0.1, shared by this module's tests (the
+    """The address of a four-process Dask cluster on 127.0.0.1, shared by this module's tests (the
     environment of the test process kept as it was, as galsearch's own local clusters keep it)."""
     with (
         kept_environment(),
         LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+            n_workers=WORKERS, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
         ) as local,
     ):
         yield local.scheduler_address
@@ -60,12 +64,45 @@ def embed_serially(path: Path) -> None:
 def test_a_cluster_embeds_as_one_process_does(cluster, two_copies):
     serial, distributed = two_copies
     embed_serially(serial)
+    with Client(cluster) as client:
+        assert len(client.nthreads()) == WORKERS
     report = embed(
         distributed, TINY_ENCODER, batch_size=BATCH, device="cpu", progress=False, dask=cluster,
         partition_rows=PARTITION,
     )  # fmt: skip
     assert (report.embedded, report.resumed_from, report.encoder) == (ROWS, 0, TINY_ENCODER)
     assert_same_embeddings(serial, distributed)
+
+
+@pytest.fixture
+def sharded(two_copies) -> Path:
+    """An embedded collection with an index of four shards, one per worker."""
+    path = two_copies[0]
+    embed_serially(path)
+    build_index(open_collection(path), shards=WORKERS, progress=False)
+    return path
+
+
+def test_shards_searched_on_the_workers_answer_as_threads_here_do(cluster, sharded):
+    coll = open_collection(sharded)
+    queries = coll.embedding_rows(0, 8)
+    here, there = load_index(coll), load_index(coll, dask=cluster)
+    try:
+        for k in (1, 10, ROWS):
+            expected, found = here.search(queries, k), there.search(queries, k)
+            np.testing.assert_array_equal(found[1], expected[1])
+            np.testing.assert_array_equal(found[0], expected[0])
+    finally:
+        here.close()
+        there.close()
+
+
+def test_knn_scores_on_the_workers_equal_those_of_one_process(cluster, sharded, tmp_path):
+    shutil.copytree(sharded, tmp_path / "copy")
+    serial = score_collection(open_collection(sharded), via="index", batch_rows=PARTITION, progress=False)
+    options = dict(via="index", batch_rows=PARTITION // 2, progress=False)  # 8 tasks over 4 workers
+    distributed = score_collection(open_collection(tmp_path / "copy"), dask=cluster, **options)
+    np.testing.assert_array_equal(distributed.to_numpy(), serial.to_numpy())
 
 
 def test_nothing_left_to_embed_returns_before_any_cluster_is_reached(blob_collection):

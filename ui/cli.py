@@ -302,16 +302,41 @@ def cmd_anomalies(args: argparse.Namespace) -> None:
     from galsearch.anomaly.scores import score_collection
     from galsearch.embedder.collection import open_collection
 
+    if args.method != "knn" and args.via == "index":
+        args.usage_error("--via index computes k-NN scores: use it with --method knn")
+    index_only = [
+        option
+        for option, given in (
+            ("-k", args.k is not None),
+            ("--statistic", args.statistic is not None),
+            ("--batch-rows", args.batch_rows is not None),
+            ("--dask", args.dask is not None),
+            ("--workers", args.workers is not None),
+        )
+        if given
+    ]
+    if index_only and (args.method != "knn" or args.via == "features"):
+        args.usage_error(f"{', '.join(index_only)}: for k-NN scores through the index (--method knn)")
     coll = open_collection(args.collection)
-    scores = score_collection(coll, args.method, args.dim)
-    top = scores.nlargest(args.top).index
+    options = {
+        "via": args.via or ("index" if index_only else None),
+        "dask": args.dask,
+        "workers": args.workers,
+        "batch_rows": args.batch_rows,
+    }
+    if args.k is not None:
+        options["neighbours"] = args.k
+    if args.statistic is not None:
+        options["statistic"] = args.statistic
+    scores = score_collection(coll, args.method, args.dim, progress=not args.quiet, **options)
+    top = scores.nlargest(args.top).index.to_numpy()
     _say(args, f"stored {scores.name} for {scores.notna().sum()} galaxies; the {len(top)} most anomalous:")
-    table = coll.catalog.loc[top].copy()
+    table = coll.catalog_rows(top)
     table.insert(1, "anomaly", table.pop(scores.name))
     if _as_text(args):
         _print_table(table)
     else:
-        _write_table(args, table.reset_index(drop=True), "galaxies")
+        _write_table(args, table, "galaxies")
     if args.samp:
         _send(table, f"galsearch anomalies of {coll.path.name}")
 
@@ -1032,6 +1057,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=["knn", "iforest", "lof"], default="knn", help="scorer (default knn)")
     p.add_argument("--dim", type=int, default=16, help="PCA dimensions scored (default 16)")
     p.add_argument("--top", type=int, default=20, help="how many to list (default 20)")
+    p.add_argument(
+        "--via",
+        choices=["features", "index"],
+        help="k-NN scores from the PCA features in memory (exact; the default up to 100,000 galaxies) or "
+        "from each galaxy's neighbours in the embedding space through the collection's index (the default "
+        "beyond: batched, resumable, on Dask with --workers/--dask)",
+    )
+    p.add_argument("-k", type=_positive, help="with --via index: neighbours counted (default 10)")
+    # -k, --statistic, --batch-rows, --dask and --workers imply --via index
+    p.add_argument(
+        "--statistic",
+        choices=["kth", "mean"],
+        help="with --via index: distance to the k-th nearest (default) or the mean over the k nearest",
+    )
+    p.add_argument(
+        "--batch-rows",
+        type=_positive,
+        metavar="N",
+        help="with --via index: galaxies per batch (and Dask task), the work a kill repeats (default 16384)",
+    )
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="with --via index: run on the Dask cluster whose scheduler is at ADDRESS (tcp://host:8786); "
+        "its workers need galsearch and the collection at the same path (a shared filesystem)",
+    )
+    where.add_argument(
+        "--workers", type=_positive, metavar="N", help="with --via index: run on N local worker processes"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_table_options(p, "the list")
     p.add_argument(
         "--samp",
