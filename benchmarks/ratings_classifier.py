@@ -1,22 +1,28 @@
 """After a hunt, does a classifier trained on its ratings find the rare galaxies it has not shown yet?
 
-    python benchmarks/ratings_classifier.py [--work DIR] [--seeds N] [--auto-budget S]
+    python benchmarks/ratings_classifier.py [--work DIR] [--pools test,...] [--seeds N] [--hunt-seeds N]
+        [--checkpoints 50,100] [--auto-budget S]
 
-The merger hunt of benchmarks/discovery.py on the GZ1 *test* split (benchmarks/splits.py; the default
-encoder never saw these galaxies' labels): a simulated user rates what the active learner
-(:class:`anomaly.Discovery`) shows, in batches of 10, mergers 5 and everything else 0. After 50 and 100
-ratings each method ranks the galaxies not rated yet, and the table counts the mergers among its top 100,
-out of the mergers the hunt has not found, against random order (100 times the share of mergers among
-the unrated). Methods:
+The merger hunt of benchmarks/discovery.py: a simulated user rates what the active learner
+(:class:`anomaly.Discovery`, seeded with each hunt seed) shows, in batches of 10, mergers 5 and everything
+else 0. After each checkpoint's number of ratings every method ranks the galaxies not rated yet, and the
+table counts the mergers among its top 100, out of the mergers the hunt has not found, against random
+order (100 times the share of mergers among the unrated). Pools (``--pools``, each a collection of its own
+under ``--work``):
 
-- ``train_classifier`` on ``labels_from_ratings`` (positive: rated 4 or more), its defaults: a linear
-  head on the frozen embeddings, 5-fold cross-validated metrics; seeds 0..N-1 of the folds and head;
-- the same with ``--auto`` settings search (``--auto-budget`` seconds; 0 skips it);
-- scikit-learn's ``LogisticRegression`` (its defaults, ``max_iter`` raised to converge) on the same
-  ratings' embeddings;
-- the active learner's own ranking (the GP's expected rating), for reference.
+- ``test``: the GZ1 *test* split (benchmarks/splits.py) with the default encoder, which never saw these
+  galaxies' labels: the stated protocol;
+- ``validation``: the GZ1 *train* split with ImageNet weights (``imagenet:efficientnet_lite0``): the
+  default encoder learnt these labels, the ImageNet encoder did not; settings are chosen here, not on
+  the test split;
+- ``test-imagenet``: the GZ1 test split with ImageNet weights (the hunt finds fewer, so more remain).
 
-Nothing is tuned on the test split: every method runs with its defaults.
+Methods: ``train_classifier`` on ``labels_from_ratings`` (positive: rated 4 or more) with its defaults
+(a linear head on the frozen embeddings, early stopping on a fifth of the labels, 5-fold cross-validated
+metrics), the same with ``early_stopping=False`` (all labels, ``FIXED_EPOCHS`` epochs), seeds 0..N-1 of
+the folds and heads; with ``--auto-budget``, its ``--auto`` settings search; scikit-learn's
+``LogisticRegression`` (its defaults, ``max_iter`` raised to converge) on the same ratings' embeddings;
+the active learner's own ranking (the GP's expected rating).
 """
 
 from __future__ import annotations
@@ -35,22 +41,32 @@ from splits import mean_range, split
 from galsearch.anomaly import Discovery, ratings_store
 from galsearch.anomaly.classifier import labels_from_ratings, train_classifier
 from galsearch.embedder import DEFAULT_ENCODER, embed, ingest, open_collection
-from galsearch.embedder.training.finetune import FinetuneConfig
+from galsearch.embedder.training.finetune import FIXED_EPOCHS, FinetuneConfig
 
 TARGET = "merger"
 SESSION = "benchmark: simulated merger hunt"
 USER = "simulated"
 BATCH = 10
-CHECKPOINTS = (50, 100)
 TOP = 100
+IMAGENET = "imagenet:efficientnet_lite0"
+HEADS = {  # method: early stopping
+    "train_classifier (defaults: linear head, frozen, early stopping on a fifth of the labels)": True,
+    f"train_classifier, early_stopping=False ({FIXED_EPOCHS} epochs on all labels)": False,
+}
+POOLS = {  # name: (collection folder, encoder, description)
+    "test": ("gz1_test_hunt", DEFAULT_ENCODER, "GZ1 test split, default encoder (the stated protocol)"),
+    "validation": ("gz1_train_lite0", IMAGENET, f"GZ1 train split (validation), {IMAGENET}"),
+    "test-imagenet": ("gz1_test_lite0", IMAGENET, f"GZ1 test split, {IMAGENET}"),
+}
 
 
-def collection(work: Path):
-    """The GZ1 test split as a collection of its own (ratings, heads and predictions go into it)."""
-    path = work / "gz1_test_hunt"
+def collection(work: Path, pool: str):
+    """The pool's galaxies as a collection of their own (ratings, heads and predictions go into it)."""
+    folder, encoder, _ = POOLS[pool]
+    path = work / folder
     if not (path / "manifest.json").exists():
-        ingest(split("gz1", work)[1], path, progress=False)
-    embed(path, DEFAULT_ENCODER, progress=False)
+        ingest(split("gz1", work)[0 if pool == "validation" else 1], path, progress=False)
+    embed(path, encoder, progress=False)
     return open_collection(path)
 
 
@@ -61,49 +77,92 @@ def found_in(ids, unrated_truth: dict[str, bool]) -> int:
 
 @dataclass
 class Checkpoint:
-    """Where the hunt stands after some ratings, and the targets in each method's top 100 unrated."""
+    """Where a hunt stands after some ratings, and the targets in each method's top 100 unrated."""
 
+    hunt_seed: int
     ratings: int
     found: int  # targets rated so far
     remaining: int  # targets not rated yet
     unrated: int  # galaxies not rated yet
-    methods: dict[str, list[int]]  # method: targets in its top 100 unrated (one per seed)
+    methods: dict[str, str]  # method: targets in its top 100 unrated (mean and range over seeds)
 
 
-def evaluate(coll, hunt: Discovery, truth: np.ndarray, seeds: int, auto_budget: float) -> Checkpoint:
+def evaluate(
+    coll, hunt: Discovery, hunt_seed: int, truth: np.ndarray, seeds: int, auto_budget: float
+) -> Checkpoint:
     """Targets in the top 100 unrated galaxies of each method, after the ratings made so far."""
     ids = coll.catalog["id"].to_numpy()
     unrated = ~np.isin(ids, hunt.ratings["galaxy"].to_numpy())
     unrated_truth = dict(zip(ids[unrated], truth[unrated], strict=True))
+    ranking = hunt.ranking(len(ids))
+    methods = {
+        "active learner's own ranking (GP)": str(
+            found_in(ranking.loc[ranking["rating"].isna(), "id"], unrated_truth)
+        )
+    }
+    remaining = int(sum(unrated_truth.values()))
+    found = int(truth.sum()) - remaining
+    point = Checkpoint(hunt_seed, len(hunt.ratings), found, remaining, int(unrated.sum()), methods)
+    if found < 2:  # cross-validation needs two labels of each class
+        methods["the classifiers"] = f"none: {found} {TARGET}s rated, cross-validation needs 2"
+        return point
     labels = labels_from_ratings(coll, SESSION)
     name = f"hunt_{len(hunt.ratings)}"
-    heads = [
-        train_classifier(coll, labels, name, FinetuneConfig(seed=s), candidates=TOP) for s in range(seeds)
-    ]
-    methods = {
-        "train_classifier (defaults: linear head, frozen)": [
-            found_in(head.candidates["id"], unrated_truth) for head in heads
-        ]
-    }
+    for method, early_stopping in HEADS.items():
+        configs = [FinetuneConfig(seed=s, early_stopping=early_stopping) for s in range(seeds)]
+        results = [train_classifier(coll, labels, name, config, candidates=TOP) for config in configs]
+        methods[method] = mean_range([found_in(r.candidates["id"], unrated_truth) for r in results])
     embeddings = np.asarray(coll.embeddings)
     logistic = LogisticRegression(max_iter=5000).fit(embeddings[labels.rows], labels.targets)
     probability = logistic.predict_proba(embeddings[unrated])[:, 1]
     order = ids[unrated][np.argsort(-probability, kind="stable")]
-    methods["scikit-learn LogisticRegression (defaults)"] = [found_in(order, unrated_truth)]
-    ranking = hunt.ranking(len(ids))
-    methods["active learner's own ranking (GP)"] = [
-        found_in(ranking.loc[ranking["rating"].isna(), "id"], unrated_truth)
-    ]
+    methods["scikit-learn LogisticRegression (defaults)"] = str(found_in(order, unrated_truth))
     if auto_budget:
         result = train_classifier(coll, labels, f"{name}_auto", auto_budget_s=auto_budget, candidates=TOP)
         config = result.finetune.head.training["config"]
         chosen = f"{config['head']}, unfreeze {config['unfreeze']}, lr {config['lr']:g}"
-        methods[f"train_classifier --auto ({auto_budget:g} s) -> {chosen}"] = [
+        methods[f"train_classifier --auto ({auto_budget:g} s) -> {chosen}"] = str(
             found_in(result.candidates["id"], unrated_truth)
-        ]
-    remaining = int(sum(unrated_truth.values()))
-    found = int(truth.sum()) - remaining
-    return Checkpoint(len(hunt.ratings), found, remaining, int(unrated.sum()), methods)
+        )
+    return point
+
+
+def hunt_checkpoints(coll, hunt_seed: int, checkpoints: list[int], seeds: int, auto_budget: float):
+    """A fresh simulated merger hunt on ``coll``, evaluated at each checkpoint."""
+    truth = (coll.catalog["class_name"] == TARGET).to_numpy()
+    store = ratings_store(coll.path)
+    while store.undo(SESSION, USER) is not None:  # a fresh hunt each run
+        pass
+    hunt = Discovery(coll, SESSION, user=USER, seed=hunt_seed)
+    points = []
+    while len(hunt.ratings) < checkpoints[-1]:
+        batch = hunt.suggest(BATCH)
+        is_target = batch["class_name"] == TARGET
+        hunt.rate_many([(i, 5.0 if t else 0.0) for i, t in zip(batch["id"], is_target, strict=True)])
+        if len(hunt.ratings) in checkpoints:
+            points.append(evaluate(coll, hunt, hunt_seed, truth, seeds, auto_budget))
+    return points
+
+
+def print_table(pool: str, coll, points: list[Checkpoint], seeds: int, load: float) -> None:
+    """The pool's table, headed by date, machine and load."""
+    truth = (coll.catalog["class_name"] == TARGET).to_numpy()
+    machine = platform.processor() or platform.machine()
+    print(
+        f"\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine}, {os.cpu_count()} CPUs, load average "
+        f"{load:.1f} then {os.getloadavg()[0]:.1f}; {POOLS[pool][2]}: {int(truth.sum())} {TARGET}s of "
+        f"{len(truth)}; head seeds 0-{seeds - 1} (mean, min-max)\n"
+    )
+    top = f"{TARGET}s in the top {TOP} unrated"
+    print(f"| hunt seed | ratings | {TARGET}s found by the hunt | method | {top} | of |")
+    print("|---|---|---|---|---|---|")
+    for point in points:
+        expected = TOP * point.remaining / point.unrated
+        random = f"random order (expected: {TOP} x {point.remaining} / {point.unrated})"
+        rows = [(random, f"{expected:.1f}"), *point.methods.items()]
+        for method, cell in rows:
+            where = f"| {point.hunt_seed} | {point.ratings} | {point.found} |"
+            print(f"{where} {method} | {cell} | {point.remaining} |")
 
 
 def main() -> None:
@@ -111,38 +170,27 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--work", type=Path, default=Path("work"), help="where collections are built")
-    parser.add_argument("--seeds", type=int, default=5, help="seeds of the head (default 5)")
-    parser.add_argument("--auto-budget", type=float, default=120, help="--auto seconds (0: skip)")
+    parser.add_argument("--pools", default="test", help=f"comma-separated, of {', '.join(POOLS)} (test)")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds of the heads (default 5)")
+    parser.add_argument("--hunt-seeds", type=int, default=1, help="hunts, seeded 0..N-1 (default 1)")
+    parser.add_argument("--checkpoints", default="50,100", help="ratings to evaluate after (50,100)")
+    parser.add_argument("--auto-budget", type=float, default=0, help="--auto seconds (default 0: skip)")
     args = parser.parse_args()
+    pools = args.pools.split(",")
+    unknown = sorted(set(pools) - set(POOLS))
+    if unknown:
+        parser.error(f"unknown pools {unknown}: choose from {', '.join(POOLS)}")
+    checkpoints = sorted(int(c) for c in args.checkpoints.split(","))
     args.work.mkdir(parents=True, exist_ok=True)
-    load = os.getloadavg()[0]
-    coll = collection(args.work)
-    truth = (coll.catalog["class_name"] == TARGET).to_numpy()
-    store = ratings_store(coll.path)
-    while store.undo(SESSION, USER) is not None:  # a fresh hunt each run
-        pass
-    hunt = Discovery(coll, SESSION, user=USER)
-    checkpoints = []
-    while len(hunt.ratings) < CHECKPOINTS[-1]:
-        batch = hunt.suggest(BATCH)
-        is_target = batch["class_name"] == TARGET
-        hunt.rate_many([(i, 5.0 if t else 0.0) for i, t in zip(batch["id"], is_target, strict=True)])
-        if len(hunt.ratings) in CHECKPOINTS:
-            checkpoints.append(evaluate(coll, hunt, truth, args.seeds, args.auto_budget))
-    machine = platform.processor() or platform.machine()
-    print(
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine}, {os.cpu_count()} CPUs, load average {load:.1f} "
-        f"then {os.getloadavg()[0]:.1f}; GZ1 test split: {int(truth.sum())} {TARGET}s of {len(truth)}; "
-        f"default encoder; head seeds 0-{args.seeds - 1} (mean, min-max)\n"
-    )
-    print(f"| ratings | {TARGET}s found by the hunt | method | {TARGET}s in the top {TOP} unrated | of |")
-    print("|---|---|---|---|---|")
-    for point in checkpoints:
-        expected = TOP * point.remaining / point.unrated
-        random = f"random order (expected: {TOP} x {point.remaining} / {point.unrated})"
-        rows = [(random, f"{expected:.1f}")] + [(m, mean_range(v)) for m, v in point.methods.items()]
-        for method, cell in rows:
-            print(f"| {point.ratings} | {point.found} | {method} | {cell} | {point.remaining} |")
+    for pool in pools:
+        load = os.getloadavg()[0]
+        coll = collection(args.work, pool)
+        points = [
+            point
+            for hunt_seed in range(args.hunt_seeds)
+            for point in hunt_checkpoints(coll, hunt_seed, checkpoints, args.seeds, args.auto_budget)
+        ]
+        print_table(pool, coll, points, args.seeds, load)
 
 
 if __name__ == "__main__":

@@ -8,9 +8,17 @@ import pytest
 import torch
 from conftest import TINY_ENCODER
 from safetensors.torch import load_file, save_file
+from sklearn.metrics import roc_auc_score
 
 from galsearch.embedder import GalsearchError, embed, load_encoder, open_collection
-from galsearch.embedder.training.finetune import FinetuneConfig, finetune, learning_curve, predict
+from galsearch.embedder.training.finetune import (
+    FIXED_EPOCHS,
+    FinetuneConfig,
+    finetune,
+    fit_head,
+    learning_curve,
+    predict,
+)
 from galsearch.embedder.training.heads import HeadNet, load_head
 from galsearch.embedder.training.labels import LabelError, read_labels
 from galsearch.ui.cli import main
@@ -72,6 +80,30 @@ def test_folds_give_cross_validated_metrics_and_a_head_trained_on_every_label(bl
     assert load_head(result.folder).metrics["folds"] == 4 and (result.folder / "roc.png").is_file()
     with pytest.raises(GalsearchError, match="not both"):
         finetune(coll, labels, FinetuneConfig(device="cpu"), test_labels=labels, folds=4)
+
+
+def test_without_early_stopping_a_head_trains_on_all_labels_for_fixed_epochs(blobs):
+    coll, table = blobs
+    labels = read_labels(table.iloc[:40], coll, "binary", positive="compact")
+    heads = [
+        fit_head(coll, labels, FinetuneConfig(val_fraction=f, early_stopping=False, device="cpu"))
+        for f in (0.2, 0.5)
+    ]
+    for head in heads:
+        config = head.training["config"]
+        assert config["early_stopping"] is False and config["epochs"] == FIXED_EPOCHS
+        assert head.training["best_val_loss"] is None and 0 < head.threshold <= 1
+    scores = [head.predict_scores(coll) for head in heads]
+    # no part of the labels is held out: the validation fraction changes neither the head nor its
+    # threshold (out-of-fold scores of heads trained the same way set it)
+    assert np.array_equal(scores[0], scores[1]) and heads[0].threshold == heads[1].threshold
+    unlabelled = table["label"].iloc[40:] == "compact"
+    assert roc_auc_score(unlabelled, scores[0][40:, 1]) > 0.9  # 24 galaxies it never saw
+    stopped = [
+        fit_head(coll, labels, FinetuneConfig(val_fraction=f, device="cpu")) for f in (0.2, 0.5)
+    ]  # the default: a validation part stops training early
+    assert all(isinstance(head.training["best_val_loss"], float) for head in stopped)
+    assert not np.allclose(stopped[0].predict_scores(coll), stopped[1].predict_scores(coll))
 
 
 def test_regression_of_vote_fractions(blobs):

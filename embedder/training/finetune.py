@@ -3,11 +3,15 @@
 Protocol: a test part of the labels (``test_fraction``, stratified; or separate ``test_labels``) is held
 out for the reported metrics, or, with ``folds``, the metrics are cross-validated (every label predicted
 by a head trained on the other folds, :mod:`.crossval`) and the head is trained on all the labels; of
-the labels a head trains on, ``val_fraction`` stops training early (best validation loss)
-and, for binary tasks, sets the decision threshold that reaches ``target_recall``. Classes are weighted
-by inverse frequency. With ``unfreeze = N`` the last N parameter groups of the timm encoder (its blocks,
-the final norm counting as one, as timm's ``group_matcher`` orders them) train with the head, each
-group's learning rate ``layer_decay`` times that of the group after it, on augmented views.
+the labels a head trains on, ``val_fraction`` stops training early (best validation loss) and, for
+binary tasks, sets the decision threshold that reaches ``target_recall``. Without ``early_stopping`` a
+head trains on all its labels for a fixed number of epochs (:data:`FIXED_EPOCHS` on frozen embeddings),
+and its binary threshold comes from out-of-fold scores of heads trained the same way on folds of them:
+with a few dozen labels, a fifth of them (a handful of the rare class) need not decide when training
+ends. Classes are weighted by inverse frequency. With ``unfreeze = N`` the last N parameter groups of
+the timm encoder (its blocks, the final norm counting as one, as timm's ``group_matcher`` orders them)
+train with the head, each group's learning rate ``layer_decay`` times that of the group after it, on
+augmented views.
 """
 
 from __future__ import annotations
@@ -43,6 +47,10 @@ from .labels import Labels
 MIN_LABELS = 10
 EVAL_CHUNK = 256  # galaxies per forward pass when evaluating
 MIN_IMPROVEMENT = 1e-3  # of the validation loss, for an epoch to count as progress
+# Epochs of a frozen head without early stopping, chosen on a validation hunt (mergers of the GZ1 *train*
+# split, ImageNet embeddings; docs/classifier.md, "A classifier from a hunt's ratings").
+FIXED_EPOCHS = 100
+THRESHOLD_FOLDS = 5  # without early stopping, the binary threshold comes from out-of-fold scores
 
 
 @dataclass(frozen=True)
@@ -55,8 +63,10 @@ class FinetuneConfig:
     weight_decay: float = 1e-2
     layer_decay: float = 0.75
     freeze_bn: bool = True  # unfrozen BatchNorm layers keep the encoder's running statistics
-    epochs: int | None = None  # 300 frozen, 30 unfrozen (early stopping ends most runs sooner)
+    epochs: int | None = None  # 300 frozen, 30 unfrozen (early stopping ends most runs sooner), or
+    # FIXED_EPOCHS without early stopping on frozen embeddings
     patience: int | None = None  # epochs without validation improvement: 30 frozen, 5 unfrozen
+    early_stopping: bool = True  # False: train on all labels for the epochs (see the module's docstring)
     batch_size: int = 64
     val_fraction: float = 0.2
     target_recall: float = 0.99
@@ -69,10 +79,11 @@ class FinetuneConfig:
 
     def resolved(self) -> FinetuneConfig:
         """This config with its defaults filled in."""
+        epochs = 30 if not self.frozen else 300 if self.early_stopping else FIXED_EPOCHS
         return replace(
             self,
             lr=self.lr or (3e-3 if self.frozen else 3e-4),
-            epochs=self.epochs or (300 if self.frozen else 30),
+            epochs=self.epochs or epochs,
             patience=self.patience or (30 if self.frozen else 5),
             device=self.device or default_device(),
         )
@@ -127,6 +138,8 @@ def describe_config(config: dict) -> str:
     where = (
         "frozen embeddings" if config["unfreeze"] == 0 else f"{config['unfreeze']} unfrozen encoder groups"
     )
+    if config.get("early_stopping") is False:
+        where += f", {config['epochs']} epochs on all labels"
     return f"{config['head']} ({where}, lr {config['lr']:g}, weight decay {config['weight_decay']:g})"
 
 
@@ -208,13 +221,76 @@ def fit_head(
     deadline: float | None = None,
     progress: bool = False,
 ) -> Head:
-    """Train a head on ``labels`` (a validation part of them stops training); stops at ``deadline``."""
+    """Train a head on ``labels`` (a validation part of them stops training, or, without early stopping,
+    out-of-fold scores set the binary threshold); stops at ``deadline``."""
     config = config.resolved()
     if len(labels) < MIN_LABELS:
         raise GalsearchError(f"{len(labels)} labels are too few to train on: give at least {MIN_LABELS}")
+    if config.early_stopping:
+        train, val = _split(labels, config.val_fraction, config.seed)
+        net, inputs, best = _train(collection, labels, config, train, val, deadline, progress)
+        if labels.task == "binary":
+            positive = _probabilities(net, inputs, labels.rows[val])
+            threshold = _threshold(positive, labels.targets[val], config.target_recall)
+    else:
+        net, inputs, best = _train(
+            collection, labels, config, np.arange(len(labels)), None, deadline, progress
+        )
+        if labels.task == "binary":
+            threshold = _out_of_fold_threshold(collection, labels, config, deadline)
+    head = Head(
+        net,
+        config.head,
+        labels.task,
+        labels.classes,
+        labels.columns,
+        collection.encoder,
+        inputs.encoder,
+        training={"config": asdict(config), "labels": len(labels), "best_val_loss": best},
+    )
+    if labels.task == "binary":
+        head.threshold = threshold
+    return head
+
+
+def _out_of_fold_threshold(
+    collection: Collection, labels: Labels, config: FinetuneConfig, deadline: float | None
+) -> float:
+    """The threshold reaching ``config.target_recall`` on binary labels, each scored by a head trained as
+    the final one is (all labels, fixed epochs) on :data:`THRESHOLD_FOLDS` folds of the others (fewer
+    when the positive class is smaller; 0.5 when a class has a single label)."""
+    if np.bincount(labels.targets, minlength=2).min() < 2:
+        return 0.5
+    from .crossval import fold_splits  # crossval builds on this module
+
+    positive = np.zeros(len(labels))
+    for train, held in fold_splits(labels, THRESHOLD_FOLDS, config.seed)[0]:
+        net, inputs, _ = _train(collection, labels, config, train, None, deadline, False)
+        positive[held] = _probabilities(net, inputs, labels.rows[held])
+    return _threshold(positive, labels.targets, config.target_recall)
+
+
+@torch.no_grad()
+def _probabilities(net: HeadNet, inputs: _Inputs, rows: np.ndarray) -> np.ndarray:
+    """A binary head net's positive-class probability for ``rows``."""
+    net.eval()
+    return net(inputs.features(rows)).softmax(1)[:, 1].cpu().numpy()
+
+
+def _train(
+    collection: Collection,
+    labels: Labels,
+    config: FinetuneConfig,
+    train: np.ndarray,
+    val: np.ndarray | None,
+    deadline: float | None,
+    progress: bool,
+) -> tuple[HeadNet, _Inputs, float | None]:
+    """A head net trained on label positions ``train``, its input (with its own encoder when unfrozen) and
+    its best validation loss: trained until the loss on ``val`` stops improving (the best epoch kept),
+    or for ``config.epochs`` without ``val``."""
     torch.manual_seed(config.seed)
     device = torch.device(config.device)
-    train, val = _split(labels, config.val_fraction, config.seed)
     encoder = None if config.frozen else encoder_of(collection, str(device))
     inputs = _Inputs(collection, encoder, device)
     outputs = output_count(labels.task, labels.classes, labels.columns)
@@ -231,8 +307,7 @@ def fit_head(
     targets = torch.from_numpy(np.array(labels.targets)).to(device)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    best, stale = math.inf, 0
-    best_state = copy.deepcopy((net.state_dict(), encoder.model.state_dict() if encoder else None))
+    best, stale, best_state = math.inf, 0, None
     bar = tqdm(range(config.epochs), desc="fine-tuning", unit="epoch", disable=not progress)
     for _ in bar:
         net.train()
@@ -247,38 +322,29 @@ def fit_head(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        val_loss = _evaluate_loss(net, encoder, inputs, labels, val, targets, weights)
-        bar.set_postfix(val_loss=f"{val_loss:.3f}")
-        if val_loss < best - MIN_IMPROVEMENT:
-            best, stale = val_loss, 0
-            best_state = copy.deepcopy((net.state_dict(), encoder.model.state_dict() if encoder else None))
-        else:
-            stale += 1
+        if val is not None:
+            val_loss = _evaluate_loss(net, encoder, inputs, labels, val, targets, weights)
+            bar.set_postfix(val_loss=f"{val_loss:.3f}")
+            if val_loss < best - MIN_IMPROVEMENT:
+                best, stale = val_loss, 0
+                best_state = copy.deepcopy(
+                    (net.state_dict(), encoder.model.state_dict() if encoder else None)
+                )
+            else:
+                stale += 1
         if stale >= config.patience or (deadline is not None and time.monotonic() > deadline):
             break
     bar.close()  # also when stopped early: the web page's progress tracking would read on from its iterator
-    net.load_state_dict(best_state[0])
+    if best_state is not None:
+        net.load_state_dict(best_state[0])
+        if encoder is not None:
+            encoder.model.load_state_dict(best_state[1])
     if encoder is not None:
-        encoder.model.load_state_dict(best_state[1])
         encoder.model.eval()
         for p in encoder.model.parameters():
             p.requires_grad_(False)
     net.eval()
-    head = Head(
-        net,
-        config.head,
-        labels.task,
-        labels.classes,
-        labels.columns,
-        collection.encoder,
-        encoder,
-        training={"config": asdict(config), "labels": len(labels), "best_val_loss": best},
-    )
-    if labels.task == "binary":
-        head.threshold = _threshold(
-            _scores(head, inputs, labels.rows[val])[:, 1], labels.targets[val], config.target_recall
-        )
-    return head
+    return net, inputs, best if val is not None else None
 
 
 @torch.no_grad()
