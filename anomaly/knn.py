@@ -26,6 +26,7 @@ from sklearn.utils.validation import check_array, check_is_fitted
 from tqdm.auto import tqdm
 
 from galsearch.embedder.collection import CACHE, Collection, open_collection
+from galsearch.embedder.distributed import usable_cpus
 from galsearch.embedder.storage import append_records, atomic_write_json, exclusive_lock
 
 from .scores import NEIGHBOURS, ScoresError
@@ -155,7 +156,7 @@ def neighbour_distances(
             block = slice(start, start + EXACT_BLOCK)
             distances[block] = _exact_nearest(index, prepared[block], found[block], rows[block], k)
 
-        with ThreadPoolExecutor(threads or _cpus(), thread_name_prefix="knn-exact") as pool:
+        with ThreadPoolExecutor(threads or usable_cpus(), thread_name_prefix="knn-exact") as pool:
             list(pool.map(exact, range(0, len(queries), EXACT_BLOCK)))  # numpy lets go of the GIL
     else:
         results = [(part.search(queries, k + 1), first) for first, part in index.parts]
@@ -180,10 +181,6 @@ def _exact_nearest(
     else:
         squared = norms - 2 * dots + np.einsum("cd,cd->c", queries, queries)[:, None]
     return _smallest(np.where(valid, np.maximum(squared, 0), np.inf), k)
-
-
-def _cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _squared(scores: np.ndarray, metric: str) -> np.ndarray:
@@ -313,18 +310,13 @@ def index_knn_scores(
             for (first, stop), scores in zip(
                 batches, batch_scores(batches, path, state, settings, dask, workers), strict=True
             ):
-                commit_batch(cache, first, scores)
+                cache.commit(first, scores)
                 bar.update(stop - first)
         scores = cache.read(n)
     finite = np.isfinite(scores)
     if not finite.all():
         scores[~finite] = scores[finite].max() if finite.any() else 0.0
     return scores, cache
-
-
-def commit_batch(cache: ScoresCache, first: int, scores: np.ndarray) -> None:
-    """Commit the scores of one batch, rows ``first``... (after every batch before it)."""
-    cache.commit(first, scores)
 
 
 def batch_scores(

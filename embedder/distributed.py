@@ -146,11 +146,15 @@ def slots_per_host(client: Client) -> dict[str, int]:
     return slots
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the system tells it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def cpus_per_task(slots: dict[str, int]) -> int:
     """On a worker: its host's CPUs divided among the task slots of all workers there (at least 1)."""
     from distributed import get_worker
     from distributed.comm import get_address_host
 
     worker = get_worker()
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cpus // slots.get(get_address_host(worker.address), worker.state.nthreads))
+    return max(1, usable_cpus() // slots.get(get_address_host(worker.address), worker.state.nthreads))

@@ -88,21 +88,19 @@ def test_settings_and_sources_are_checked(fresh):
 KILLED_AFTER_TWO_BATCHES = """
 import os, signal, sys
 import galsearch.ui.cli
-import galsearch.anomaly.knn as knn
-commit, commits = knn.commit_batch, []
+from galsearch.anomaly.knn import ScoresCache
+commit, commits = ScoresCache.commit, []
 def commit_then_die(cache, first, scores):
     commit(cache, first, scores)
     commits.append(first)
     if len(commits) == 2:
         os.kill(os.getpid(), signal.SIGKILL)
-knn.commit_batch = commit_then_die
+ScoresCache.commit = commit_then_die
 sys.exit(galsearch.ui.cli.main())
 """
 
 
 def test_a_killed_run_continues_after_its_last_committed_batch(fresh, monkeypatch):
-    import galsearch.anomaly.knn as knn
-
     arguments = ["anomalies", str(fresh.path), "--via", "index", "--batch-rows", str(BATCH), "--quiet"]
     killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_TWO_BATCHES, *arguments], timeout=300)
     assert killed.returncode == -signal.SIGKILL
@@ -111,8 +109,8 @@ def test_a_killed_run_continues_after_its_last_committed_batch(fresh, monkeypatc
     assert cache.done() == 2 * BATCH  # two batches committed, no more
     assert "anomaly_knn" not in open_collection(fresh.path).columns
 
-    commit, firsts = knn.commit_batch, []
-    monkeypatch.setattr(knn, "commit_batch", lambda c, first, s: (firsts.append(first), commit(c, first, s)))
+    commit, firsts = ScoresCache.commit, []
+    monkeypatch.setattr(ScoresCache, "commit", lambda c, i, s: (firsts.append(i), commit(c, i, s)))
     resumed, _ = index_knn_scores(fresh, settings, batch_rows=BATCH, progress=False)
     assert firsts == [2 * BATCH, 3 * BATCH]  # only the batches not committed before the kill
     np.testing.assert_allclose(resumed, exact_scores(np.array(fresh.embeddings), 10, "kth"), atol=1e-5)
