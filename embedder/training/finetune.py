@@ -228,17 +228,28 @@ def fit_head(
         raise GalsearchError(f"{len(labels)} labels are too few to train on: give at least {MIN_LABELS}")
     if config.early_stopping:
         train, val = _split(labels, config.val_fraction, config.seed)
-        net, inputs, best = _train(collection, labels, config, train, val, deadline, progress)
-        if labels.task == "binary":
-            positive = _probabilities(net, inputs, labels.rows[val])
-            threshold = _threshold(positive, labels.targets[val], config.target_recall)
     else:
-        net, inputs, best = _train(
-            collection, labels, config, np.arange(len(labels)), None, deadline, progress
-        )
-        if labels.task == "binary":
-            threshold = _out_of_fold_threshold(collection, labels, config, deadline)
-    head = Head(
+        train, val = np.arange(len(labels)), None
+    net, inputs, best = _train(collection, labels, config, train, val, deadline, progress)
+    head = _head(collection, labels, config, net, inputs, best)
+    if labels.task == "binary" and val is not None:
+        positive = _scores(head, inputs, labels.rows[val])[:, 1]
+        head.threshold = _threshold(positive, labels.targets[val], config.target_recall)
+    elif labels.task == "binary":
+        head.threshold = _out_of_fold_threshold(collection, labels, config, deadline)
+    return head
+
+
+def _head(
+    collection: Collection,
+    labels: Labels,
+    config: FinetuneConfig,
+    net: HeadNet,
+    inputs: _Inputs,
+    best: float | None,
+) -> Head:
+    """The head of a trained ``net``: what it predicts, for which encoder, and how it was trained."""
+    return Head(
         net,
         config.head,
         labels.task,
@@ -248,9 +259,6 @@ def fit_head(
         inputs.encoder,
         training={"config": asdict(config), "labels": len(labels), "best_val_loss": best},
     )
-    if labels.task == "binary":
-        head.threshold = threshold
-    return head
 
 
 def _out_of_fold_threshold(
@@ -266,15 +274,9 @@ def _out_of_fold_threshold(
     positive = np.zeros(len(labels))
     for train, held in fold_splits(labels, THRESHOLD_FOLDS, config.seed)[0]:
         net, inputs, _ = _train(collection, labels, config, train, None, deadline, False)
-        positive[held] = _probabilities(net, inputs, labels.rows[held])
+        fold = _head(collection, labels, config, net, inputs, None)
+        positive[held] = _scores(fold, inputs, labels.rows[held])[:, 1]
     return _threshold(positive, labels.targets, config.target_recall)
-
-
-@torch.no_grad()
-def _probabilities(net: HeadNet, inputs: _Inputs, rows: np.ndarray) -> np.ndarray:
-    """A binary head net's positive-class probability for ``rows``."""
-    net.eval()
-    return net(inputs.features(rows)).softmax(1)[:, 1].cpu().numpy()
 
 
 def _train(
