@@ -41,7 +41,15 @@ import numpy as np
 from .catalog import ROW_GROUP, Catalog, CatalogFile, IdIndex, PartIds
 from .display import composite, default_rgb, fallback_bands, rgb_channels
 from .errors import CollectionError
-from .storage import append_records, atomic_write, atomic_write_json, exclusive_lock, safe_name, utc_now
+from .storage import (
+    append_records,
+    atomic_write,
+    atomic_write_json,
+    exclusive_lock,
+    merged_parts,
+    safe_name,
+    utc_now,
+)
 from .stretch import Stretch
 
 if TYPE_CHECKING:
@@ -489,13 +497,9 @@ class Collection:
         import pyarrow as pa
 
         layout, names = self._layout(), self._part_names()
-        sizes = [part.num_rows for part in layout.parts]
-        first, total = len(sizes), table.num_rows
-        while first > 0 and sizes[first - 1] <= total:
-            first -= 1
-            total += sizes[first]
+        first, total = merged_parts([part.num_rows for part in layout.parts], table.num_rows)
         catalog = self.manifest["catalog"]
-        if first == len(sizes):
+        if first == len(layout.parts):
             name = f"{CATALOG_DIR}/part-{catalog['next']:06d}.parquet"
             catalog["next"] += 1
         else:

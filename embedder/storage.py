@@ -6,7 +6,7 @@ import fcntl
 import json
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +25,18 @@ def safe_name(text: str, fallback: str) -> str:
     '.' become '_', and leading or trailing dots, dashes and underscores go (``fallback`` if nothing
     is left)."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._-")[:100] or fallback
+
+
+def merged_parts(sizes: Sequence[int], added: int) -> tuple[int, int]:
+    """Where ``added`` new rows go among parts of ``sizes`` rows (in order): merged with the last parts
+    while each holds no more rows than the merge so far, so a store keeps a few parts and a row is
+    rewritten a few times however many appends made it. Returns the first part merged (``len(sizes)``:
+    none, a new part) and the rows of the merged part."""
+    first, total = len(sizes), added
+    while first > 0 and sizes[first - 1] <= total:
+        first -= 1
+        total += sizes[first]
+    return first, total
 
 
 def _fsync_dir(directory: Path) -> None:

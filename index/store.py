@@ -43,7 +43,7 @@ import numpy as np
 from galsearch.embedder.collection import EMBEDDINGS, Collection
 from galsearch.embedder.embed import IDENTITY_KEYS, same_encoder
 from galsearch.embedder.errors import CollectionError, GalsearchError
-from galsearch.embedder.storage import atomic_write, atomic_write_json, utc_now
+from galsearch.embedder.storage import atomic_write, atomic_write_json, merged_parts, utc_now
 
 from .compressed import (
     RERANK_FACTOR,
@@ -456,10 +456,7 @@ def _grown(directory: Path, info: IndexInfo, collection: Collection, progress: b
         index = _read_part(directory, last, info, writable=True)
         _add_rows(index, vectors[last.first :], info.metric, progress)
         return [*parts[:-1], _save_part(directory, last, index)]
-    first, total = len(parts), len(vectors) - info.ntotal
-    while first > 0 and parts[first - 1].ntotal <= total:
-        first -= 1
-        total += parts[first].ntotal
+    first, _ = merged_parts([part.ntotal for part in parts], len(vectors) - info.ntotal)
     if first == len(parts):
         index = empty_copy(template)
         numbers = [int(part.file[6:9]) for part in parts if part.file.startswith("shard-")]
