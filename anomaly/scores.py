@@ -102,10 +102,14 @@ def score_collection(
     if via not in VIAS:
         raise ScoresError(f"unknown source of scores {via!r}: choose one of {', '.join(VIAS)}")
     if via == "features":
-        index_only = {"neighbours": neighbours != NEIGHBOURS, "statistic": statistic != "kth"}
-        index_only |= {"batch_rows": batch_rows is not None, "dask": dask is not None}
-        index_only |= {"workers": workers is not None}
-        if given := [name for name, set_ in index_only.items() if set_]:
+        index_only = {
+            "neighbours": neighbours != NEIGHBOURS,
+            "statistic": statistic != "kth",
+            "batch_rows": batch_rows is not None,
+            "dask": dask is not None,
+            "workers": workers is not None,
+        }
+        if given := [name for name, chosen in index_only.items() if chosen]:
             raise ScoresError(f"{', '.join(given)} apply to k-NN scores through the index (via='index') only")
         return store_scores(
             collection, method, anomaly_scores(collection_features(collection, dim, seed), method, seed)
