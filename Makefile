@@ -20,7 +20,6 @@ browser:
 # (docs/benchmarks.md). pip installs them where uv is unavailable or fails.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 	{ $(BIN)/python -m pip install --quiet uv && \
 		$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[test,pretrained]'; } || \
 		$(BIN)/python -m pip install --quiet -e '.[test,pretrained]'

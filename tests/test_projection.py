@@ -84,6 +84,17 @@ def test_another_encoder_recomputes_the_map(mapped, tmp_path):
     assert copy.encoder["weights_sha256"] != coll.encoder["weights_sha256"]
 
 
+def test_the_neighbour_graph_is_the_exact_cosine_one(mapped):
+    vectors = np.asarray(mapped[0].embeddings, dtype=np.float32)
+    indices, distances = projection._exact_neighbours(vectors, 5)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    cosine = 1 - unit @ unit.T
+    expected = np.argsort(cosine, axis=1, kind="stable")[:, :5]
+    assert (indices[:, 0] == np.arange(N)).all()  # itself first, at distance 0
+    assert np.allclose(distances, np.take_along_axis(cosine, expected, axis=1), atol=1e-5)
+    assert np.allclose(np.take_along_axis(cosine, indices, axis=1), distances, atol=1e-5)
+
+
 def test_large_collections_are_fitted_on_a_sample_and_transformed(mapped, tmp_path, monkeypatch):
     coll, coords = mapped
     copy = copy_of(coll, tmp_path)

@@ -649,6 +649,13 @@ def _band_names(text: str) -> list[str]:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
+    import subprocess
+
+    # A new install compiles UMAP's numba functions at its first import (about 15 s on 2 cores) and keeps
+    # them in numba's on-disk cache: fill it in another process while the galaxies are simulated.
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    compiling = subprocess.Popen([sys.executable, "-c", "import umap"], **quiet)
+
     from galsearch.anomaly.discover import DEFAULT_SESSION, Discovery
     from galsearch.embedder import DEFAULT_ENCODER, build_demo, default_demo_path, embed
     from galsearch.index import build_index, umap_coordinates
@@ -663,6 +670,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
         build_index(coll, progress=False)
     # Every tab opens ready: the map and the discovery loop's anomaly scores and GP features are computed
     # now and kept in the demo (free when unchanged).
+    compiling.wait()
     umap_coordinates(coll, progress=True)
     Discovery(coll, DEFAULT_SESSION)
     if not args.no_serve:
