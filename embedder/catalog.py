@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -94,6 +95,36 @@ class CatalogFile:
         return table.take(local)
 
 
+@dataclass(frozen=True)
+class _Segment:
+    """Catalog rows ``first`` to ``end`` of some columns, held by ``file`` from its row ``offset`` on."""
+
+    file: CatalogFile  # compared and hashed by identity: segments of one file object are one read
+    first: int
+    end: int
+    offset: int
+
+    def read(
+        self, types: dict[str, pa.DataType], start: int, stop: int, rows: np.ndarray | None, dictionary: bool
+    ) -> dict[str, pa.Array | pa.ChunkedArray]:
+        """The segment's rows among ``start`` to ``stop`` (only the sorted catalog ``rows`` among them,
+        if given) of the columns ``types`` names, as those types (nulls where the file lacks a column)."""
+        import pyarrow as pa
+
+        lo, hi = max(self.first, start), min(self.end, stop)
+        present = [name for name in types if name in self.file.names]
+        shift = self.offset - self.first  # catalog row + shift = the file's row
+        if rows is None:
+            table, count = self.file.read(present, lo + shift, hi + shift, dictionary), hi - lo
+        else:
+            chosen = rows[np.searchsorted(rows, lo) : np.searchsorted(rows, hi)] + shift
+            table, count = self.file.take(present, chosen), len(chosen)  # no columns: a table of no rows
+        return {
+            name: table.column(name).cast(target) if name in present else pa.nulls(count, target)
+            for name, target in types.items()
+        }
+
+
 class Catalog:
     """A catalog stored as ``parts`` (files of rows appended in order) and ``overlays`` (a column's file
     of its values for the first rows, later rows taking the column from the parts)."""
@@ -119,14 +150,24 @@ class Catalog:
         self.text = {n for n, t in self.types.items() if pa.types.is_string(t) or pa.types.is_large_string(t)}
         self.metadata = parts[0].schema.metadata if parts else None
 
-    def _segments(self, name: str) -> list[tuple[CatalogFile, int, int, int]]:
-        """Where the column ``name`` is read: (file, first row, end row, the file's row at the first)."""
+    def _segments(self, name: str) -> list[_Segment]:
+        """Where the column ``name`` is read: its overlay's rows, then those of the parts past them."""
         start = self.overlays[name].num_rows if name in self.overlays else 0
-        segments = [(self.overlays[name], 0, start, 0)] if start else []
+        segments = [_Segment(self.overlays[name], 0, start, 0)] if start else []
         for part, first, end in zip(self.parts, self.starts[:-1], self.starts[1:], strict=True):
             if end > start:
-                segments.append((part, max(first, start), end, max(start - first, 0)))
+                segments.append(_Segment(part, int(max(first, start)), int(end), int(max(start - first, 0))))
         return segments
+
+    def _plan(self, names: Sequence[str], start: int, stop: int) -> dict[_Segment, list[str]]:
+        """The segments holding rows ``start`` to ``stop`` of the columns ``names``, each with the columns
+        read from it: columns read from the same rows of the same file share one read."""
+        plan: dict[_Segment, list[str]] = {}
+        for name in names:
+            for segment in self._segments(name):
+                if segment.first < stop and segment.end > start:
+                    plan.setdefault(segment, []).append(name)
+        return plan
 
     def _gather(
         self, names: Sequence[str], start: int, stop: int, rows: np.ndarray | None, dictionary: bool = False
@@ -134,32 +175,23 @@ class Catalog:
         """Rows ``start`` to ``stop`` of the columns ``names``, or only the sorted ``rows`` among them."""
         import pyarrow as pa
 
-        plan: dict[tuple[int, int, int, int], list[str]] = {}
-        files: dict[int, CatalogFile] = {}
-        for name in names:
-            for file, first, end, offset in self._segments(name):
-                if first < stop and end > start:
-                    files[id(file)] = file
-                    plan.setdefault((first, id(file), end, offset), []).append(name)
-        chunks: dict[str, list[tuple[int, pa.Array]]] = {name: [] for name in names}
-        for (first, key, end, offset), wanted in plan.items():
-            file, lo, hi = files[key], max(first, start), min(end, stop)
-            present = [name for name in wanted if name in file.names]
-            if rows is None:
-                table = file.read(present, lo - first + offset, hi - first + offset, dictionary)
-            else:
-                chosen = rows[np.searchsorted(rows, lo) : np.searchsorted(rows, hi)]
-                table = file.take(present, chosen - first + offset)
-            for name in wanted:
-                target = self._type(name, dictionary)
-                column = table.column(name) if name in present else pa.nulls(table.num_rows, target)
-                chunks[name].append((first, column.cast(target)))
-        columns = {}
-        for name in names:
-            parts = [c for _, c in sorted(chunks[name], key=lambda item: item[0])]
-            pieces = [a for c in parts for a in (c.chunks if isinstance(c, pa.ChunkedArray) else [c])]
-            columns[name] = pa.chunked_array(pieces, type=self._type(name, dictionary))
+        pieces: dict[str, list[tuple[int, pa.Array | pa.ChunkedArray]]] = {name: [] for name in names}
+        for segment, wanted in self._plan(names, start, stop).items():
+            types = {name: self._type(name, dictionary) for name in wanted}
+            for name, column in segment.read(types, start, stop, rows, dictionary).items():
+                pieces[name].append((segment.first, column))
+        columns = {name: self._joined(name, pieces[name], dictionary) for name in names}
         return pa.table(columns, metadata=self.metadata) if names else pa.table({})
+
+    def _joined(
+        self, name: str, pieces: list[tuple[int, pa.Array | pa.ChunkedArray]], dictionary: bool
+    ) -> pa.ChunkedArray:
+        """The column ``name`` from its pieces (each with the catalog row it starts at), in row order."""
+        import pyarrow as pa
+
+        ordered = [piece for _, piece in sorted(pieces, key=lambda item: item[0])]
+        chunks = [a for c in ordered for a in (c.chunks if isinstance(c, pa.ChunkedArray) else [c])]
+        return pa.chunked_array(chunks, type=self._type(name, dictionary))
 
     def _type(self, name: str, dictionary: bool) -> pa.DataType:
         import pyarrow as pa

@@ -119,6 +119,20 @@ def test_appended_galaxies_are_found_and_the_old_id_index_kept(grouped):
     assert len(list((grouped.path / "cache").glob("ids-*.arrow"))) == 2  # one per catalog part
 
 
+def test_a_column_set_before_an_append_reads_as_missing_on_the_new_rows(grouped):
+    with grouped.writing():
+        grouped.set_columns({"x": np.arange(100, dtype=float)})
+    add(grouped, galaxies(10, start=100, seed=1))
+    reopened = open_collection(grouped.path)
+    rows = reopened.catalog_rows([0, 105], ["x"])["x"].tolist()
+    assert rows[0] == 0.0 and np.isnan(rows[1])
+    add(reopened, galaxies(150, start=110, seed=2))  # parts merge across the column's edge
+    reopened = open_collection(grouped.path)
+    picked = reopened.catalog_rows([3, 105, 200])
+    assert len(picked) == 3 and picked["x"].iloc[0] == 3.0 and picked["x"].iloc[1:].isna().all()
+    pd.testing.assert_frame_equal(picked, reopened.catalog.iloc[[3, 105, 200]].reset_index(drop=True))
+
+
 def test_a_catalog_with_duplicate_ids_is_refused(grouped):
     table = pq.read_table(grouped.path / CATALOG)
     ids = table.column("id").to_pylist()
