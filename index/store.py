@@ -29,6 +29,7 @@ import itertools
 import json
 import math
 import os
+import re
 import sys
 import time
 import uuid
@@ -82,7 +83,7 @@ CALIBRATION_QUERIES = 200
 CHUNK_ROWS = 50_000  # rows read from the embeddings memmap at a time (64 MB at dim 320)
 GPU_MAX_K = 2048  # FAISS GPU indexes return at most this many neighbours
 SEED = 0
-SHARD_FILE = "shard-{:03d}/" + INDEX_FILE
+SHARD_PREFIX = "shard-"  # shard N's files are in index/shard-NNN/ (see _shard_file)
 LISTS_SUFFIX = ".ivfdata"
 MAPPED = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY  # how indexes are read to be searched
 
@@ -93,6 +94,18 @@ class StaleIndexError(CollectionError):
 
 class IndexSettingError(GalsearchError):
     """A factory string, metric, device or k that cannot be used."""
+
+
+def _shard_file(number: int) -> str:
+    """The index file of shard ``number``, relative to the index directory: ``shard-NNN/index.faiss``."""
+    return f"{SHARD_PREFIX}{number:03d}/{INDEX_FILE}"
+
+
+def _shard_number(file: str) -> int | None:
+    """The number of the shard whose index file is ``file`` (as :func:`_shard_file` names it), or None
+    for another file (the ``index.faiss`` of an index without shards)."""
+    found = re.fullmatch(rf"{re.escape(SHARD_PREFIX)}(\d+)/{re.escape(INDEX_FILE)}", file)
+    return int(found[1]) if found else None
 
 
 def normalized(vectors: np.ndarray) -> np.ndarray:
@@ -388,7 +401,7 @@ def build_index(
         parts = []
         for number, (first, last) in enumerate(itertools.pairwise(bounds)):
             index, rerank = _build(vectors[first:last], factory, metric, device, progress, rerank)
-            file = INDEX_FILE if shards == 1 else SHARD_FILE.format(number)
+            file = INDEX_FILE if shards == 1 else _shard_file(number)
             part = ShardInfo(file, int(first), 0, 0, search_params(index))
             parts.append(_save_part(directory, part, index))
             del index
@@ -459,10 +472,9 @@ def _grown(directory: Path, info: IndexInfo, collection: Collection, progress: b
     first, _ = merged_parts([part.ntotal for part in parts], len(vectors) - info.ntotal)
     if first == len(parts):
         index = empty_copy(template)
-        numbers = [int(part.file[6:9]) for part in parts if part.file.startswith("shard-")]
-        part = ShardInfo(
-            SHARD_FILE.format(max(numbers, default=0) + 1), info.ntotal, 0, 0, last.search_params
-        )
+        numbers = [number for part in parts if (number := _shard_number(part.file)) is not None]
+        file = _shard_file(max(numbers, default=0) + 1)  # after index.faiss (shard 0's rows): shard 1
+        part = ShardInfo(file, info.ntotal, 0, 0, last.search_params)
     else:
         del template
         part = parts[first]
@@ -633,7 +645,7 @@ def _commit(directory: Path, info: IndexInfo) -> None:
     (processes that mapped them keep their pages until they let go)."""
     atomic_write_json(directory / INFO_FILE, asdict(info))
     listed = {directory / name for part in info.parts for name in (part.file, part.lists) if name}
-    shards = Path(SHARD_FILE.replace("{:03d}", "*"))
+    shards = Path(f"{SHARD_PREFIX}*", INDEX_FILE)
     patterns = (INDEX_FILE, f"*{LISTS_SUFFIX}", str(shards), str(shards.with_name(f"*{LISTS_SUFFIX}")))
     for file in [file for pattern in patterns for file in directory.glob(pattern)]:
         if file not in listed and file.is_file():
