@@ -152,7 +152,9 @@ def build(state: AppState, tab: gr.Tab) -> tuple[gr.Row, gr.Textbox]:
             return labels_from_set(coll, (label_set or "").strip(), task), label_set
         return read_labels(_labels_table(label_file, typed_labels), coll, task), "labels"
 
-    form = [source, session, positive_at, label_set, labels_file, typed, task]
+    # The inputs of every training event (finetune, suspects, curve): the labels (as labels_of reads them),
+    # then the head; each event's function takes them first, in this order, and names them in the API.
+    training = [source, session, positive_at, label_set, labels_file, typed, task, head, unfreeze]
 
     def finetune(
         source,
@@ -206,7 +208,7 @@ def build(state: AppState, tab: gr.Tab) -> tuple[gr.Row, gr.Textbox]:
 
     train.click(
         finetune,
-        [*form, head, unfreeze, auto, budget, name, target, fmt],
+        [*training, auto, budget, name, target, fmt],
         [metrics, confusion, roc, column, candidates, candidates_table, download, candidate_labels.ids],
         api_name="finetune",
     )
@@ -253,9 +255,7 @@ def build(state: AppState, tab: gr.Tab) -> tuple[gr.Row, gr.Textbox]:
         columns = ["id", "label", "predicted", "probability", "issue"]
         return note, state.gallery(coll.rows_of(shown["id"].tolist()), extras), readable(found[columns])
 
-    find.click(
-        find_suspects, [*form, head, unfreeze], [suspects_note, doubtful, doubtful_table], api_name="suspects"
-    )
+    find.click(find_suspects, training, [suspects_note, doubtful, doubtful_table], api_name="suspects")
 
     def pick(found: pd.DataFrame, evt: gr.SelectData) -> tuple[str, str]:
         row = found.iloc[evt.index]
@@ -298,9 +298,7 @@ def build(state: AppState, tab: gr.Tab) -> tuple[gr.Row, gr.Textbox]:
             plot_learning_curve(summary, "balanced_accuracy", folder / "learning_curve.png")
         ), readable(summary)
 
-    curve_button.click(
-        curve, [*form, head, unfreeze, name, sizes], [curve_plot, curve_table], api_name="curve"
-    )
+    curve_button.click(curve, [*training, name, sizes], [curve_plot, curve_table], api_name="curve")
 
     def apply_head(head_name: str, class_name: str):
         try:
@@ -320,8 +318,9 @@ def build(state: AppState, tab: gr.Tab) -> tuple[gr.Row, gr.Textbox]:
         rows = np.argsort(-probability, kind="stable")[:SHOWN]
         return state.gallery(rows, [f" · p={probability[r]:.2f}" for r in rows])
 
-    apply.click(apply_head, [apply_name, browse_class], [applied, predictions], api_name="predict")
-    browse_class.submit(browse, [apply_name, browse_class], predictions)
+    head_and_class = [apply_name, browse_class]  # what apply_head and browse take
+    apply.click(apply_head, head_and_class, [applied, predictions], api_name="predict")
+    browse_class.submit(browse, head_and_class, predictions)
 
     def opened():  # sessions and label sets made since the page loaded
         sessions, sets = _choices(state)
