@@ -37,19 +37,15 @@ from functools import partial
 from pathlib import Path
 
 # This file's folder comes first on sys.path, where benchmarks/ui.py would hide the `ui` package measured;
-# the checkout's root takes its place, so that the code measured is this checkout's.
+# the checkout's root takes its place, so that the code measured is this checkout's, and Chromium is set up
+# as the browser tests set it up (tests/browser.py).
 sys.path.remove(str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from tests.browser import chromium, new_page
+
 GZ1 = Path("/work/shared/data/gz1_sdss_dev.npz")
 SIDE = 32
 DIM = 16
@@ -271,14 +267,10 @@ def lasso(page, corners: np.ndarray) -> None:
 
 def browse(url: str, coords: np.ndarray, hovers: int, selections: int) -> dict[str, object]:
     """Drive the Map tab in Chromium; returns the timings in ms (tab -> map drawn in s)."""
-    from playwright.sync_api import sync_playwright
-
     rng = np.random.default_rng(1)
     out: dict[str, object] = {}
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(WAIT_MS)
+    with chromium() as browser:
+        page = new_page(browser, WAIT_MS)
         page.goto(url)
         page.locator("#neighbours").wait_for()
         page.evaluate(INSTRUMENTS)
@@ -318,7 +310,6 @@ def browse(url: str, coords: np.ndarray, hovers: int, selections: int) -> dict[s
                 times.append(ms)
             out[tool] = np.array(times)
         out["chromium"] = browser.version
-        browser.close()
     return out
 
 

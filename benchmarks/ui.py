@@ -24,7 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 # This file's folder comes first on sys.path, where this file would hide the `ui` package it measures; the
-# checkout's root takes its place, so that the code measured is this checkout's (not an installed one's).
+# checkout's root takes its place, so that the code measured is this checkout's (not an installed one's),
+# and Chromium is set up as the browser tests set it up (tests/browser.py).
 sys.path.remove(str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -34,17 +35,10 @@ import numpy as np
 from galsearch.embedder import open_collection
 from galsearch.ui.app import launch
 from galsearch.ui.cli import main as galsearch
+from tests.browser import chromium, new_page
 
 SEARCHES = 200
 RATINGS = 100
-CHROMIUM = "/usr/bin/chromium"
-# Playwright adds headless and no-sandbox; these keep Chromium off the (closed) network.
-CHROMIUM_ARGS = [
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def free_port() -> int:
@@ -121,15 +115,10 @@ def open_tabs(page, url: str) -> dict[str, float]:
 
 def screenshots(url: str, folder: Path | None, labels: Path) -> dict[str, float]:
     """Time each tab's opening on a fresh page; with ``folder``, use each tab and save a picture of it."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.set_default_timeout(180_000)  # a first map computes the UMAP
+    with chromium() as browser:
+        page = new_page(browser, 180_000, height=1100)  # a first map computes the UMAP
         opening = open_tabs(page, url)
         if folder is None:
-            browser.close()
             return opening
         folder.mkdir(parents=True, exist_ok=True)
         page.get_by_role("tab", name="Search").click()
@@ -173,7 +162,6 @@ def screenshots(url: str, folder: Path | None, labels: Path) -> dict[str, float]
         page.locator("#map-selection img").first.wait_for()
         settle(page)
         page.screenshot(path=folder / "map.png", full_page=True)
-        browser.close()
     return opening
 
 

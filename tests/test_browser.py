@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from browser import CHROMIUM, chromium, new_page
 from conftest import TINY_ENCODER, free_port, write_blob_npz
 from PIL import Image
 
@@ -17,14 +18,6 @@ from galsearch.ui.app import launch
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
-# Playwright adds headless and no-sandbox; these keep Chromium off the (closed) network.
-CHROMIUM_ARGS = [
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 WAIT_MS = 60_000
 
 
@@ -32,12 +25,8 @@ WAIT_MS = 60_000
 def browser():
     if not CHROMIUM.exists():
         pytest.skip("Debian's chromium is not installed: `make setup` installs it")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +64,7 @@ def server(collection):
 
 @pytest.fixture
 def page(browser, server):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.set_default_timeout(WAIT_MS)
+    page = new_page(browser, WAIT_MS)
     page.goto(server.url)
     yield page
     page.close()
@@ -202,8 +190,7 @@ def test_label_train_predict_and_the_map_recolours_all_from_the_page(page, colle
 def test_with_auth_the_login_page_loads_and_lets_the_user_search(browser, collection):
     port = free_port()
     app = launch(collection, port=port, auth=("ann", "secret"), block=False)
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.set_default_timeout(WAIT_MS)
+    page = new_page(browser, WAIT_MS)
     try:
         page.goto(f"http://127.0.0.1:{port}/")  # served through ui.access.LoginRequired
         page.get_by_label("username").fill("ann")

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import test_browser
+from browser import new_page
 from conftest import free_port
 from PIL import Image
-from test_browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS
+from test_browser import WAIT_MS
 
 from galsearch.embedder import ingest, open_collection
 from galsearch.ui.app import launch
@@ -18,6 +20,8 @@ from galsearch.ui.app import launch
 pytestmark = pytest.mark.slow
 BANDS = ["g", "r", "i", "z", "y"]
 PICKER_CHANGED = "(old) => (document.querySelector('#galaxy-picker img')?.src ?? old) !== old"
+
+browser = test_browser.browser  # the fixture of the other browser tests: Chromium
 
 
 @pytest.fixture(scope="module")
@@ -62,37 +66,30 @@ def mismatch(pictures: list[np.ndarray], colours: np.ndarray) -> float:
     return float(np.median(np.abs(shown[:, None] - colours[None]).max(axis=2).min(axis=1)))
 
 
-def test_the_band_picker_changes_what_every_picture_shows(five_bands):
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed: `make setup` installs it")
-    from playwright.sync_api import sync_playwright
-
+def test_the_band_picker_changes_what_every_picture_shows(browser, five_bands):
     coll = open_collection(five_bands)
     assert coll.bands == BANDS and coll.display_rgb == ["y", "i", "g"]
     port = free_port()
     app = launch(five_bands, port=port, block=False)
+    page = new_page(browser, WAIT_MS)
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(WAIT_MS)
-            page.goto(f"http://127.0.0.1:{port}/")
-            page.locator("#galaxy-picker img").first.wait_for()
-            stored = centres(open_collection(five_bands).images)  # each galaxy's colour, band by band
-            assert mismatch(shown_pictures(page), stored[:, [4, 2, 0]]) < 10
-            page.get_by_text("Bands shown").click()
-            for colour, band in (("red", "z"), ("green", "r"), ("blue", "g")):
-                page.locator(f"#bands-{colour} input").click()
-                page.locator(f"#bands-{colour}").get_by_role("option", name=band, exact=True).click()
-            page.locator("#bands-show").click()
-            page.locator("#bands-status").get_by_text("z, r, g").wait_for()
-            assert open_collection(five_bands).display_rgb == ["z", "r", "g"]
-            before = page.locator("#galaxy-picker img").first.evaluate("(i) => i.src")
-            page.reload()  # the picker is filled at each page load, after the page's first drawing
-            page.wait_for_function(PICKER_CHANGED, arg=before)
-            pictures = shown_pictures(page)
-            new, old = mismatch(pictures, stored[:, [3, 1, 0]]), mismatch(pictures, stored[:, [4, 2, 0]])
-            assert new < 10 and old > 20
-            browser.close()
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.locator("#galaxy-picker img").first.wait_for()
+        stored = centres(open_collection(five_bands).images)  # each galaxy's colour, band by band
+        assert mismatch(shown_pictures(page), stored[:, [4, 2, 0]]) < 10
+        page.get_by_text("Bands shown").click()
+        for colour, band in (("red", "z"), ("green", "r"), ("blue", "g")):
+            page.locator(f"#bands-{colour} input").click()
+            page.locator(f"#bands-{colour}").get_by_role("option", name=band, exact=True).click()
+        page.locator("#bands-show").click()
+        page.locator("#bands-status").get_by_text("z, r, g").wait_for()
+        assert open_collection(five_bands).display_rgb == ["z", "r", "g"]
+        before = page.locator("#galaxy-picker img").first.evaluate("(i) => i.src")
+        page.reload()  # the picker is filled at each page load, after the page's first drawing
+        page.wait_for_function(PICKER_CHANGED, arg=before)
+        pictures = shown_pictures(page)
+        new, old = mismatch(pictures, stored[:, [3, 1, 0]]), mismatch(pictures, stored[:, [4, 2, 0]])
+        assert new < 10 and old > 20
     finally:
+        page.close()
         app.close()

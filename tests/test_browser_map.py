@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import test_browser
+from browser import new_page
 from conftest import free_port
 from test_browser import WAIT_MS
 
@@ -165,8 +166,7 @@ def test_with_auth_the_map_still_shows_stamps_and_strangers_get_none(browser, co
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     app = launch(collection, port=port, auth=("ann", "secret"), block=False)
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.set_default_timeout(WAIT_MS)
+    page = new_page(browser, WAIT_MS)
     try:
         assert httpx.post(f"{url}gradio_api/run/stamp", json={"data": [0]}).status_code == 401
         page.goto(url)
@@ -196,8 +196,7 @@ def test_under_a_path_prefix_the_map_still_shows_stamps(browser, collection, coo
     server = uvicorn.Server(uvicorn.Config(host, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.set_default_timeout(WAIT_MS)
+    page = new_page(browser, WAIT_MS)
     asked = []
     page.on("request", lambda request: asked.append(request.url))
     try:
