@@ -10,7 +10,7 @@ from .lazy import lazy_package
 if TYPE_CHECKING:
     from .collection import Collection, open_collection
     from .demo import build_demo, default_demo_path
-    from .embed import DEFAULT_ENCODER, EmbedReport, describe, embed, encoder_of
+    from .embed import DEFAULT_ENCODER, EmbedReport, calibrate_bands, describe, embed, encoder_of
     from .encoders import Encoder, load_encoder, save_encoder
     from .errors import CollectionError, EncoderError, GalsearchError, IngestError
     from .fetch import FetchError, FetchReport, fetch
@@ -33,6 +33,7 @@ __all__ = [
     "Item",
     "Stretch",
     "build_demo",
+    "calibrate_bands",
     "default_demo_path",
     "describe",
     "embed",
@@ -50,7 +51,7 @@ lazy_package(
     {
         "collection": ("Collection", "open_collection"),
         "demo": ("build_demo", "default_demo_path"),
-        "embed": ("DEFAULT_ENCODER", "EmbedReport", "describe", "embed", "encoder_of"),
+        "embed": ("DEFAULT_ENCODER", "EmbedReport", "calibrate_bands", "describe", "embed", "encoder_of"),
         "encoders": ("Encoder", "load_encoder", "save_encoder"),
         "errors": ("CollectionError", "EncoderError", "GalsearchError", "IngestError"),
         "fetch": ("FetchError", "FetchReport", "fetch"),

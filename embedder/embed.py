@@ -299,3 +299,44 @@ def encoder_of(collection: Collection, device: str | None = None) -> Encoder:
             "was embedded; re-embed with --replace"
         )
     return enc
+
+
+@dataclass
+class BandMixer:
+    """What each input of a 3-band encoder reads: ``weights`` (3, N), rows red, green, blue, of ``bands``."""
+
+    weights: np.ndarray
+    bands: list[str]
+
+    def rows(self) -> list[list[tuple[str, float]]]:
+        """(band, weight) pairs of the red, green and blue inputs."""
+        return [list(zip(self.bands, map(float, row), strict=True)) for row in self.weights]
+
+
+def calibrate_bands(
+    collection: str | Path | Collection,
+    out: str | Path,
+    encoder: str = DEFAULT_ENCODER,
+    sample: int = 2048,
+    device: str | None = None,
+) -> BandMixer:
+    """Save to ``out`` the 3-band ``encoder`` adapted to the bands of ``collection`` through the band mixer
+    measured on its first ``sample`` images (:func:`galsearch.embedder.encoders.calibrated_mixer`), and
+    return the mixer. Embed with it by passing ``out`` as the encoder, here or on any collection of the
+    same bands."""
+    from .encoders import calibrated_mixer, load_encoder, save_encoder
+
+    coll = collection if isinstance(collection, Collection) else open_collection(collection)
+    bands = band_names(coll)
+    if bands is None or len(coll) == 0:
+        missing = "no galaxies" if len(coll) == 0 else "no band names"
+        raise EncoderError(
+            f"{coll.path} has {missing}: a band mixer is measured on galaxies of named filters "
+            "(ingest with --bands)"
+        )
+    if sample < 1:
+        raise ValueError(f"sample must be at least 1 galaxy, got {sample}")
+    mixer = calibrated_mixer(np.asarray(coll.images[:sample]), bands)
+    adapted = load_encoder(encoder, device, channels=len(bands), bands=bands, source=coll.path, mixer=mixer)
+    save_encoder(adapted, out, training={"band_mixer": mixer.tolist(), "calibrated_on": str(coll.path)})
+    return BandMixer(mixer, bands)

@@ -23,6 +23,9 @@ names (ImageNet, ``default``, hub models, older checkpoints) to N bands (:func:`
 are known filters feed the red, green or blue input nearest them in wavelength (a 1x1 band mixer folded
 into the first convolution), other bands get timm's own input-conv adaptation
 (``timm.models.adapt_input_conv``). One-band images still feed a 3-band network as grey.
+:func:`calibrated_mixer` measures a better mixer on a collection's own images (each band brought to the
+level of its input's filter, then weighted by inverse noise variance), which ``load_encoder(...,
+mixer=...)`` folds in the same way.
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ HEAD_PREFIXES = ("head.", "fc.", "classifier.", "head_dist.")
 WRAPPER_PREFIXES = ("module.", "model.", "encoder.")
 RGB = 3  # the band count of pretrained weights that are adapted to other band counts
 RGB_BANDS = ("i", "r", "g")  # the filters 3-band weights are taken to see as red, green and blue
+APERTURE = 8  # px: radius of the central aperture whose band sums give a galaxy's flux ratios
+BORDER = 4  # px: width of the stamp's outer frame whose pixel differences give a band's noise
 
 
 @dataclass
@@ -167,11 +172,13 @@ def load_encoder(
     channels: int | None = None,
     bands: list[str] | None = None,
     source: object = "the images",
+    mixer: np.ndarray | None = None,
 ) -> Encoder:
     """Load the encoder named by ``spec`` (see the module docstring) in eval mode on ``device``.
 
     With ``channels``, it is fitted to images (of ``source``, named in errors) of that many bands named
-    ``bands`` (None: unnamed) by :func:`match_bands`; a ``random:`` encoder is built for them directly.
+    ``bands`` (None: unnamed) by :func:`match_bands`, through ``mixer`` if given; a ``random:`` encoder
+    is built for them directly.
     """
     spec = spec.strip()
     model, architecture, meta = _resolve(spec, channels)
@@ -195,12 +202,16 @@ def load_encoder(
         bands=meta.get("bands"),
     )
     if channels is not None:
-        encoder = match_bands(encoder, channels, bands, source)
+        encoder = match_bands(encoder, channels, bands, source, mixer)
     return encoder.to(device or default_device())
 
 
 def match_bands(
-    encoder: Encoder, channels: int, bands: list[str] | None = None, source: object = "the images"
+    encoder: Encoder,
+    channels: int,
+    bands: list[str] | None = None,
+    source: object = "the images",
+    mixer: np.ndarray | None = None,
 ) -> Encoder:
     """``encoder`` fitted to images (of ``source``) with ``channels`` bands named ``bands`` (None: unnamed).
 
@@ -210,6 +221,7 @@ def match_bands(
     Otherwise an encoder that takes these bands comes back as it is (taking the images' names if it had
     none); one-band images feed a 3-band encoder as grey (and 3-band images a one-band encoder as their
     mean), as ``Encoder.prepare`` does. Anything else raises :class:`EncoderError` naming both band lists.
+    A ``mixer`` (3, ``channels``) replaces the adaptation's own (:func:`adapt_bands`).
     """
     if bands is not None and len(bands) != channels:
         raise EncoderError(f"{len(bands)} band names {list(bands)} for the {channels} channels of {source}")
@@ -221,6 +233,13 @@ def match_bands(
             "images of its bands, or an encoder that records none (e.g. default), which is adapted to any"
         )
     adaptable = encoder.channels == RGB and encoder.bands is None and channels > 1
+    if mixer is not None:
+        if not adaptable:
+            raise EncoderError(
+                f"a band mixer adapts 3-band weights that record no band names; encoder {encoder.spec} "
+                f"expects bands {wanted}, and {source} has {given}"
+            )
+        return adapt_bands(encoder, channels, bands, mixer)
     if adaptable and (channels != RGB or band_channels(bands) not in (None, [0, 1, 2])):
         return adapt_bands(encoder, channels, bands)
     if channels == encoder.channels:
@@ -249,7 +268,43 @@ def _describe_bands(channels: int, bands: list[str] | None) -> str:
     return f"[{', '.join(bands)}]" if bands is not None else f"({channels} unnamed)"
 
 
-def adapt_bands(encoder: Encoder, channels: int, bands: list[str] | None = None) -> Encoder:
+def calibrated_mixer(images: np.ndarray, bands: list[str]) -> np.ndarray:
+    """The (3, N) band mixer for 3-band weights measured on uint8 (B, H, W, N) images of known filters
+    ``bands`` (a sample of the collection to embed): each band feeds the input nearest it in wavelength
+    (:func:`band_channels`), scaled to the level of the band of that input nearest its filter (by the
+    median over galaxies of their central-aperture flux ratio), and the bands of an input are averaged
+    with inverse-variance weights (noise from the differences of neighbouring pixels in the stamps'
+    outer frame, in those scaled units): the coadd of highest signal-to-noise, with the colours of a
+    typical galaxy those of the filters the weights were trained on."""
+    order = band_channels(bands)
+    if order is None or images.ndim != 4 or images.shape[-1] != len(bands):
+        raise EncoderError(
+            f"a calibrated band mixer needs (B, H, W, {len(bands)}) images of known filters that cover red, "
+            f"green and blue; got images of shape {images.shape} and bands {list(bands)}"
+        )
+    yy, xx = np.mgrid[: images.shape[1], : images.shape[2]]
+    centre = ((yy - (images.shape[1] - 1) / 2) ** 2 + (xx - (images.shape[2] - 1) / 2) ** 2) <= APERTURE**2
+    flux = images[:, centre, :].astype(np.float64).sum(axis=1) + 1.0  # (B, N)
+    frame = np.ones(images.shape[1:3], bool)
+    if min(images.shape[1:3]) > 2 * BORDER:
+        frame[BORDER:-BORDER, BORDER:-BORDER] = False
+    pairs = frame[:, 1:] & frame[:, :-1]  # horizontal neighbours both in the frame
+    steps = images[:, :, 1:][:, pairs].astype(np.float64) - images[:, :, :-1][:, pairs]
+    noise = np.median(np.sqrt((steps**2).mean(axis=1) / 2), axis=0)  # (N,) per band
+    log_wave = np.log([WAVELENGTHS[b] for b in bands])
+    mixer = np.zeros((RGB, len(bands)))
+    for c, filter_name in enumerate(RGB_BANDS):
+        members = np.flatnonzero(np.array(order) == c)
+        reference = members[np.argmin(np.abs(log_wave[members] - np.log(WAVELENGTHS[filter_name])))]
+        scale = np.median(flux[:, [reference]] / flux[:, members], axis=0)
+        weight = 1 / np.maximum(scale * noise[members], 1e-6) ** 2
+        mixer[c, members] = scale * weight / weight.sum()
+    return mixer
+
+
+def adapt_bands(
+    encoder: Encoder, channels: int, bands: list[str] | None = None, mixer: np.ndarray | None = None
+) -> Encoder:
     """A copy of the 3-band ``encoder`` for ``channels`` bands named ``bands``, its first convolution's
     weights and its mean and std adapted.
 
@@ -260,16 +315,33 @@ def adapt_bands(encoder: Encoder, channels: int, bands: list[str] | None = None)
     repeated cyclically over the bands and scaled by 3 / N, mean and std repeated the same way), as
     ``timm.create_model(..., in_chans=N, pretrained=True)`` does. On simulated g, r, i, z, y galaxies
     the first keeps colour and shape better (benchmarks/bands.py).
+
+    A ``mixer`` (3, ``channels``: each input a weighted sum of the bands' [0, 1] pixels, e.g. from
+    :func:`calibrated_mixer`) is folded in exactly instead: the first convolution's kernel of band n is
+    sum_c kernel_c mixer[c, n] / std_c, with per-band means that give each input its own mean (so zero
+    padding stays the mean image) and unit stds; the encoder's provenance records the mixer.
     """
     order = band_channels(bands)
     model = copy.deepcopy(encoder.model)
     first = get_model_traits(model).get("first_conv") or model.pretrained_cfg.get("first_conv")
     if not first:
         raise EncoderError(f"timm does not say which layer of {encoder.architecture} reads the image")
+    mean, std = _spread(encoder.mean, order, channels), _spread(encoder.std, order, channels)
+    if mixer is not None:
+        mixer, mean = _mixer_means(np.asarray(mixer, np.float64), channels, encoder.mean)
+        std = (1.0,) * channels
     for name in (first,) if isinstance(first, str) else first:
         conv = model.get_submodule(name)
         weight = conv.weight.detach()
-        if order is not None and weight.shape[1] == RGB:
+        if mixer is not None:
+            if weight.shape[1] != RGB:
+                raise EncoderError(
+                    f"the input layer {name} of {encoder.architecture} takes {weight.shape[1]} channels, "
+                    "not 3: a band mixer cannot be folded into it"
+                )
+            per_input = torch.from_numpy(mixer).to(weight) / torch.tensor(encoder.std).to(weight).view(-1, 1)
+            weight = torch.einsum("ocij,cn->onij", weight, per_input)
+        elif order is not None and weight.shape[1] == RGB:
             shares = torch.bincount(torch.tensor(order), minlength=RGB).to(weight)[order]
             weight = weight[:, order] / shares.view(1, -1, 1, 1)
         else:
@@ -284,15 +356,32 @@ def adapt_bands(encoder: Encoder, channels: int, bands: list[str] | None = None)
         conv.in_channels = channels
     if hasattr(model, "in_chans"):
         model.in_chans = channels
+    provenance = encoder.provenance
+    if mixer is not None:
+        provenance = (provenance or {}) | {"band_mixer": np.round(mixer, 6).tolist()}
     return replace(
         encoder,
         model=model,
         channels=channels,
-        mean=_spread(encoder.mean, order, channels),
-        std=_spread(encoder.std, order, channels),
+        mean=mean,
+        std=std,
         weights_sha256=weights_digest(model),
+        provenance=provenance,
         bands=list(bands) if bands is not None else None,
     )
+
+
+def _mixer_means(
+    mixer: np.ndarray, channels: int, means: tuple[float, ...]
+) -> tuple[np.ndarray, tuple[float, ...]]:
+    """The mixer checked to be (3, ``channels``) and finite, and per-band means whose mix is each input's
+    mean (least squares; exact when every input gets some band)."""
+    if mixer.shape != (RGB, channels) or not np.isfinite(mixer).all():
+        raise EncoderError(f"a band mixer for {channels} bands is a finite (3, {channels}) array: {mixer}")
+    band_means, *_ = np.linalg.lstsq(mixer, np.array(means, np.float64), rcond=None)
+    if not np.allclose(mixer @ band_means, means, atol=1e-6):
+        raise EncoderError(f"the band mixer {mixer.tolist()} leaves an input of the encoder without bands")
+    return mixer, tuple(float(v) for v in band_means)
 
 
 def _spread(values: tuple[float, ...], order: list[int] | None, channels: int) -> tuple[float, ...]:

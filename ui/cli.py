@@ -150,6 +150,16 @@ def cmd_embed(args: argparse.Namespace) -> None:
     print(report.summary())
 
 
+def cmd_calibrate_bands(args: argparse.Namespace) -> None:
+    from galsearch.embedder import DEFAULT_ENCODER, calibrate_bands
+
+    encoder = args.encoder or DEFAULT_ENCODER
+    mixer = calibrate_bands(args.collection, args.out, encoder, args.sample, args.device)
+    for colour, row in zip(("red", "green", "blue"), mixer.rows(), strict=True):
+        print(f"{colour:5s} = " + " + ".join(f"{weight:.2f} {band}" for band, weight in row if weight))
+    print(f"saved {args.out}: embed with `galsearch embed {args.collection} --encoder {args.out}`")
+
+
 def cmd_pretrain(args: argparse.Namespace) -> None:
     from galsearch.embedder.training.pretrain import pretrain
 
@@ -926,6 +936,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     _add_dask_options(p, "rows")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = command(
+        "calibrate-bands",
+        cmd_calibrate_bands,
+        "adapt a 3-band encoder to a collection's N bands through a band mixer measured on its images",
+    )
+    p.add_argument("collection", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="the adapted encoder, a .safetensors file")
+    p.add_argument("--encoder", help="the 3-band encoder to adapt (default: default)")
+    p.add_argument("--sample", type=int, default=2048, help="measure on the first N galaxies (default 2048)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
 
     p = command(
         "pretrain", cmd_pretrain, "train an encoder on collections (self-supervised and/or on labels)"
