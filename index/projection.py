@@ -47,13 +47,13 @@ FIT_SAMPLE = 50_000  # past this many galaxies UMAP is fitted on a seeded sample
 CHUNK_ROWS = 50_000  # rows transformed at a time (past FIT_SAMPLE)
 SEED = 0
 # What the first map costs on a 2-core CPU (umap_seconds), from _compute timed in fresh processes on demo
-# embeddings (320-d) resampled with jitter, the CPU shared with other jobs (2026-12): umap's import and
-# numba's compilation 15-30 s; fitting 3,000 galaxies 13-26 s, 10,000 68-90 s (UMAP runs 500 epochs up to
-# 10,000 galaxies), 20,000 24-28 s, 30,000 59 s, 50,000 90 s (200 epochs); transforming 20,000 more 150 s.
-FIRST_MAP_START_S = 25.0
-FEWER_EPOCHS_PAST = 10_000
-FIT_S_PER_GALAXY = 0.009  # up to FEWER_EPOCHS_PAST galaxies
-FIT_S_PER_GALAXY_PAST = 0.002
+# embeddings (320-d) resampled with jitter, on a quiet CPU (2026-12-07): 5.7 s for 64 galaxies (importing
+# umap and compiling what numba does not cache; 14 s more on a new install, whose numba cache is empty),
+# 9.3 s for 3,000, 14.0 s for 10,000, 18.8 s for 20,000, 53 s for 50,000 (their exact neighbours 10 s).
+# Past FIT_SAMPLE, UMAP's own neighbour search fits the sample (about 90 s) and the rest is transformed.
+FIRST_MAP_START_S = 6.0
+FIT_S_PER_GALAXY = 0.001
+SAMPLE_FIT_S = 90.0
 TRANSFORM_S_PER_GALAXY = 0.0075
 
 DPI = 100
@@ -96,9 +96,9 @@ def has_map(collection: Collection) -> bool:
 
 def umap_seconds(n: int) -> float:
     """About how many seconds the first map of ``n`` embeddings takes on a 2-core CPU (UMAP included)."""
-    fitted = min(n, FIT_SAMPLE)
-    per_galaxy = FIT_S_PER_GALAXY if fitted <= FEWER_EPOCHS_PAST else FIT_S_PER_GALAXY_PAST
-    return FIRST_MAP_START_S + fitted * per_galaxy + max(n - FIT_SAMPLE, 0) * TRANSFORM_S_PER_GALAXY
+    if n <= FIT_SAMPLE:
+        return FIRST_MAP_START_S + n * FIT_S_PER_GALAXY
+    return FIRST_MAP_START_S + SAMPLE_FIT_S + (n - FIT_SAMPLE) * TRANSFORM_S_PER_GALAXY
 
 
 def _cache_identity(collection: Collection) -> dict:

@@ -123,9 +123,9 @@ def test_unembedded_collections_raise_and_tiny_ones_map(tmp_path):
 
 
 def test_the_first_map_estimate_follows_the_measurements():
-    assert 15 < umap_seconds(64) < umap_seconds(3_000) < umap_seconds(10_000)
-    assert umap_seconds(20_000) < umap_seconds(10_000)  # fewer epochs past 10,000 galaxies
-    assert umap_seconds(10_000) < umap_seconds(50_000) < umap_seconds(1_000_000)
+    assert 5 < umap_seconds(64) < umap_seconds(3_000) < 15 < umap_seconds(10_000) < umap_seconds(50_000)
+    assert umap_seconds(50_000) < umap_seconds(50_001) - 30  # past the sample, UMAP's own neighbour search
+    assert umap_seconds(1_000_000) > 7_000
 
 
 # ---- pictures ------------------------------------------------------------------------------------
