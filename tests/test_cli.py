@@ -24,6 +24,7 @@ COMMANDS = [
     "ingest",
     "fetch",
     "embed",
+    "calibrate-bands",
     "pretrain",
     "index",
     "search",
@@ -245,6 +246,20 @@ def embedded(tmp_path_factory):
     labels = pd.DataFrame({"id": coll.catalog["id"], "label": coll.catalog["class_name"]})
     finetune(coll, read_labels(labels, coll, "classify"), FinetuneConfig(device="cpu"), name="shape")
     return open_collection(folder / "c")
+
+
+def test_a_reader_that_stops_early_ends_the_command_without_a_traceback(embedded):
+    read, write = os.pipe()
+    os.close(read)  # like `| head -1` after its line: every write to the pipe fails
+    with os.fdopen(write, "w") as closed:
+        done = subprocess.run(
+            [sys.executable, "-m", "galsearch.ui.cli", "info", str(embedded.path)],
+            stdout=closed,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=300,
+        )
+    assert done.returncode == 1 and done.stderr == ""
 
 
 def read_table(path) -> pd.DataFrame:

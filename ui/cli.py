@@ -1320,6 +1320,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.func(args)
+        sys.stdout.flush()  # a reader that stopped early shows here, not at exit
+    except BrokenPipeError:  # e.g. `galsearch search ... | head -1`: quietly, as other Unix tools stop
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the exit's flush is quiet
+        return EXIT_ERROR
     except GalsearchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
