@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 DEFAULT_ENCODER = "default"  # encoders.DEFAULT_SPEC, named here so that importing this module loads no torch
 COMMIT_SECONDS = 2.0
+CALIBRATION_SAMPLE = 2048  # galaxies the band mixer of new N-band embeddings is measured on
 # Fingerprint keys that identify the embedding function; the spec string that named it does not, nor do the
 # band names (recorded with it): an encoder fitted to other bands has other input_size channels or weights.
 IDENTITY_KEYS = ("architecture", "weights_sha256", "input_size", "mean", "std", "interpolation", "dim", "tta")
@@ -60,6 +61,9 @@ def describe(fingerprint: dict) -> str:
     tta = ", tta" if fingerprint.get("tta") else ""
     size = "x".join(map(str, fingerprint["input_size"][1:]))
     bands = f", bands {' '.join(fingerprint['bands'])}" if fingerprint.get("bands") else ""
+    mixer = recorded_mixer(fingerprint)
+    if mixer is not None and fingerprint.get("bands"):
+        bands += f"; {BandMixer(mixer, fingerprint['bands'])}"
     return f"{fingerprint['spec']} ({fingerprint['architecture']}, {size} px{bands}{tta})"
 
 
@@ -98,13 +102,14 @@ def embed(
     channels, bands = coll.image_shape[2], band_names(coll)
     if isinstance(encoder, str) and not replace and _done_by(coll, encoder, tta):
         return EmbedReport(coll.path, coll.encoder["spec"], 0, len(coll), len(coll), 0.0)
+    mixer = _band_mixer(coll, replace)
     if dask is None and workers is None:
         from .encoders import load_encoder, match_bands
 
         if isinstance(encoder, str):
-            enc = load_encoder(encoder, device, channels=channels, bands=bands, source=coll.path)
+            enc = load_encoder(encoder, device, channels=channels, bands=bands, source=coll.path, mixer=mixer)
         else:
-            enc = match_bands(encoder, channels, bands, coll.path)
+            enc = match_bands(encoder, channels, bands, coll.path, mixer)
         with coll.writing():
             start = _begin(coll, enc.fingerprint(coll.image_shape[0], tta), replace)
             started = time.perf_counter()
@@ -118,17 +123,40 @@ def embed(
         from .distributed import dask_client
 
         with dask_client(dask, workers) as client:
+            shares = None if mixer is None else mixer.tolist()
             wanted = client.submit(
-                _worker_fingerprint, encoder, device, coll.image_shape, bands, tta, pure=False
+                _worker_fingerprint, encoder, device, coll.image_shape, bands, shares, tta, pure=False
             ).result()
             with coll.writing():
                 start = _begin(coll, wanted, replace)
                 started = time.perf_counter()
                 _embed_partitions(
-                    client, coll, wanted, bands, start, device, batch_size, partition_rows, progress
+                    client, coll, wanted, bands, shares, start, device, batch_size, partition_rows, progress
                 )
         spec = wanted["spec"]
     return EmbedReport(coll.path, spec, len(coll) - start, start, len(coll), time.perf_counter() - started)
+
+
+def _band_mixer(coll: Collection, replace: bool) -> np.ndarray | None:
+    """The band mixer that adapts 3-band weights to the bands of ``coll`` where several feed one input: that
+    of its embeddings; for new ones (none yet, or ``replace``), measured on its first CALIBRATION_SAMPLE
+    galaxies (:func:`galsearch.embedder.encoders.calibrated_mixer`); None where no input is shared."""
+    if coll.counts["embedded"] and not replace:
+        return recorded_mixer(coll.encoder)
+    bands = band_names(coll)
+    if bands is None or len(bands) <= 3:  # each input has its own band at most: no torch import for them
+        return None
+    from .encoders import calibrated_mixer, shares_inputs
+
+    if not shares_inputs(bands):
+        return None
+    return calibrated_mixer(np.asarray(coll.images[:CALIBRATION_SAMPLE]), bands)
+
+
+def recorded_mixer(fingerprint: dict | None) -> np.ndarray | None:
+    """The band mixer folded into the encoder of ``fingerprint`` (an embedding record), if any."""
+    mixer = ((fingerprint or {}).get("provenance") or {}).get("band_mixer")
+    return None if mixer is None else np.asarray(mixer, dtype=np.float64)
 
 
 def _done_by(coll: Collection, spec: str, tta: bool) -> bool:
@@ -186,6 +214,7 @@ def _embed_partitions(
     coll: Collection,
     wanted: dict,
     bands: list[str] | None,
+    mixer: list[list[float]] | None,
     start: int,
     device: str | None,
     batch_size: int,
@@ -204,6 +233,7 @@ def _embed_partitions(
         collection=str(coll.path.resolve()),
         image_shape=coll.image_shape,
         bands=bands,
+        mixer=mixer,
         wanted=wanted,
         device=device,
         batch_size=batch_size,
@@ -222,7 +252,12 @@ _worker_lock = threading.Lock()
 
 
 def _worker_fingerprint(
-    spec: str, device: str | None, image_shape: tuple[int, int, int], bands: list[str] | None, tta: bool
+    spec: str,
+    device: str | None,
+    image_shape: tuple[int, int, int],
+    bands: list[str] | None,
+    mixer: list[list[float]] | None,
+    tta: bool,
 ) -> dict:
     """The fingerprint of the encoder ``spec`` fitted to the images' bands as a worker loads it (keeping it
     loaded for the tasks)."""
@@ -230,7 +265,7 @@ def _worker_fingerprint(
 
     global _worker_encoder
     with _worker_lock:
-        encoder = load_encoder(spec, device, channels=image_shape[2], bands=bands)
+        encoder = load_encoder(spec, device, channels=image_shape[2], bands=bands, mixer=_array(mixer))
         fingerprint = encoder.fingerprint(image_shape[0], tta)
         _worker_encoder = (_cache_key(fingerprint, device), encoder)
     return fingerprint
@@ -243,6 +278,7 @@ def _embed_partition(
     collection: str,
     image_shape: tuple[int, int, int],
     bands: list[str] | None,
+    mixer: list[list[float]] | None,
     wanted: dict,
     device: str | None,
     batch_size: int,
@@ -259,7 +295,9 @@ def _embed_partition(
     key = _cache_key(wanted, device)
     with _worker_lock:
         if _worker_encoder is None or _worker_encoder[0] != key:
-            encoder = load_encoder(wanted["spec"], device, channels=image_shape[2], bands=bands)
+            encoder = load_encoder(
+                wanted["spec"], device, channels=image_shape[2], bands=bands, mixer=_array(mixer)
+            )
             if not same_encoder(encoder.fingerprint(image_shape[0], wanted["tta"]), wanted):
                 raise EncoderError(
                     f"the encoder {wanted['spec']!r} loads with other weights or preprocessing on this "
@@ -274,6 +312,10 @@ def _embed_partition(
             for i in range(0, stop - first, batch_size)
         ]
     )
+
+
+def _array(mixer: list[list[float]] | None) -> np.ndarray | None:
+    return None if mixer is None else np.asarray(mixer, dtype=np.float64)
 
 
 def _cache_key(fingerprint: dict, device: str | None) -> str:
@@ -291,8 +333,10 @@ def encoder_of(collection: Collection, device: str | None = None) -> Encoder:
         raise EncoderError(
             f"{collection.path} has no embeddings yet: run `galsearch embed {collection.path}`"
         )
-    channels, bands = collection.image_shape[2], band_names(collection)
-    enc = load_encoder(fingerprint["spec"], device, channels=channels, bands=bands, source=collection.path)
+    channels, bands, mixer = collection.image_shape[2], band_names(collection), recorded_mixer(fingerprint)
+    enc = load_encoder(
+        fingerprint["spec"], device, channels=channels, bands=bands, source=collection.path, mixer=mixer
+    )
     if enc.weights_sha256 != fingerprint["weights_sha256"]:
         raise EncoderError(
             f"the encoder {fingerprint['spec']!r} now has different weights than when {collection.path} "
@@ -312,6 +356,13 @@ class BandMixer:
         """(band, weight) pairs of the red, green and blue inputs."""
         return [list(zip(self.bands, map(float, row), strict=True)) for row in self.weights]
 
+    def __str__(self) -> str:
+        """E.g. ``red = 0.70 i + 0.31 z + 0.08 y, green = 1.00 r, blue = 1.00 g``."""
+        inputs = (" + ".join(f"{w:.2f} {band}" for band, w in row if w) for row in self.rows())
+        return ", ".join(
+            f"{colour} = {mix}" for colour, mix in zip(("red", "green", "blue"), inputs, strict=True)
+        )
+
 
 def calibrate_bands(
     collection: str | Path | Collection,
@@ -322,8 +373,8 @@ def calibrate_bands(
 ) -> BandMixer:
     """Save to ``out`` the 3-band ``encoder`` adapted to the bands of ``collection`` through the band mixer
     measured on its first ``sample`` images (:func:`galsearch.embedder.encoders.calibrated_mixer`), and
-    return the mixer. Embed with it by passing ``out`` as the encoder, here or on any collection of the
-    same bands."""
+    return the mixer. ``embed`` measures one for each collection by itself; this saves one to share:
+    embedding other collections of the same bands with ``out`` makes their embeddings comparable."""
     from .encoders import calibrated_mixer, load_encoder, save_encoder
 
     coll = collection if isinstance(collection, Collection) else open_collection(collection)
@@ -338,5 +389,10 @@ def calibrate_bands(
         raise ValueError(f"sample must be at least 1 galaxy, got {sample}")
     mixer = calibrated_mixer(np.asarray(coll.images[:sample]), bands)
     adapted = load_encoder(encoder, device, channels=len(bands), bands=bands, source=coll.path, mixer=mixer)
+    if recorded_mixer({"provenance": adapted.provenance}) is None:
+        raise EncoderError(
+            f"nothing to calibrate: encoder {encoder} takes the bands {bands} of {coll.path} without "
+            "sharing an input among them (a band mixer weights bands that feed one input of 3-band weights)"
+        )
     save_encoder(adapted, out, training={"band_mixer": mixer.tolist(), "calibrated_on": str(coll.path)})
     return BandMixer(mixer, bands)

@@ -23,9 +23,9 @@ names (ImageNet, ``default``, hub models, older checkpoints) to N bands (:func:`
 are known filters feed the red, green or blue input nearest them in wavelength (a 1x1 band mixer folded
 into the first convolution), other bands get timm's own input-conv adaptation
 (``timm.models.adapt_input_conv``). One-band images still feed a 3-band network as grey.
-:func:`calibrated_mixer` measures a better mixer on a collection's own images (each band brought to the
-level of its input's filter, then weighted by inverse noise variance), which ``load_encoder(...,
-mixer=...)`` folds in the same way.
+:func:`calibrated_mixer` measures the shares of bands that feed one input on a collection's own images (each
+band brought to the level of its input's filter, then weighted by inverse noise variance), which
+``load_encoder(..., mixer=...)`` folds in the same way; ``embed`` measures and records one per collection.
 """
 
 from __future__ import annotations
@@ -221,7 +221,9 @@ def match_bands(
     Otherwise an encoder that takes these bands comes back as it is (taking the images' names if it had
     none); one-band images feed a 3-band encoder as grey (and 3-band images a one-band encoder as their
     mean), as ``Encoder.prepare`` does. Anything else raises :class:`EncoderError` naming both band lists.
-    A ``mixer`` (3, ``channels``) replaces the adaptation's own (:func:`adapt_bands`).
+    A ``mixer`` (3, ``channels``; e.g. from :func:`calibrated_mixer`) replaces the equal shares of the bands
+    that feed one input when 3-band weights are adapted to them (:func:`shares_inputs`); it is not used
+    otherwise.
     """
     if bands is not None and len(bands) != channels:
         raise EncoderError(f"{len(bands)} band names {list(bands)} for the {channels} channels of {source}")
@@ -233,12 +235,7 @@ def match_bands(
             "images of its bands, or an encoder that records none (e.g. default), which is adapted to any"
         )
     adaptable = encoder.channels == RGB and encoder.bands is None and channels > 1
-    if mixer is not None:
-        if not adaptable:
-            raise EncoderError(
-                f"a band mixer adapts 3-band weights that record no band names; encoder {encoder.spec} "
-                f"expects bands {wanted}, and {source} has {given}"
-            )
+    if adaptable and mixer is not None and shares_inputs(bands):
         return adapt_bands(encoder, channels, bands, mixer)
     if adaptable and (channels != RGB or band_channels(bands) not in (None, [0, 1, 2])):
         return adapt_bands(encoder, channels, bands)
@@ -266,6 +263,13 @@ def band_channels(bands: list[str] | None) -> list[int] | None:
 
 def _describe_bands(channels: int, bands: list[str] | None) -> str:
     return f"[{', '.join(bands)}]" if bands is not None else f"({channels} unnamed)"
+
+
+def shares_inputs(bands: list[str] | None) -> bool:
+    """Whether 3-band weights adapted to ``bands`` by wavelength (:func:`band_channels`) feed some input
+    several bands (e.g. red: i, z and y), whose shares a band mixer then sets."""
+    order = band_channels(bands)
+    return order is not None and len(order) > len(set(order))
 
 
 def calibrated_mixer(images: np.ndarray, bands: list[str]) -> np.ndarray:
@@ -358,7 +362,7 @@ def adapt_bands(
         model.in_chans = channels
     provenance = encoder.provenance
     if mixer is not None:
-        provenance = (provenance or {}) | {"band_mixer": np.round(mixer, 6).tolist()}
+        provenance = (provenance or {}) | {"band_mixer": mixer.tolist()}  # exact: reloads to the same weights
     return replace(
         encoder,
         model=model,

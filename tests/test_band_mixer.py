@@ -4,6 +4,7 @@ folded exactly into the first convolution of 3-band weights."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import TINY_ENCODER
@@ -54,11 +55,19 @@ def test_the_mixer_is_folded_into_the_first_convolution_exactly():
     assert five.weights_sha256 != load_encoder("default", "cpu", channels=5, bands=GRIZY).weights_sha256
 
 
-def test_a_mixer_needs_adaptable_weights_and_known_filters():
+def test_a_mixer_weights_only_bands_that_share_an_input_of_adapted_weights():
     mixer = calibrated_mixer(galaxies(20), GRIZY)
     five = load_encoder(TINY_ENCODER, "cpu", channels=5, bands=GRIZY)  # built for 5 bands: nothing to mix
-    with pytest.raises(EncoderError, match="expects bands"):
-        match_bands(five, 5, GRIZY, mixer=mixer)
+    assert match_bands(five, 5, GRIZY, mixer=mixer) is five
+    gri = load_encoder("default", "cpu", channels=3, bands=["g", "r", "i"], mixer=np.eye(3))
+    assert (
+        gri.weights_sha256 == load_encoder("default", "cpu", channels=3, bands=["g", "r", "i"]).weights_sha256
+    )
+    assert "band_mixer" not in (gri.provenance or {})  # one band per input: reordered, as without a mixer
+
+
+def test_a_mixer_is_a_finite_array_that_feeds_every_input():
+    mixer = calibrated_mixer(galaxies(20), GRIZY)
     with pytest.raises(EncoderError, match=r"finite \(3, 5\) array"):
         load_encoder("default", "cpu", channels=5, bands=GRIZY, mixer=mixer[:, :4])
     with pytest.raises(EncoderError, match="leaves an input"):
@@ -73,7 +82,10 @@ def test_calibrate_bands_saves_the_adapted_encoder_that_embed_then_uses(tmp_path
     main(["calibrate-bands", str(coll.path), "--out", str(out), "--sample", "12", "--device", "cpu"])
     mixer = calibrated_mixer(coll.images[:12], GRIZY)
     printed = capsys.readouterr().out
-    assert f"red   = {mixer[0, 2]:.2f} i + {mixer[0, 3]:.2f} z" in printed and "green = 1.00 r" in printed
+    assert (
+        f"red = {mixer[0, 2]:.2f} i + {mixer[0, 3]:.2f} z" in printed
+        and "green = 1.00 r, blue = 1.00 g" in printed
+    )
     main(["embed", str(coll.path), "--encoder", str(out), "--device", "cpu", "--quiet"])
     adapted = load_encoder("default", "cpu", channels=5, bands=GRIZY, mixer=mixer)
     embedded = open_collection(coll.path)
@@ -85,3 +97,21 @@ def test_calibrate_bands_needs_named_filters(tmp_path, capsys):
     coll = band_collection(tmp_path / "unnamed", n=4, bands=None)
     assert main(["calibrate-bands", str(coll.path), "--out", str(tmp_path / "x.safetensors")]) != 0
     assert "has no band names" in capsys.readouterr().err and not (tmp_path / "x.safetensors").exists()
+
+
+def test_a_head_refuses_a_collection_whose_band_mixer_differs(tmp_path):
+    """embed calibrates a mixer per collection: a head read on one names the mixers on the other."""
+    from galsearch.embedder import GalsearchError, embed
+    from galsearch.embedder.embed import recorded_mixer
+    from galsearch.embedder.training.finetune import FinetuneConfig, finetune
+    from galsearch.embedder.training.labels import read_labels
+
+    first, second = band_collection(tmp_path / "a", n=24), band_collection(tmp_path / "b", n=40)
+    for coll in (first, second):
+        embed(coll, "default", device="cpu", progress=False)
+    first, second = open_collection(first.path), open_collection(second.path)
+    assert not np.array_equal(recorded_mixer(first.encoder), recorded_mixer(second.encoder))
+    labels = pd.DataFrame({"id": first.catalog["id"], "label": first.catalog["class_name"]})
+    head = finetune(first, read_labels(labels, first), FinetuneConfig(device="cpu"), name="shape").head
+    with pytest.raises(GalsearchError, match=r"another band mixer.*calibrate-bands"):
+        head.predict_scores(second)

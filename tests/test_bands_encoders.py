@@ -19,7 +19,8 @@ from galsearch.embedder import (
     open_collection,
     save_encoder,
 )
-from galsearch.embedder.encoders import band_channels, match_bands
+from galsearch.embedder.embed import describe, recorded_mixer
+from galsearch.embedder.encoders import band_channels, calibrated_mixer, match_bands
 from galsearch.embedder.simulate_bands import (
     CLASSES,
     ZY_EXCESS,
@@ -111,18 +112,29 @@ def test_unnamed_bands_adapt_a_three_band_checkpoint_as_timm_does(tmp_path, rgb_
 
 
 def test_known_filters_feed_the_channel_nearest_in_wavelength(tmp_path, grizy, rgb_checkpoint):
-    """g, r, i, z, y: a 1x1 mixer (red the mean of i, z, y; green r; blue g) before the 3-band network."""
-    embed(grizy, str(rgb_checkpoint), device="cpu", progress=False)
-    coll = open_collection(grizy.path)
-    encoder = encoder_of(coll, "cpu")
-    assert (encoder.channels, encoder.bands, coll.encoder["bands"]) == (5, GRIZY, GRIZY)
+    """g, r, i, z, y: a 1x1 mixer (red the mean of i, z, y; green r; blue g) before the 3-band network;
+    embed weights i, z and y by the mixer it measures on the collection and records."""
     three = load_encoder(str(rgb_checkpoint), "cpu")
-    images = np.array(coll.images[:8])
+    images = np.array(grizy.images[:8])
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
     mixed = torch.stack([x[:, 2:].mean(dim=1), x[:, 1], x[:, 0]], dim=1)  # (i + z + y) / 3, r, g
     with torch.inference_mode():
         expected = three.model(three.prepare(mixed)).numpy()
-    np.testing.assert_allclose(coll.embeddings[:8], expected, rtol=1e-4, atol=1e-5)
+    by_wavelength = load_encoder(str(rgb_checkpoint), "cpu", channels=5, bands=GRIZY)
+    np.testing.assert_allclose(by_wavelength.embed(images), expected, rtol=1e-4, atol=1e-5)
+
+    embed(grizy, str(rgb_checkpoint), device="cpu", progress=False)
+    coll = open_collection(grizy.path)
+    mixer = calibrated_mixer(np.array(coll.images[:]), GRIZY)
+    np.testing.assert_array_equal(recorded_mixer(coll.encoder), mixer)
+    assert f"bands g r i z y; red = {mixer[0, 2]:.2f} i + {mixer[0, 3]:.2f} z" in describe(coll.encoder)
+    encoder = encoder_of(coll, "cpu")
+    assert (encoder.channels, encoder.bands, coll.encoder["bands"]) == (5, GRIZY, GRIZY)
+    with torch.inference_mode():
+        calibrated = three.model(three.prepare(torch.einsum("cn,bnhw->bchw", torch.tensor(mixer).float(), x)))
+    np.testing.assert_allclose(coll.embeddings[:8], calibrated.numpy(), rtol=1e-4, atol=1e-4)
+    again = embed(coll, str(rgb_checkpoint), device="cpu", progress=False)  # reloaded with the recorded mixer
+    assert (again.embedded, again.resumed_from) == (0, len(coll))
     gri = load_encoder(str(rgb_checkpoint), "cpu", channels=3, bands=["g", "r", "i"])  # stored blue to red
     np.testing.assert_allclose(
         gri.embed(images[..., :3]), three.embed(images[..., 2::-1]), rtol=1e-4, atol=1e-5

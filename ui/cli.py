@@ -155,8 +155,7 @@ def cmd_calibrate_bands(args: argparse.Namespace) -> None:
 
     encoder = args.encoder or DEFAULT_ENCODER
     mixer = calibrate_bands(args.collection, args.out, encoder, args.sample, args.device)
-    for colour, row in zip(("red", "green", "blue"), mixer.rows(), strict=True):
-        print(f"{colour:5s} = " + " + ".join(f"{weight:.2f} {band}" for band, weight in row if weight))
+    print(f"band mixer: {mixer}")
     print(f"saved {args.out}: embed with `galsearch embed {args.collection} --encoder {args.out}`")
 
 

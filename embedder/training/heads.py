@@ -19,7 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..collection import Collection
-from ..embed import same_encoder
+from ..embed import recorded_mixer, same_encoder
 from ..encoders import Encoder, load_encoder, save_encoder
 from ..errors import GalsearchError
 
@@ -106,10 +106,20 @@ class Head:
 
     def _check_embeddings(self, collection: Collection) -> None:
         if collection.encoder is None or not same_encoder(collection.encoder, self.encoder_fingerprint):
-            have = (collection.encoder or {}).get("spec", "no embeddings")
+            have, spec = (
+                (collection.encoder or {}).get("spec", "no embeddings"),
+                self.encoder_fingerprint.get("spec"),
+            )
+            mixers = [recorded_mixer(f) for f in (collection.encoder, self.encoder_fingerprint)]
+            if have == spec and any(m is not None for m in mixers):
+                raise GalsearchError(
+                    f"this head reads embeddings of {spec!r} adapted to N bands through another band mixer "
+                    f"than {collection.path}'s: embed both collections with one encoder saved by "
+                    "`galsearch calibrate-bands`, and train the head again"
+                )
             raise GalsearchError(
-                f"this head reads embeddings of {self.encoder_fingerprint.get('spec')!r}, but "
-                f"{collection.path} holds {have!r}: re-embed it with that encoder (--replace)"
+                f"this head reads embeddings of {spec!r}, but {collection.path} holds {have!r}: re-embed it "
+                "with that encoder (--replace)"
             )
         if collection.counts["embedded"] < len(collection):
             raise GalsearchError(
