@@ -123,15 +123,14 @@ def embed(
         from .distributed import dask_client
 
         with dask_client(dask, workers) as client:
-            shares = None if mixer is None else mixer.tolist()
             wanted = client.submit(
-                _worker_fingerprint, encoder, device, coll.image_shape, bands, shares, tta, pure=False
+                _worker_fingerprint, encoder, device, coll.image_shape, bands, mixer, tta, pure=False
             ).result()
             with coll.writing():
                 start = _begin(coll, wanted, replace)
                 started = time.perf_counter()
                 _embed_partitions(
-                    client, coll, wanted, bands, shares, start, device, batch_size, partition_rows, progress
+                    client, coll, wanted, bands, mixer, start, device, batch_size, partition_rows, progress
                 )
         spec = wanted["spec"]
     return EmbedReport(coll.path, spec, len(coll) - start, start, len(coll), time.perf_counter() - started)
@@ -214,7 +213,7 @@ def _embed_partitions(
     coll: Collection,
     wanted: dict,
     bands: list[str] | None,
-    mixer: list[list[float]] | None,
+    mixer: np.ndarray | None,
     start: int,
     device: str | None,
     batch_size: int,
@@ -256,7 +255,7 @@ def _worker_fingerprint(
     device: str | None,
     image_shape: tuple[int, int, int],
     bands: list[str] | None,
-    mixer: list[list[float]] | None,
+    mixer: np.ndarray | None,
     tta: bool,
 ) -> dict:
     """The fingerprint of the encoder ``spec`` fitted to the images' bands as a worker loads it (keeping it
@@ -265,7 +264,7 @@ def _worker_fingerprint(
 
     global _worker_encoder
     with _worker_lock:
-        encoder = load_encoder(spec, device, channels=image_shape[2], bands=bands, mixer=_array(mixer))
+        encoder = load_encoder(spec, device, channels=image_shape[2], bands=bands, mixer=mixer)
         fingerprint = encoder.fingerprint(image_shape[0], tta)
         _worker_encoder = (_cache_key(fingerprint, device), encoder)
     return fingerprint
@@ -278,7 +277,7 @@ def _embed_partition(
     collection: str,
     image_shape: tuple[int, int, int],
     bands: list[str] | None,
-    mixer: list[list[float]] | None,
+    mixer: np.ndarray | None,
     wanted: dict,
     device: str | None,
     batch_size: int,
@@ -295,9 +294,7 @@ def _embed_partition(
     key = _cache_key(wanted, device)
     with _worker_lock:
         if _worker_encoder is None or _worker_encoder[0] != key:
-            encoder = load_encoder(
-                wanted["spec"], device, channels=image_shape[2], bands=bands, mixer=_array(mixer)
-            )
+            encoder = load_encoder(wanted["spec"], device, channels=image_shape[2], bands=bands, mixer=mixer)
             if not same_encoder(encoder.fingerprint(image_shape[0], wanted["tta"]), wanted):
                 raise EncoderError(
                     f"the encoder {wanted['spec']!r} loads with other weights or preprocessing on this "
@@ -312,10 +309,6 @@ def _embed_partition(
             for i in range(0, stop - first, batch_size)
         ]
     )
-
-
-def _array(mixer: list[list[float]] | None) -> np.ndarray | None:
-    return None if mixer is None else np.asarray(mixer, dtype=np.float64)
 
 
 def _cache_key(fingerprint: dict, device: str | None) -> str:
@@ -368,7 +361,7 @@ def calibrate_bands(
     collection: str | Path | Collection,
     out: str | Path,
     encoder: str = DEFAULT_ENCODER,
-    sample: int = 2048,
+    sample: int = CALIBRATION_SAMPLE,
     device: str | None = None,
 ) -> BandMixer:
     """Save to ``out`` the 3-band ``encoder`` adapted to the bands of ``collection`` through the band mixer
@@ -389,7 +382,7 @@ def calibrate_bands(
         raise ValueError(f"sample must be at least 1 galaxy, got {sample}")
     mixer = calibrated_mixer(np.asarray(coll.images[:sample]), bands)
     adapted = load_encoder(encoder, device, channels=len(bands), bands=bands, source=coll.path, mixer=mixer)
-    if recorded_mixer({"provenance": adapted.provenance}) is None:
+    if "band_mixer" not in (adapted.provenance or {}):  # not adapted, or no input shared: nothing folded
         raise EncoderError(
             f"nothing to calibrate: encoder {encoder} takes the bands {bands} of {coll.path} without "
             "sharing an input among them (a band mixer weights bands that feed one input of 3-band weights)"

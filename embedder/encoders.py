@@ -332,7 +332,8 @@ def adapt_bands(
         raise EncoderError(f"timm does not say which layer of {encoder.architecture} reads the image")
     mean, std = _spread(encoder.mean, order, channels), _spread(encoder.std, order, channels)
     if mixer is not None:
-        mixer, mean = _mixer_means(np.asarray(mixer, np.float64), channels, encoder.mean)
+        mixer = np.asarray(mixer, np.float64)
+        mean = _mixer_means(mixer, channels, encoder.mean)
         std = (1.0,) * channels
     for name in (first,) if isinstance(first, str) else first:
         conv = model.get_submodule(name)
@@ -375,17 +376,15 @@ def adapt_bands(
     )
 
 
-def _mixer_means(
-    mixer: np.ndarray, channels: int, means: tuple[float, ...]
-) -> tuple[np.ndarray, tuple[float, ...]]:
-    """The mixer checked to be (3, ``channels``) and finite, and per-band means whose mix is each input's
-    mean (least squares; exact when every input gets some band)."""
+def _mixer_means(mixer: np.ndarray, channels: int, means: tuple[float, ...]) -> tuple[float, ...]:
+    """Per-band means whose mix by ``mixer`` (checked to be a finite (3, ``channels``) array) is each
+    input's mean (least squares; exact when every input gets some band)."""
     if mixer.shape != (RGB, channels) or not np.isfinite(mixer).all():
         raise EncoderError(f"a band mixer for {channels} bands is a finite (3, {channels}) array: {mixer}")
     band_means, *_ = np.linalg.lstsq(mixer, np.array(means, np.float64), rcond=None)
     if not np.allclose(mixer @ band_means, means, atol=1e-6):
         raise EncoderError(f"the band mixer {mixer.tolist()} leaves an input of the encoder without bands")
-    return mixer, tuple(float(v) for v in band_means)
+    return tuple(float(v) for v in band_means)
 
 
 def _spread(values: tuple[float, ...], order: list[int] | None, channels: int) -> tuple[float, ...]:

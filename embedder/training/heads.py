@@ -106,10 +106,8 @@ class Head:
 
     def _check_embeddings(self, collection: Collection) -> None:
         if collection.encoder is None or not same_encoder(collection.encoder, self.encoder_fingerprint):
-            have, spec = (
-                (collection.encoder or {}).get("spec", "no embeddings"),
-                self.encoder_fingerprint.get("spec"),
-            )
+            have = (collection.encoder or {}).get("spec", "no embeddings")
+            spec = self.encoder_fingerprint.get("spec")
             mixers = [recorded_mixer(f) for f in (collection.encoder, self.encoder_fingerprint)]
             if have == spec and any(m is not None for m in mixers):
                 raise GalsearchError(
