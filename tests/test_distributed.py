@@ -19,10 +19,12 @@ from conftest import TINY_ENCODER, blob_images, cli_killed_after_commits, write_
 from distributed import Client, LocalCluster
 from distributed.diagnostics.plugin import WorkerPlugin
 from PIL import Image
+from test_bands_encoders import band_collection
 
 from galsearch.anomaly import score_collection
 from galsearch.embedder import EncoderError, embed, ingest, load_encoder, open_collection
 from galsearch.embedder.distributed import dask_client, kept_environment
+from galsearch.embedder.embed import recorded_mixer
 from galsearch.index import build_index, load_index
 
 ROWS, PARTITION, BATCH = 64, 16, 16
@@ -72,6 +74,15 @@ def test_a_cluster_embeds_as_one_process_does(cluster, two_copies):
     )  # fmt: skip
     assert (report.embedded, report.resumed_from, report.encoder) == (ROWS, 0, TINY_ENCODER)
     assert_same_embeddings(serial, distributed)
+
+
+def test_a_cluster_folds_the_band_mixer_measured_here(cluster, tmp_path):
+    """An N-band collection: the workers adapt the encoder through the mixer this process measured."""
+    serial, distributed = band_collection(tmp_path / "serial", n=32), band_collection(tmp_path / "dask", n=32)
+    embed(serial.path, "default", batch_size=BATCH, device="cpu", progress=False)
+    embed(distributed.path, "default", device="cpu", progress=False, dask=cluster, partition_rows=PARTITION)
+    assert_same_embeddings(serial.path, distributed.path)
+    assert recorded_mixer(open_collection(distributed.path).encoder) is not None
 
 
 @pytest.fixture
