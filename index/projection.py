@@ -14,8 +14,10 @@ coordinates and galaxies exactly (``MapPicture``); the web app's interactive map
 
 from __future__ import annotations
 
+import functools
 import io
 import json
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -47,13 +49,14 @@ FIT_SAMPLE = 50_000  # past this many galaxies UMAP is fitted on a seeded sample
 CHUNK_ROWS = 50_000  # rows transformed at a time (past FIT_SAMPLE)
 SEED = 0
 # What the first map costs on a 2-core CPU (umap_seconds), from _compute timed in fresh processes on demo
-# embeddings (320-d) resampled with jitter, on a quiet CPU (2026-12-07): 5.7 s for 64 galaxies (importing
-# umap and compiling what numba does not cache; 14 s more on a new install, whose numba cache is empty),
-# 9.3 s for 3,000, 14.0 s for 10,000, 18.8 s for 20,000, 53 s for 50,000 (their exact neighbours 10 s).
-# Past FIT_SAMPLE, UMAP's own neighbour search fits the sample (about 90 s) and the rest is transformed.
-FIRST_MAP_START_S = 6.0
+# embeddings (256-d) resampled with jitter, on a quiet CPU, with UMAP's kernels in numba's cache
+# (2026-12-08): 2.0 s for 64 galaxies (mostly importing umap), 5.6 s for 3,000, 10.1 s for 10,000, 14.8 s
+# for 20,000, 53.5 s for 50,000 (their exact neighbours 10 s) and 147 s for 60,000 (UMAP's own neighbour
+# search fits 50,000, about 70 s, and 10,000 are transformed). A new install compiles for about 25 s more
+# at its first map (compile_umap).
+FIRST_MAP_START_S = 2.0
 FIT_S_PER_GALAXY = 0.001
-SAMPLE_FIT_S = 90.0
+SAMPLE_FIT_S = 70.0
 TRANSFORM_S_PER_GALAXY = 0.0075
 
 DPI = 100
@@ -190,12 +193,41 @@ def _exact_neighbours(vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarr
     return indices, np.clip(1.0 - similarity, 0.0, 2.0).astype(np.float32)
 
 
-def _reducer(n_fit: int, progress: bool, neighbours: tuple[np.ndarray, np.ndarray] | None = None):
-    """A UMAP estimator with galsearch's parameters, given its neighbour graph or searching for it."""
+def compile_umap() -> None:
+    """Fill numba's on-disk cache with what UMAP compiles for a map, by mapping a few random points.
+
+    ``galsearch demo`` runs this in another process while it simulates, so that a new install's first map
+    does not wait for the compiler.
+    """
+    points = np.random.default_rng(SEED).normal(size=(64, 8)).astype(np.float32)
+    _compute(points, progress=False)
+
+
+@functools.cache
+def _import_umap():
+    """umap, with numba's on-disk cache enabled for all of its compiled functions.
+
+    UMAP declares some of them without ``cache=True`` (smooth_knn_dist, compute_membership_strengths, the
+    layout's epoch, ...; lmcinnes/umap#1257 proposed caching them), so every process compiled them again
+    before its first map: about 7 s of a 2-core CPU, most of the demo map's 11 s. Enabling the cache is what
+    ``cache=True`` does; numba recompiles when UMAP's source or numba changes.
+    """
     with warnings.catch_warnings():  # umap warns at import that TensorFlow (ParametricUMAP) is missing
         warnings.simplefilter("ignore")
         import umap  # slow to import (numba): only when a map is computed
+    from numba.core.dispatcher import Dispatcher
 
+    modules = [module for name, module in sys.modules.items() if name.split(".")[0] == "umap"]
+    objects = [obj for module in modules for obj in vars(module).values()]
+    kernels = {id(obj): obj for obj in objects if isinstance(obj, Dispatcher)}
+    for kernel in kernels.values():
+        kernel.enable_caching()
+    return umap
+
+
+def _reducer(n_fit: int, progress: bool, neighbours: tuple[np.ndarray, np.ndarray] | None = None):
+    """A UMAP estimator with galsearch's parameters, given its neighbour graph or searching for it."""
+    umap = _import_umap()
     params = {**UMAP_PARAMS, "n_neighbors": _neighbours(n_fit)}
     init = "spectral" if n_fit >= 5 else "random"  # the spectral start needs more points than dimensions + 1
     if neighbours is None:

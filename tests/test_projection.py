@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -122,9 +125,31 @@ def test_unembedded_collections_raise_and_tiny_ones_map(tmp_path):
     assert (picture.image != render_map(few).image).any()
 
 
+MAP_IN_A_NEW_PROCESS = """
+import numpy as np
+from umap import layouts, umap_
+from galsearch.index.projection import _compute
+_compute(np.random.default_rng(1).normal(size=(100, 16)).astype(np.float32), progress=False)
+epoch = layouts._nb_optimize_layout_euclidean_single_epoch
+for kernel in umap_.smooth_knn_dist, umap_.compute_membership_strengths, epoch:
+    print(kernel.stats.cache_hits.total(), kernel.stats.cache_misses.total())
+"""
+
+
+def test_after_compile_umap_a_new_process_maps_without_compiling(tmp_path):
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}  # an empty cache, as on a new install
+    compile_umap = "from galsearch.index.projection import compile_umap; compile_umap()"
+    subprocess.run([sys.executable, "-c", compile_umap], env=env, check=True)
+    mapped = subprocess.run(
+        [sys.executable, "-c", MAP_IN_A_NEW_PROCESS], env=env, check=True, capture_output=True, text=True
+    )
+    # UMAP's three costly kernels that it leaves out of numba's cache: each loaded, none compiled
+    assert mapped.stdout.split() == ["1", "0"] * 3
+
+
 def test_the_first_map_estimate_follows_the_measurements():
-    assert 5 < umap_seconds(64) < umap_seconds(3_000) < 15 < umap_seconds(10_000) < umap_seconds(50_000)
-    assert umap_seconds(50_000) < umap_seconds(50_001) - 30  # past the sample, UMAP's own neighbour search
+    assert 1 < umap_seconds(64) < umap_seconds(3_000) < 10 < umap_seconds(10_000) < umap_seconds(50_000)
+    assert umap_seconds(50_000) < umap_seconds(50_001) - 15  # past the sample, UMAP's own neighbour search
     assert umap_seconds(1_000_000) > 7_000
 
 

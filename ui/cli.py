@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -658,19 +659,13 @@ def _band_names(text: str) -> list[str]:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    import subprocess
-
-    # A new install compiles UMAP's numba functions at its first import (about 15 s on 2 cores) and keeps
-    # them in numba's on-disk cache: fill it in another process while the galaxies are simulated.
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    compiling = subprocess.Popen([sys.executable, "-c", "import umap"], **quiet)
-
     from galsearch.anomaly.discover import DEFAULT_SESSION, Discovery
     from galsearch.embedder import DEFAULT_ENCODER, build_demo, default_demo_path, embed
     from galsearch.index import build_index, umap_coordinates
 
     auth = None if args.no_serve else _login(args)  # read before the build, so that a bad one fails at once
     path = args.path or default_demo_path()
+    compiling = None if _demo_has_map(path) else _compile_umap_in_background()
     coll = build_demo(path, seed=args.seed, n_simulated=args.galaxies, size=args.size)
     # The demo is a cache rebuilt from its seed: another encoder simply replaces its embeddings and index.
     report = embed(coll, args.encoder or DEFAULT_ENCODER, replace=True, device=args.device)
@@ -679,11 +674,29 @@ def cmd_demo(args: argparse.Namespace) -> None:
         build_index(coll, progress=False)
     # Every tab opens ready: the map and the discovery loop's anomaly scores and GP features are computed
     # now and kept in the demo (free when unchanged).
-    compiling.wait()
+    if compiling is not None:
+        compiling.wait()
     umap_coordinates(coll, progress=True)
     Discovery(coll, DEFAULT_SESSION)
     if not args.no_serve:
         _serve(coll.path, args, auth)
+
+
+def _demo_has_map(path: Path) -> bool:
+    """Whether ``path`` holds a demo whose map is drawn (as after an earlier `galsearch demo`)."""
+    from galsearch.embedder import open_collection
+    from galsearch.embedder.collection import MANIFEST
+    from galsearch.index.projection import has_map
+
+    return (path / MANIFEST).exists() and has_map(open_collection(path))
+
+
+def _compile_umap_in_background() -> subprocess.Popen:
+    """Fill numba's on-disk cache with UMAP's compiled functions in another process (about 25 s of CPU on a
+    new install, in parallel with the simulation), so that the demo's map does not wait for the compiler."""
+    code = "from galsearch.index.projection import compile_umap; compile_umap()"
+    quiet = subprocess.DEVNULL
+    return subprocess.Popen([sys.executable, "-c", code], stdout=quiet, stderr=quiet)
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
