@@ -12,7 +12,7 @@ for contrast). Prints, with the machine and its load:
    embeddings: on 5 bands as ``embed`` adapts it to named filters (each band feeds the red, green or blue
    input nearest it in wavelength, here red from i, z and y, green r, blue g: a 1x1 band mixer folded into
    the first convolution, whose shares ``embed`` measures on the collection's own stored images with
-   ``encoders.calibrated_mixer``: z and y brought to i's level, then weighted by inverse noise variance);
+   ``band_mixer.calibrated_mixer``: z and y brought to i's level, then weighted by inverse noise variance);
    with that mixer measured on another simulation (seed ``--calibration-seed``, default seed + 1), so
    that nothing is taken from the galaxies scored; with equal shares, red = (i + z + y) / 3 (``embed``'s
    adaptation before 2026-12-07); with timm's input-conv adaptation (``adapt_input_conv``: kernels
@@ -51,7 +51,8 @@ import pandas as pd
 import torch
 
 from galsearch.embedder import embed, ingest, load_encoder, open_collection
-from galsearch.embedder.encoders import Encoder, calibrated_mixer, default_device
+from galsearch.embedder.band_mixer import calibrated_mixer
+from galsearch.embedder.encoders import Encoder, default_device
 from galsearch.embedder.simulate_bands import BANDS, CLASSES, KINDS, simulate_bands
 from galsearch.embedder.stretch import Stretch
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .band_mixer import BandMixer, calibrated_mixer, recorded_mixer, shares_inputs
 from .collection import Collection, image_rows, open_collection
 from .distributed import PARTITION_ROWS
 from .errors import EncoderError
@@ -139,23 +140,13 @@ def embed(
 def _band_mixer(coll: Collection, replace: bool) -> np.ndarray | None:
     """The band mixer that adapts 3-band weights to the bands of ``coll`` where several feed one input: that
     of its embeddings; for new ones (none yet, or ``replace``), measured on its first CALIBRATION_SAMPLE
-    galaxies (:func:`galsearch.embedder.encoders.calibrated_mixer`); None where no input is shared."""
+    galaxies (:func:`galsearch.embedder.band_mixer.calibrated_mixer`); None where no input is shared."""
     if coll.counts["embedded"] and not replace:
         return recorded_mixer(coll.encoder)
     bands = band_names(coll)
-    if bands is None or len(bands) <= 3:  # each input has its own band at most: no torch import for them
-        return None
-    from .encoders import calibrated_mixer, shares_inputs
-
     if not shares_inputs(bands):
         return None
     return calibrated_mixer(np.asarray(coll.images[:CALIBRATION_SAMPLE]), bands)
-
-
-def recorded_mixer(fingerprint: dict | None) -> np.ndarray | None:
-    """The band mixer folded into the encoder of ``fingerprint`` (an embedding record), if any."""
-    mixer = ((fingerprint or {}).get("provenance") or {}).get("band_mixer")
-    return None if mixer is None else np.asarray(mixer, dtype=np.float64)
 
 
 def _done_by(coll: Collection, spec: str, tta: bool) -> bool:
@@ -338,25 +329,6 @@ def encoder_of(collection: Collection, device: str | None = None) -> Encoder:
     return enc
 
 
-@dataclass
-class BandMixer:
-    """What each input of a 3-band encoder reads: ``weights`` (3, N), rows red, green, blue, of ``bands``."""
-
-    weights: np.ndarray
-    bands: list[str]
-
-    def rows(self) -> list[list[tuple[str, float]]]:
-        """(band, weight) pairs of the red, green and blue inputs."""
-        return [list(zip(self.bands, map(float, row), strict=True)) for row in self.weights]
-
-    def __str__(self) -> str:
-        """E.g. ``red = 0.70 i + 0.31 z + 0.08 y, green = 1.00 r, blue = 1.00 g``."""
-        inputs = (" + ".join(f"{w:.2f} {band}" for band, w in row if w) for row in self.rows())
-        return ", ".join(
-            f"{colour} = {mix}" for colour, mix in zip(("red", "green", "blue"), inputs, strict=True)
-        )
-
-
 def calibrate_bands(
     collection: str | Path | Collection,
     out: str | Path,
@@ -365,10 +337,10 @@ def calibrate_bands(
     device: str | None = None,
 ) -> BandMixer:
     """Save to ``out`` the 3-band ``encoder`` adapted to the bands of ``collection`` through the band mixer
-    measured on its first ``sample`` images (:func:`galsearch.embedder.encoders.calibrated_mixer`), and
+    measured on its first ``sample`` images (:func:`galsearch.embedder.band_mixer.calibrated_mixer`), and
     return the mixer. ``embed`` measures one for each collection by itself; this saves one to share:
     embedding other collections of the same bands with ``out`` makes their embeddings comparable."""
-    from .encoders import calibrated_mixer, load_encoder, save_encoder
+    from .encoders import load_encoder, save_encoder
 
     coll = collection if isinstance(collection, Collection) else open_collection(collection)
     bands = band_names(coll)

@@ -23,9 +23,10 @@ names (ImageNet, ``default``, hub models, older checkpoints) to N bands (:func:`
 are known filters feed the red, green or blue input nearest them in wavelength (a 1x1 band mixer folded
 into the first convolution), other bands get timm's own input-conv adaptation
 (``timm.models.adapt_input_conv``). One-band images still feed a 3-band network as grey.
-:func:`calibrated_mixer` measures the shares of bands that feed one input on a collection's own images (each
-band brought to the level of its input's filter, then weighted by inverse noise variance), which
-``load_encoder(..., mixer=...)`` folds in the same way; ``embed`` measures and records one per collection.
+:func:`band_mixer.calibrated_mixer` measures the shares of bands that feed one input on a collection's own
+images (each band brought to the level of its input's filter, then weighted by inverse noise variance),
+which ``load_encoder(..., mixer=...)`` folds in the same way; ``embed`` measures and records one per
+collection.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from safetensors.torch import load_file, save
 from timm.models import adapt_input_conv, get_model_traits, group_parameters
 
 from . import imagenet
-from .display import WAVELENGTHS
+from .band_mixer import RGB, band_channels, shares_inputs
 from .errors import EncoderError
 from .storage import atomic_write
 
@@ -59,10 +60,6 @@ CHECKPOINT_SUFFIXES = {".safetensors", ".pt", ".pth", ".bin", ".ckpt"}
 # Keys a checkpoint may carry beyond the encoder: classification heads and training wrappers.
 HEAD_PREFIXES = ("head.", "fc.", "classifier.", "head_dist.")
 WRAPPER_PREFIXES = ("module.", "model.", "encoder.")
-RGB = 3  # the band count of pretrained weights that are adapted to other band counts
-RGB_BANDS = ("i", "r", "g")  # the filters 3-band weights are taken to see as red, green and blue
-APERTURE = 8  # px: radius of the central aperture whose band sums give a galaxy's flux ratios
-BORDER = 4  # px: width of the stamp's outer frame whose pixel differences give a band's noise
 
 
 @dataclass
@@ -221,9 +218,9 @@ def match_bands(
     Otherwise an encoder that takes these bands comes back as it is (taking the images' names if it had
     none); one-band images feed a 3-band encoder as grey (and 3-band images a one-band encoder as their
     mean), as ``Encoder.prepare`` does. Anything else raises :class:`EncoderError` naming both band lists.
-    A ``mixer`` (3, ``channels``; e.g. from :func:`calibrated_mixer`) replaces the equal shares of the bands
-    that feed one input when 3-band weights are adapted to them (:func:`shares_inputs`); it is not used
-    otherwise.
+    A ``mixer`` (3, ``channels``; e.g. from :func:`band_mixer.calibrated_mixer`) replaces the equal shares
+    of the bands that feed one input when 3-band weights are adapted to them (:func:`shares_inputs`); it
+    is not used otherwise.
     """
     if bands is not None and len(bands) != channels:
         raise EncoderError(f"{len(bands)} band names {list(bands)} for the {channels} channels of {source}")
@@ -249,61 +246,8 @@ def match_bands(
     )
 
 
-def band_channels(bands: list[str] | None) -> list[int] | None:
-    """For each band, the input channel of 3-band weights (0 red, 1 green, 2 blue: the SDSS i, r and g bands
-    of Galaxy Zoo's composites, on which the default encoder trained) nearest it in log wavelength
-    (:data:`embedder.display.WAVELENGTHS`); None unless every band is a known filter and every channel
-    gets one."""
-    if bands is None or not all(b in WAVELENGTHS for b in bands):
-        return None
-    centres = np.log([WAVELENGTHS[b] for b in RGB_BANDS])
-    nearest = [int(np.argmin(np.abs(np.log(WAVELENGTHS[b]) - centres))) for b in bands]
-    return nearest if set(nearest) == {0, 1, 2} else None
-
-
 def _describe_bands(channels: int, bands: list[str] | None) -> str:
     return f"[{', '.join(bands)}]" if bands is not None else f"({channels} unnamed)"
-
-
-def shares_inputs(bands: list[str] | None) -> bool:
-    """Whether 3-band weights adapted to ``bands`` by wavelength (:func:`band_channels`) feed some input
-    several bands (e.g. red: i, z and y), whose shares a band mixer then sets."""
-    order = band_channels(bands)
-    return order is not None and len(order) > len(set(order))
-
-
-def calibrated_mixer(images: np.ndarray, bands: list[str]) -> np.ndarray:
-    """The (3, N) band mixer for 3-band weights measured on uint8 (B, H, W, N) images of known filters
-    ``bands`` (a sample of the collection to embed): each band feeds the input nearest it in wavelength
-    (:func:`band_channels`), scaled to the level of the band of that input nearest its filter (by the
-    median over galaxies of their central-aperture flux ratio), and the bands of an input are averaged
-    with inverse-variance weights (noise from the differences of neighbouring pixels in the stamps'
-    outer frame, in those scaled units): the coadd of highest signal-to-noise, with the colours of a
-    typical galaxy those of the filters the weights were trained on."""
-    order = band_channels(bands)
-    if order is None or images.ndim != 4 or images.shape[-1] != len(bands):
-        raise EncoderError(
-            f"a calibrated band mixer needs (B, H, W, {len(bands)}) images of known filters that cover red, "
-            f"green and blue; got images of shape {images.shape} and bands {list(bands)}"
-        )
-    yy, xx = np.mgrid[: images.shape[1], : images.shape[2]]
-    centre = ((yy - (images.shape[1] - 1) / 2) ** 2 + (xx - (images.shape[2] - 1) / 2) ** 2) <= APERTURE**2
-    flux = images[:, centre, :].astype(np.float64).sum(axis=1) + 1.0  # (B, N)
-    frame = np.ones(images.shape[1:3], bool)
-    if min(images.shape[1:3]) > 2 * BORDER:
-        frame[BORDER:-BORDER, BORDER:-BORDER] = False
-    pairs = frame[:, 1:] & frame[:, :-1]  # horizontal neighbours both in the frame
-    steps = images[:, :, 1:][:, pairs].astype(np.float64) - images[:, :, :-1][:, pairs]
-    noise = np.median(np.sqrt((steps**2).mean(axis=1) / 2), axis=0)  # (N,) per band
-    log_wave = np.log([WAVELENGTHS[b] for b in bands])
-    mixer = np.zeros((RGB, len(bands)))
-    for c, filter_name in enumerate(RGB_BANDS):
-        members = np.flatnonzero(np.array(order) == c)
-        reference = members[np.argmin(np.abs(log_wave[members] - np.log(WAVELENGTHS[filter_name])))]
-        scale = np.median(flux[:, [reference]] / flux[:, members], axis=0)
-        weight = 1 / np.maximum(scale * noise[members], 1e-6) ** 2
-        mixer[c, members] = scale * weight / weight.sum()
-    return mixer
 
 
 def adapt_bands(
@@ -321,9 +265,9 @@ def adapt_bands(
     the first keeps colour and shape better (benchmarks/bands.py).
 
     A ``mixer`` (3, ``channels``: each input a weighted sum of the bands' [0, 1] pixels, e.g. from
-    :func:`calibrated_mixer`) is folded in exactly instead: the first convolution's kernel of band n is
-    sum_c kernel_c mixer[c, n] / std_c, with per-band means that give each input its own mean (so zero
-    padding stays the mean image) and unit stds; the encoder's provenance records the mixer.
+    :func:`band_mixer.calibrated_mixer`) is folded in exactly instead: the first convolution's kernel of
+    band n is sum_c kernel_c mixer[c, n] / std_c, with per-band means that give each input its own mean
+    (so zero padding stays the mean image) and unit stds; the encoder's provenance records the mixer.
     """
     order = band_channels(bands)
     model = copy.deepcopy(encoder.model)

@@ -11,7 +11,8 @@ from conftest import TINY_ENCODER
 from test_bands_encoders import band_collection
 
 from galsearch.embedder import EncoderError, load_encoder, open_collection
-from galsearch.embedder.encoders import calibrated_mixer, match_bands
+from galsearch.embedder.band_mixer import calibrated_mixer
+from galsearch.embedder.encoders import match_bands
 from galsearch.ui.cli import main
 
 GRIZY = ["g", "r", "i", "z", "y"]
@@ -102,7 +103,7 @@ def test_calibrate_bands_needs_named_filters(tmp_path, capsys):
 def test_a_head_refuses_a_collection_whose_band_mixer_differs(tmp_path):
     """embed calibrates a mixer per collection: a head read on one names the mixers on the other."""
     from galsearch.embedder import GalsearchError, embed
-    from galsearch.embedder.embed import recorded_mixer
+    from galsearch.embedder.band_mixer import recorded_mixer
     from galsearch.embedder.training.finetune import FinetuneConfig, finetune
     from galsearch.embedder.training.labels import read_labels
 

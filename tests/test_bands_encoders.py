@@ -19,8 +19,9 @@ from galsearch.embedder import (
     open_collection,
     save_encoder,
 )
-from galsearch.embedder.embed import describe, recorded_mixer
-from galsearch.embedder.encoders import band_channels, calibrated_mixer, match_bands
+from galsearch.embedder.band_mixer import band_channels, calibrated_mixer, recorded_mixer
+from galsearch.embedder.embed import describe
+from galsearch.embedder.encoders import match_bands
 from galsearch.embedder.simulate_bands import (
     CLASSES,
     ZY_EXCESS,

@@ -23,8 +23,8 @@ from test_bands_encoders import band_collection
 
 from galsearch.anomaly import score_collection
 from galsearch.embedder import EncoderError, embed, ingest, load_encoder, open_collection
+from galsearch.embedder.band_mixer import recorded_mixer
 from galsearch.embedder.distributed import dask_client, kept_environment
-from galsearch.embedder.embed import recorded_mixer
 from galsearch.index import build_index, load_index
 
 ROWS, PARTITION, BATCH = 64, 16, 16

@@ -18,8 +18,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..band_mixer import recorded_mixer
 from ..collection import Collection
-from ..embed import recorded_mixer, same_encoder
+from ..embed import same_encoder
 from ..encoders import Encoder, load_encoder, save_encoder
 from ..errors import GalsearchError
 
