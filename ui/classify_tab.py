@@ -26,6 +26,7 @@ LABEL_TYPES = [".csv", ".fits", ".fit", ".xml", ".vot"]
 SHOWN = 24  # galaxies in the candidates and suspects galleries
 CANDIDATES = 100  # candidates listed (table, export, SAMP)
 DOUBTS = 50  # doubtful labels listed
+SUSPECT_COLUMNS = ["id", "label", "predicted", "probability", "issue"]  # the doubtful labels table
 FOLDS = 5
 TRACK_TQDM = gr.Progress(track_tqdm=True)  # training's own tqdm bars become the page's progress bar
 
@@ -97,7 +98,9 @@ def build(state: AppState, tab: gr.Tab) -> tuple[gr.Row, gr.Textbox]:
     candidates = gr.Gallery(
         columns=8, height="auto", allow_preview=False, label="Candidates", elem_id="candidates"
     )
-    candidates_table = gr.Dataframe(interactive=False, label="Candidates", elem_id="candidates-table")
+    candidates_table = gr.Dataframe(
+        headers=["id", "probability"], interactive=False, label="Candidates", elem_id="candidates-table"
+    )
     with gr.Row():
         fmt = gr.Radio(list(DOWNLOADS), value="CSV", label="Download candidates as")
         download = gr.File(label="Candidates file", interactive=False)
@@ -116,7 +119,9 @@ def build(state: AppState, tab: gr.Tab) -> tuple[gr.Row, gr.Textbox]:
     doubtful = gr.Gallery(
         columns=8, height="auto", allow_preview=False, label="Doubtful labels", elem_id="suspects"
     )
-    doubtful_table = gr.Dataframe(interactive=False, label="Doubtful labels", elem_id="suspects-table")
+    doubtful_table = gr.Dataframe(
+        headers=SUSPECT_COLUMNS, interactive=False, label="Doubtful labels", elem_id="suspects-table"
+    )
     gr.Markdown(
         "Click a doubtful galaxy to put it and its predicted class in the bar below: **Label** relabels it."
     )
@@ -252,8 +257,8 @@ def build(state: AppState, tab: gr.Tab) -> tuple[gr.Row, gr.Textbox]:
         ]
         notes = " ".join(found.attrs["notes"])
         note = f"{found.attrs['issues']} of the {len(labels)} labels are flagged as label issues. {notes}"
-        columns = ["id", "label", "predicted", "probability", "issue"]
-        return note, state.gallery(coll.rows_of(shown["id"].tolist()), extras), readable(found[columns])
+        gallery = state.gallery(coll.rows_of(shown["id"].tolist()), extras)
+        return note, gallery, readable(found[SUSPECT_COLUMNS])
 
     find.click(find_suspects, training, [suspects_note, doubtful, doubtful_table], api_name="suspects")
 

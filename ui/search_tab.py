@@ -69,7 +69,9 @@ def build(state: AppState) -> tuple[gr.Row, gr.Dataframe]:
     with gr.Row():
         query = gr.Image(label="Query", interactive=False, height=QUERY_SIDE, scale=1, elem_classes="galaxy")
         neighbours = gr.Gallery(label="Most similar", columns=6, height="auto", scale=5, elem_id="neighbours")
-    table = gr.Dataframe(label="Results", interactive=False, wrap=True, elem_id="results")
+    table = gr.Dataframe(
+        headers=["rank", "id"], label="Results", interactive=False, wrap=True, elem_id="results"
+    )
     labels = label_bar.build(state, "search", "the results")
     with gr.Row():
         fmt = gr.Radio(list(DOWNLOADS), value="CSV", label="Download as")
