@@ -659,6 +659,10 @@ def _band_names(text: str) -> list[str]:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
+    # On a new install UMAP compiles in another process while the demo is embedded: torch's OpenMP threads
+    # then wait for each other by sleeping rather than spinning on the shared cores (the build took 49 s
+    # instead of 56-59 s on 2 cores; 2026-12-08). Read when torch loads, so set before it is imported.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from galsearch.anomaly.discover import DEFAULT_SESSION, Discovery
     from galsearch.embedder import DEFAULT_ENCODER, build_demo, default_demo_path, embed
     from galsearch.index import build_index, umap_coordinates
