@@ -274,11 +274,11 @@ def adapt_bands(
     first = get_model_traits(model).get("first_conv") or model.pretrained_cfg.get("first_conv")
     if not first:
         raise EncoderError(f"timm does not say which layer of {encoder.architecture} reads the image")
-    mean, std = _spread(encoder.mean, order, channels), _spread(encoder.std, order, channels)
-    if mixer is not None:
+    if mixer is None:
+        mean, std = _spread(encoder.mean, order, channels), _spread(encoder.std, order, channels)
+    else:
         mixer = np.asarray(mixer, np.float64)
-        mean = _mixer_means(mixer, channels, encoder.mean)
-        std = (1.0,) * channels
+        mean, std = _mixer_means(mixer, channels, encoder.mean), (1.0,) * channels
     for name in (first,) if isinstance(first, str) else first:
         conv = model.get_submodule(name)
         weight = conv.weight.detach()

@@ -153,9 +153,11 @@ def cmd_embed(args: argparse.Namespace) -> None:
 
 def cmd_calibrate_bands(args: argparse.Namespace) -> None:
     from galsearch.embedder import DEFAULT_ENCODER, calibrate_bands
+    from galsearch.embedder.embed import CALIBRATION_SAMPLE
 
     encoder = args.encoder or DEFAULT_ENCODER
-    mixer = calibrate_bands(args.collection, args.out, encoder, args.sample, args.device)
+    sample = CALIBRATION_SAMPLE if args.sample is None else args.sample
+    mixer = calibrate_bands(args.collection, args.out, encoder, sample, args.device)
     print(f"band mixer: {mixer}")
     print(f"saved {args.out}: embed with `galsearch embed {args.collection} --encoder {args.out}`")
 
@@ -961,7 +963,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("collection", type=Path)
     p.add_argument("--out", type=Path, required=True, help="the adapted encoder, a .safetensors file")
     p.add_argument("--encoder", help="the 3-band encoder to adapt (default: default)")
-    p.add_argument("--sample", type=int, default=2048, help="measure on the first N galaxies (default 2048)")
+    p.add_argument("--sample", type=int, help="measure on the first N galaxies (default: as embed does)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
 
     p = command(
