@@ -8,6 +8,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
 import socket
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,23 @@ def write_blob_npz(path: Path, n: int, size: int = 32, seed: int = 0) -> Path:
     ids = np.array([f"blob-{seed}-{i:04d}" for i in range(n)])
     np.savez(path, images=images, labels=labels, ids=ids, class_names=np.array(["compact", "extended"]))
     return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def temporary_files_in_pytests_folder(tmp_path_factory: pytest.TempPathFactory):
+    """Temporary files of this process and the servers it starts go in a folder of their own in pytest's,
+    which pytest prunes: gradio_client leaves an empty folder in the temporary directory for every file it
+    downloads. Collections are made beside it, outside it, as a user's are: Gradio refuses to serve their
+    files unless the app copies them out."""
+    scratch = str(tmp_path_factory.mktemp("tmp"))
+    saved = tempfile.tempdir, os.environ.get("TMPDIR")
+    tempfile.tempdir = os.environ["TMPDIR"] = scratch
+    yield
+    tempfile.tempdir = saved[0]
+    if saved[1] is None:
+        del os.environ["TMPDIR"]
+    else:
+        os.environ["TMPDIR"] = saved[1]
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import re
 import threading
 from pathlib import Path
@@ -20,6 +21,7 @@ from galsearch.embedder import embed, open_collection
 from galsearch.index import build_index, search, similar
 from galsearch.ui.api import ENDPOINTS
 from galsearch.ui.app import launch
+from galsearch.ui.state import AppState
 
 
 @pytest.fixture
@@ -233,3 +235,15 @@ def test_auth_keeps_strangers_out(blob_collection):
         assert ratings_store(blob_collection.path).sessions()["session"].tolist() == ["s"]
     finally:
         app.close()
+
+
+def test_the_download_folder_goes_with_the_app_state(blob_collection):
+    """Files offered for download live in a folder of the app's own, deleted when the app is (at exit at the
+    latest), so that servers started and stopped do not leave folders behind in the temporary directory."""
+    state = AppState(blob_collection.path)
+    offered = state.download("ratings.csv")
+    offered.write_text("id\n")
+    folder = offered.parent.parent
+    del state
+    gc.collect()
+    assert not folder.exists()

@@ -197,7 +197,7 @@ def build(state: AppState, tab: gr.Tab) -> tuple[gr.Row, gr.Textbox]:
         except GalsearchError as exc:
             raise gr.Error(str(exc)) from None
         folder = result.finetune.folder
-        pictures = [str(folder / f) if (folder / f).is_file() else None for f in ("confusion.png", "roc.png")]
+        pictures = [state.shown_copy(folder / f) for f in ("confusion.png", "roc.png")]
         found = result.candidates
         fmt, suffix = DOWNLOADS[download_format]
         path = state.download(f"candidates-{folder.name}{suffix}")
@@ -299,9 +299,8 @@ def build(state: AppState, tab: gr.Tab) -> tuple[gr.Row, gr.Textbox]:
         except GalsearchError as exc:
             raise gr.Error(str(exc)) from None
         folder.mkdir(parents=True, exist_ok=True)
-        return str(
-            plot_learning_curve(summary, "balanced_accuracy", folder / "learning_curve.png")
-        ), readable(summary)
+        plot = plot_learning_curve(summary, "balanced_accuracy", folder / "learning_curve.png")
+        return state.shown_copy(plot), readable(summary)
 
     curve_button.click(curve, [*training, name, sizes], [curve_plot, curve_table], api_name="curve")
 

@@ -7,6 +7,7 @@ import shutil
 import tempfile
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from pathlib import Path
 
@@ -77,6 +78,7 @@ class AppState:
         self._version: int | None = None
         self._hunts: OrderedDict[tuple[str, str], tuple[Discovery, threading.Lock]] = OrderedDict()
         self._downloads = Path(tempfile.mkdtemp(prefix="galsearch-downloads-"))
+        weakref.finalize(self, shutil.rmtree, self._downloads, ignore_errors=True)  # at exit at the latest
         self.collection()
 
     def collection(self) -> Collection:
@@ -129,3 +131,8 @@ class AppState:
             if old.stat().st_mtime < cutoff:
                 shutil.rmtree(old, ignore_errors=True)
         return Path(tempfile.mkdtemp(dir=self._downloads)) / name
+
+    def shown_copy(self, path: Path) -> str | None:
+        """A copy of a collection's file (a plot) for the page to show, or None when there is none: Gradio
+        serves files only from the temporary and working directories, and a collection may be anywhere."""
+        return str(shutil.copyfile(path, self.download(path.name))) if path.is_file() else None
