@@ -49,6 +49,7 @@ from timm.models import adapt_input_conv, get_model_traits, group_parameters
 
 from . import imagenet
 from .band_mixer import RGB, band_channels, shares_inputs
+from .cpu_memory import keep_freed_memory
 from .errors import EncoderError
 from .storage import atomic_write
 
@@ -111,7 +112,10 @@ class Encoder:
         """Move the model to ``device``, channels-last (the faster layout for convolutions on GPUs; on
         this project's CPU 5-40% faster for EfficientNet-Lite0, ResNet-18 and ConvNeXt), and return
         self."""
-        self.model.to(torch.device(device), memory_format=torch.channels_last)
+        device = torch.device(device)
+        if device.type == "cpu":
+            keep_freed_memory()
+        self.model.to(device, memory_format=torch.channels_last)
         return self
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:

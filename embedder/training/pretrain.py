@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..collection import Collection, open_collection, read_rows
+from ..cpu_memory import keep_freed_memory
 from ..embed import band_names
 from ..encoders import (
     Encoder,
@@ -268,6 +269,8 @@ class _Trainer:
         self.log_file = out.with_name(out.name + ".log.csv")
         torch.manual_seed(config.seed)
         self.model = _Model(config, data.classes, init, data.channels)
+        if device.type == "cpu":
+            keep_freed_memory()
         self.model.to(device, memory_format=torch.channels_last)
         self.steps_per_epoch = len(data) // config.batch_size
         self.optimizer = torch.optim.AdamW(
