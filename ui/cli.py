@@ -665,13 +665,13 @@ def cmd_demo(args: argparse.Namespace) -> None:
     # then wait for each other by sleeping rather than spinning on the shared cores (the build took 49 s
     # instead of 56-59 s on 2 cores; 2026-12-08). Read when torch loads, so set before it is imported.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    auth = None if args.no_serve else _login(args)  # read before the build, so that a bad one fails at once
+    compiling = _compile_umap_in_background(args.path)  # first, so that it runs beside all that follows
     from galsearch.anomaly.discover import DEFAULT_SESSION, Discovery
     from galsearch.embedder import DEFAULT_ENCODER, build_demo, default_demo_path, embed
     from galsearch.index import build_index, umap_coordinates
 
-    auth = None if args.no_serve else _login(args)  # read before the build, so that a bad one fails at once
     path = args.path or default_demo_path()
-    compiling = None if _demo_has_map(path) else _compile_umap_in_background()
     coll = build_demo(path, seed=args.seed, n_simulated=args.galaxies, size=args.size)
     # The demo is a cache rebuilt from its seed: another encoder simply replaces its embeddings and index.
     report = embed(coll, args.encoder or DEFAULT_ENCODER, replace=True, device=args.device)
@@ -680,29 +680,33 @@ def cmd_demo(args: argparse.Namespace) -> None:
         build_index(coll, progress=False)
     # Every tab opens ready: the map and the discovery loop's anomaly scores and GP features are computed
     # now and kept in the demo (free when unchanged).
-    if compiling is not None:
-        compiling.wait()
+    compiling.wait()
     umap_coordinates(coll, progress=True)
     Discovery(coll, DEFAULT_SESSION)
     if not args.no_serve:
         _serve(coll.path, args, auth)
 
 
-def _demo_has_map(path: Path) -> bool:
-    """Whether ``path`` holds a demo whose map is drawn (as after an earlier `galsearch demo`)."""
-    from galsearch.embedder import open_collection
+def compile_umap_for_demo(path: str = "") -> None:
+    """Compile UMAP into numba's on-disk cache unless the demo at ``path`` (empty: the default one) has
+    its map drawn already (as after an earlier `galsearch demo`)."""
+    from galsearch.embedder import default_demo_path, open_collection
     from galsearch.embedder.collection import MANIFEST
-    from galsearch.index.projection import has_map
+    from galsearch.index.projection import compile_umap, has_map
 
-    return (path / MANIFEST).exists() and has_map(open_collection(path))
+    demo = Path(path) if path else default_demo_path()
+    if not ((demo / MANIFEST).exists() and has_map(open_collection(demo))):
+        compile_umap()
 
 
-def _compile_umap_in_background() -> subprocess.Popen:
-    """Fill numba's on-disk cache with UMAP's compiled functions in another process (about 25 s of CPU on a
-    new install, in parallel with the simulation), so that the demo's map does not wait for the compiler."""
-    code = "from galsearch.index.projection import compile_umap; compile_umap()"
+def _compile_umap_in_background(path: Path | None) -> subprocess.Popen:
+    """:func:`compile_umap_for_demo` in another process (about 25 s of CPU on a new install, in parallel
+    with the simulation), so that the demo's map does not wait for the compiler."""
+    code = (
+        "import sys; from galsearch.ui.cli import compile_umap_for_demo; compile_umap_for_demo(*sys.argv[1:])"
+    )
     quiet = subprocess.DEVNULL
-    return subprocess.Popen([sys.executable, "-c", code], stdout=quiet, stderr=quiet)
+    return subprocess.Popen([sys.executable, "-c", code, str(path or "")], stdout=quiet, stderr=quiet)
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
