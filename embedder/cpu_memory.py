@@ -17,9 +17,9 @@ def keep_freed_memory() -> bool:
 
     By default glibc serves every large block, such as a batch's activations, with a new memory map and
     unmaps it when freed, so each batch page-faults all its activations in again: the kernel then took
-    nearly half the time of embedding on the CPU (the default encoder, 2 cores: 268 images/s by default,
-    478 with this; 2026-12-08). The price is that the process keeps about its largest batch's memory
-    (300 MB more there).
+    nearly half the time of embedding on the CPU (the default encoder on 2 cores: 284-290 images/s by
+    default, 574-585 with this; docs/benchmarks.md). The price is that the process keeps about its largest
+    batch's memory (300 MB more there).
     """
     if not sys.platform.startswith("linux"):
         return False
