@@ -84,6 +84,17 @@ def test_demo_follows_a_change_of_encoder(tmp_path):
     demo = open_collection(tmp_path / "demo")
     assert demo.encoder["architecture"] == "test_vit"
     assert load_index(demo).index.ntotal == len(demo)  # and its index rebuilt from the new embeddings
+    # with its map drawn, another `galsearch demo` does not compile UMAP again in the background
+    assert compiles_umap_for_demo(demo.path) is False
+    assert compiles_umap_for_demo(tmp_path / "no-demo-yet") is True
+
+
+def compiles_umap_for_demo(path: Path) -> bool:
+    """Whether the background process of `galsearch demo --path PATH` imported UMAP (to compile it)."""
+    code = "import sys; from galsearch.ui.cli import compile_umap_for_demo as compile; compile(sys.argv[1]); "
+    code += "print('umap' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+    return done.stdout.split() == ["True"]
 
 
 def test_errors_exit_1_with_a_message_and_no_traceback(tmp_path):
