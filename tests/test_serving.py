@@ -194,9 +194,15 @@ def test_a_login_from_the_environment(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("given", ["environment", "--auth"])
-def test_galsearch_serve_takes_a_login_from_the_environment_or_with_a_warning_from_auth(coll, given):
+def test_galsearch_serve_takes_a_login_from_the_environment_or_with_a_warning_from_auth(
+    coll, given, tmp_path
+):
+    """`galsearch serve` takes a login from $GALSEARCH_AUTH, or from --auth with a warning. Stopped with
+    SIGTERM, as a service manager stops it, it closes as on Ctrl-C: exit status 0, download folder gone."""
     port = free_port()
-    env = {**os.environ, "GALSEARCH_AUTH": f"ann:{ANN}"} if given == "environment" else os.environ
+    (tmp_path / "tmp").mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp_path / "tmp")}
+    env |= {"GALSEARCH_AUTH": f"ann:{ANN}"} if given == "environment" else {}
     command = ["serve", str(coll.path), "--port", str(port), "--root-path", "/galsearch/"]
     command += ["--auth", f"ann:{ANN}"] if given == "--auth" else []
     server = subprocess.Popen(
@@ -216,6 +222,8 @@ def test_galsearch_serve_takes_a_login_from_the_environment_or_with_a_warning_fr
         server.wait(timeout=60)
     warned = "warning: --auth puts the password where `ps` shows it" in server.stderr.read().decode()
     assert warned == (given == "--auth")
+    assert server.returncode == 0
+    assert not list((tmp_path / "tmp").glob("galsearch-downloads-*"))
 
 
 def wait_until_served(browser: httpx.Client, server: subprocess.Popen) -> None:

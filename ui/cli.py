@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -731,6 +732,8 @@ def cmd_passwd(args: argparse.Namespace) -> None:
 def _serve(collection: Path, args: argparse.Namespace, auth: object) -> None:
     from galsearch.ui.app import launch
 
+    # A service manager stops a server with SIGTERM: it closes as on Ctrl-C, and its temporary files go.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     launch(collection, host=args.host, port=args.port, auth=auth, root_path=args.root_path or "")
 
 
