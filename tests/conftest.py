@@ -52,14 +52,10 @@ def temporary_files_in_pytests_folder(tmp_path_factory: pytest.TempPathFactory):
     downloads. Collections are made beside it, outside it, as a user's are: Gradio refuses to serve their
     files unless the app copies them out."""
     scratch = str(tmp_path_factory.mktemp("tmp"))
-    saved = tempfile.tempdir, os.environ.get("TMPDIR")
-    tempfile.tempdir = os.environ["TMPDIR"] = scratch
-    yield
-    tempfile.tempdir = saved[0]
-    if saved[1] is None:
-        del os.environ["TMPDIR"]
-    else:
-        os.environ["TMPDIR"] = saved[1]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tempfile, "tempdir", scratch)
+        patch.setenv("TMPDIR", scratch)
+        yield
 
 
 @pytest.fixture

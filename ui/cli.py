@@ -688,7 +688,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
         _serve(coll.path, args, auth)
 
 
-def compile_umap_for_demo(path: str = "") -> None:
+def compile_umap_for_demo(path: str) -> None:
     """Compile UMAP into numba's on-disk cache unless the demo at ``path`` (empty: the default one) has
     its map drawn already (as after an earlier `galsearch demo`)."""
     from galsearch.embedder import default_demo_path, open_collection
@@ -703,9 +703,7 @@ def compile_umap_for_demo(path: str = "") -> None:
 def _compile_umap_in_background(path: Path | None) -> subprocess.Popen:
     """:func:`compile_umap_for_demo` in another process (about 25 s of CPU on a new install, in parallel
     with the simulation), so that the demo's map does not wait for the compiler."""
-    code = (
-        "import sys; from galsearch.ui.cli import compile_umap_for_demo; compile_umap_for_demo(*sys.argv[1:])"
-    )
+    code = "import sys; from galsearch.ui.cli import compile_umap_for_demo as run; run(sys.argv[1])"
     quiet = subprocess.DEVNULL
     return subprocess.Popen([sys.executable, "-c", code, str(path or "")], stdout=quiet, stderr=quiet)
 
